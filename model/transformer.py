@@ -95,7 +95,7 @@ def rope_angles(positions: Tensor, d_head: int, theta: float) -> Tensor:
 
 def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     """Rotate each interleaved pair (x[2i], x[2i+1]) of x (B, T, n, Dh) by its angle; cos/sin (T, Dh/2)."""
-    pairs = x.float().unflatten(-1, (-1, 2))  # (B, T, n, Dh/2, 2)
+    pairs = x.to(torch.promote_types(x.dtype, torch.float32)).unflatten(-1, (-1, 2))  # (B, T, n, Dh/2, 2)
     x0, x1 = pairs[..., 0], pairs[..., 1]
     cos, sin = cos[None, :, None, :], sin[None, :, None, :]
     rotated = torch.stack((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1)
@@ -242,14 +242,14 @@ class MLP(nn.Module):
 class Block(nn.Module):
     def __init__(self, cfg: ModelConfig, layer: int) -> None:
         super().__init__()
-        self.layer = layer
+        self.layer = layer  # registered in forward order, so hook names list in that order
+        self.hook_resid_pre = HookPoint()
         self.ln1 = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.attn = Attention(cfg)
-        self.ln2 = RMSNorm(cfg.d_model, cfg.norm_eps)
-        self.mlp = MLP(cfg)
-        self.hook_resid_pre = HookPoint()
         self.hook_attn_out = HookPoint()
         self.hook_resid_mid = HookPoint()
+        self.ln2 = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.mlp = MLP(cfg)
         self.hook_mlp_out = HookPoint()
         self.hook_resid_post = HookPoint()
 
@@ -318,13 +318,13 @@ class Transformer(nn.Module):
         """Hook point names in forward order that pass `names_filter`."""
         return [name for name in self.hook_points if _matches(name, names_filter)]
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def run_with_hooks(self, tokens: Tensor, fwd_hooks: Iterable[tuple[str, HookFn]] = ()) -> Tensor:
         """Logits for tokens with hook functions attached for this call only."""
         with self.hooks(fwd_hooks):
             return self(tokens)
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def run_with_cache(self, tokens: Tensor, names_filter: NamesFilter = None) -> tuple[Tensor, dict[str, Tensor]]:
         """Logits and a dict of every hooked tensor (detached copies) whose name passes the filter."""
         store: dict[str, Tensor] = {}

@@ -1,0 +1,62 @@
+"""Shared fixtures: a tiny random model for the mechanics, the real default model for the numbers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from model import ModelConfig, Transformer
+
+
+def tiny_config(**overrides) -> ModelConfig:
+    fields = dict(vocab_size=97, d_model=48, n_layers=2, n_heads=6, n_kv_heads=2, d_mlp=96, rope_theta=10000.0, max_seq_len=64, name="tiny")
+    fields.update(overrides)
+    return ModelConfig(**fields)
+
+
+def random_model(cfg: ModelConfig, seed: int = 0) -> Transformer:
+    """A model with random weights of realistic scale (and RMSNorm weights away from 1)."""
+    torch.manual_seed(seed)
+    net = Transformer(cfg)
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if name.endswith("ln1.weight") or name.endswith("ln2.weight") or name == "ln_final.weight":
+                p.uniform_(0.5, 1.5)
+            else:
+                p.normal_(0, 0.2)
+    return net.eval().requires_grad_(False)
+
+
+@pytest.fixture(scope="session")
+def tiny_cfg() -> ModelConfig:
+    return tiny_config()
+
+
+@pytest.fixture(scope="session")
+def tiny_net(tiny_cfg) -> Transformer:
+    return random_model(tiny_cfg)
+
+
+@pytest.fixture(scope="session")
+def real():
+    """(net, enc) of the default model; fetched and converted on first use."""
+    from model import load
+
+    return load()
+
+
+@pytest.fixture(scope="session")
+def gguf_path():
+    from model.weights import default_gguf
+
+    return default_gguf()
+
+
+@pytest.fixture(scope="session")
+def hf_model(gguf_path):
+    """Hugging Face transformers' Llama on the same GGUF, eager attention, float32."""
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(
+        str(gguf_path.parent), gguf_file=gguf_path.name, attn_implementation="eager", dtype=torch.float32
+    ).eval()
