@@ -93,13 +93,21 @@ def rope_angles(positions: Tensor, d_head: int, theta: float) -> Tensor:
     return positions.float()[:, None] * rope_frequencies(d_head, theta).to(positions.device)[None, :]
 
 
-def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate each interleaved pair (x[2i], x[2i+1]) of x (B, T, n, Dh) by its angle; cos/sin (T, Dh/2)."""
-    pairs = x.to(torch.promote_types(x.dtype, torch.float32)).unflatten(-1, (-1, 2))  # (B, T, n, Dh/2, 2)
-    x0, x1 = pairs[..., 0], pairs[..., 1]
-    cos, sin = cos[None, :, None, :], sin[None, :, None, :]
-    rotated = torch.stack((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1)
-    return rotated.flatten(-2).to(x.dtype)
+def rope_rotations(angles: Tensor) -> Tensor:
+    """e^(i * angle) for each (position, pair), complex, shape (T, Dh/2)."""
+    return torch.polar(torch.ones_like(angles), angles)
+
+
+def apply_rope(x: Tensor, rotations: Tensor) -> Tensor:
+    """Rotate each interleaved pair (x[2i], x[2i+1]) of x (B, T, n, Dh) by its angle.
+
+    A pair read as the complex number x[2i] + i x[2i+1] turns by multiplying with
+    e^(i angle): (x0 cos - x1 sin) + i (x0 sin + x1 cos). `rotations` is (T, Dh/2).
+    """
+    real = torch.float64 if x.dtype == torch.float64 else torch.float32
+    pairs = torch.view_as_complex(x.to(real).unflatten(-1, (-1, 2)))  # (B, T, n, Dh/2), complex
+    rotated = pairs * rotations.to(pairs.dtype)[None, :, None, :]
+    return torch.view_as_real(rotated).flatten(-2).to(x.dtype)
 
 
 def repeat_kv(x: Tensor, n_rep: int) -> Tensor:
@@ -194,16 +202,14 @@ class Attention(nn.Module):
         self.hook_pattern = HookPoint()
         self.hook_z = HookPoint()
 
-    def forward(
-        self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor, cache: KVCache | None, layer: int
-    ) -> Tensor:
+    def forward(self, x: Tensor, rotations: Tensor, mask: Tensor | None, cache: KVCache | None, layer: int) -> Tensor:
         cfg = self.cfg
         B, T, _ = x.shape
         q = self.hook_q(self.wq(x).view(B, T, cfg.n_heads, cfg.d_head))  # (B, T, H, Dh)
         k = self.hook_k(self.wk(x).view(B, T, cfg.n_kv_heads, cfg.d_head))  # (B, T, G, Dh)
         v = self.hook_v(self.wv(x).view(B, T, cfg.n_kv_heads, cfg.d_head))  # (B, T, G, Dh)
-        q = self.hook_rot_q(apply_rope(q, cos, sin))  # (B, T, H, Dh)
-        k = self.hook_rot_k(apply_rope(k, cos, sin))  # (B, T, G, Dh)
+        q = self.hook_rot_q(apply_rope(q, rotations))  # (B, T, H, Dh)
+        k = self.hook_rot_k(apply_rope(k, rotations))  # (B, T, G, Dh)
 
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # heads first
         if cache is not None:  # append this step's keys/values, then attend to all of them
@@ -211,13 +217,23 @@ class Attention(nn.Module):
             cache.k[layer][:, :, start:end] = k
             cache.v[layer][:, :, start:end] = v
             k, v = cache.k[layer][:, :, :end], cache.v[layer][:, :, :end]  # (B, G, S, Dh)
-        k, v = repeat_kv(k, cfg.n_groups), repeat_kv(v, cfg.n_groups)  # (B, H, S, Dh)
-
-        attn_scores = (q @ k.transpose(-2, -1)) / math.sqrt(cfg.d_head)  # (B, H, T, S)
-        attn_scores = self.hook_attn_scores(attn_scores.masked_fill(~mask, float("-inf")))
-        pattern = self.hook_pattern(F.softmax(attn_scores.float(), dim=-1).to(q.dtype))  # (B, H, T, S)
-        z = self.hook_z((pattern @ v).transpose(1, 2))  # (B, T, H, Dh)
+        if self.hook_attn_scores.fns or self.hook_pattern.fns:
+            z = self.attention_stages(q, k, v, mask)  # (B, H, T, Dh)
+        else:  # nobody is looking at the pattern: the same maths, fused (SDPA shares K/V heads itself)
+            z = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=cfg.n_groups > 1)
+        z = self.hook_z(z.transpose(1, 2))  # (B, T, H, Dh)
         return self.wo(z.reshape(B, T, cfg.n_heads * cfg.d_head))  # (B, T, D)
+
+    def attention_stages(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+        """Scores -> scale -> mask -> softmax -> weighted sum of values, one hookable step at a time."""
+        k, v = repeat_kv(k, self.cfg.n_groups), repeat_kv(v, self.cfg.n_groups)  # (B, H, S, Dh)
+        attn_scores = q @ k.transpose(-2, -1)  # (B, H, T, S); in place below: no one has seen it yet
+        attn_scores.div_(math.sqrt(self.cfg.d_head))
+        if mask is not None:  # None when a single new token may see every key
+            attn_scores.masked_fill_(~mask, float("-inf"))
+        attn_scores = self.hook_attn_scores(attn_scores)
+        pattern = self.hook_pattern(F.softmax(attn_scores.float(), dim=-1).to(q.dtype))  # (B, H, T, S)
+        return pattern @ v  # (B, H, T, Dh)
 
 
 class MLP(nn.Module):
@@ -235,7 +251,7 @@ class MLP(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         gate = self.hook_pre(self.w1(x))  # (B, T, F), before SiLU
         up = self.hook_pre_linear(self.w3(x))  # (B, T, F)
-        post = self.hook_post(F.silu(gate) * up)  # (B, T, F)
+        post = self.hook_post(F.silu(gate).mul_(up))  # (B, T, F)
         return self.w2(post)  # (B, T, D)
 
 
@@ -253,9 +269,9 @@ class Block(nn.Module):
         self.hook_mlp_out = HookPoint()
         self.hook_resid_post = HookPoint()
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor, cache: KVCache | None) -> Tensor:
+    def forward(self, x: Tensor, rotations: Tensor, mask: Tensor | None, cache: KVCache | None) -> Tensor:
         x = self.hook_resid_pre(x)  # (B, T, D)
-        attn_out = self.hook_attn_out(self.attn(self.ln1(x), cos, sin, mask, cache, self.layer))
+        attn_out = self.hook_attn_out(self.attn(self.ln1(x), rotations, mask, cache, self.layer))
         x = self.hook_resid_mid(x + attn_out)
         mlp_out = self.hook_mlp_out(self.mlp(self.ln2(x)))
         return self.hook_resid_post(x + mlp_out)
@@ -285,14 +301,15 @@ class Transformer(nn.Module):
         if cache is not None and start + T > cache.max_len:
             raise ValueError(f"KV cache holds {cache.max_len} positions; {start + T} needed")
         positions = torch.arange(start, start + T, device=tokens.device)
-        angles = rope_angles(positions, self.cfg.d_head, self.cfg.rope_theta)  # (T, Dh/2)
-        cos, sin = angles.cos(), angles.sin()
-        keys = torch.arange(start + T, device=tokens.device)
-        mask = keys[None, :] <= positions[:, None]  # (T, S): query m sees keys 0..m
+        rotations = rope_rotations(rope_angles(positions, self.cfg.d_head, self.cfg.rope_theta))  # (T, Dh/2)
+        mask = None
+        if T > 1:
+            keys = torch.arange(start + T, device=tokens.device)
+            mask = keys[None, :] <= positions[:, None]  # (T, S): query m sees keys 0..m
 
         x = self.hook_embed(self.tok_embeddings(tokens))  # (B, T, D)
         for block in self.blocks:
-            x = block(x, cos, sin, mask, cache)
+            x = block(x, rotations, mask, cache)
         if cache is not None:
             cache.length += T
         return self.output(self.ln_final(x))  # (B, T, V)
@@ -326,11 +343,21 @@ class Transformer(nn.Module):
 
     @torch.no_grad()
     def run_with_cache(self, tokens: Tensor, names_filter: NamesFilter = None) -> tuple[Tensor, dict[str, Tensor]]:
-        """Logits and a dict of every hooked tensor (detached copies) whose name passes the filter."""
+        """Logits and a dict of every hooked tensor whose name passes the filter.
+
+        Each entry is its own detached tensor: where two hook points see the same tensor
+        (`blocks.3.hook_resid_post` is `blocks.4.hook_resid_pre`) the second is a copy, so
+        editing one entry never changes another. The forward never edits a tensor after its
+        hook, so the others need no copy.
+        """
         store: dict[str, Tensor] = {}
+        seen: set[int] = set()
 
         def save(x: Tensor, point: HookPoint) -> None:
-            store[point.name] = x.detach().clone()
+            x = x.detach()
+            storage = x.untyped_storage().data_ptr()
+            store[point.name] = x.clone() if storage in seen else x
+            seen.add(storage)
 
         logits = self.run_with_hooks(tokens, [(name, save) for name in self.hook_names(names_filter)])
         return logits, store

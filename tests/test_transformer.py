@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from model import KVCache, generate
 from model.loaders import half_split_to_interleaved, interleaved_to_half_split
-from model.transformer import apply_rope, repeat_kv, rope_angles, rope_frequencies
+from model.transformer import apply_rope, repeat_kv, rope_angles, rope_frequencies, rope_rotations
 
 from conftest import random_model, tiny_config
 
@@ -109,12 +109,26 @@ def test_hooks_can_replace_a_tensor(tiny_net, tiny_cfg):
     assert not torch.allclose(ablated, plain)
 
 
-def test_cache_holds_copies_not_views(tiny_net, tiny_cfg):
+def test_cache_entries_are_independent_of_each_other_and_of_later_runs(tiny_net, tiny_cfg):
     t = tokens(tiny_cfg)
     _, first = tiny_net.run_with_cache(t)
-    first["hook_embed"].zero_()
+    resid_pre_1 = first["blocks.1.hook_resid_pre"].clone()
+    first["hook_embed"].zero_()  # the same tensor as blocks.0.hook_resid_pre in the forward
+    first["blocks.0.hook_resid_post"].zero_()  # the same tensor as blocks.1.hook_resid_pre
+    assert first["blocks.0.hook_resid_pre"].abs().sum() > 0
+    assert torch.equal(first["blocks.1.hook_resid_pre"], resid_pre_1)
     _, second = tiny_net.run_with_cache(t)
     assert second["hook_embed"].abs().sum() > 0
+    assert not first["hook_embed"].requires_grad
+
+
+def test_fused_attention_equals_the_hooked_stages(tiny_net, tiny_cfg):
+    """Without pattern hooks attention runs fused; with them, step by step. Same numbers."""
+    t = tokens(tiny_cfg, T=9)
+    fused = tiny_net(t)
+    staged, cache = tiny_net.run_with_cache(t, names_filter=r"hook_pattern$")
+    torch.testing.assert_close(fused, staged, atol=1e-5, rtol=1e-5)
+    assert cache  # the staged path really ran
 
 
 def reference_attention(x, net, layer=0):
@@ -124,8 +138,8 @@ def reference_attention(x, net, layer=0):
     q = attn.wq(x).view(B, T, cfg.n_heads, cfg.d_head)
     k = attn.wk(x).view(B, T, cfg.n_heads, cfg.d_head)
     v = attn.wv(x).view(B, T, cfg.n_heads, cfg.d_head)
-    angles = rope_angles(torch.arange(T), cfg.d_head, cfg.rope_theta)
-    q, k = apply_rope(q, angles.cos(), angles.sin()), apply_rope(k, angles.cos(), angles.sin())
+    rotations = rope_rotations(rope_angles(torch.arange(T), cfg.d_head, cfg.rope_theta))
+    q, k = apply_rope(q, rotations), apply_rope(k, rotations)
     z = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True)
     return attn.wo(z.transpose(1, 2).reshape(B, T, -1))
 
@@ -139,9 +153,9 @@ def test_gqa_with_as_many_kv_heads_as_heads_is_plain_multi_head_attention():
         c["blocks.0.hook_attn_out"], reference_attention(c["blocks.0.ln1.hook_normalized"], net), atol=1e-5, rtol=1e-5
     )
     mask = torch.ones(T, T, dtype=torch.bool).tril()
-    angles = rope_angles(torch.arange(T), cfg.d_head, cfg.rope_theta)
+    rotations = rope_rotations(rope_angles(torch.arange(T), cfg.d_head, cfg.rope_theta))
     torch.testing.assert_close(
-        net.blocks[0].attn(x, angles.cos(), angles.sin(), mask, None, 0), reference_attention(x, net), atol=1e-5, rtol=1e-5
+        net.blocks[0].attn(x, rotations, mask, None, 0), reference_attention(x, net), atol=1e-5, rtol=1e-5
     )
 
 
@@ -199,8 +213,7 @@ def test_rope_matches_reference_formulas_in_both_layouts(theta):
     d, n = 64, 3
     positions = torch.tensor([0, 1, 2, 7, 100, 4095])
     x = torch.randn(1, len(positions), n, d, dtype=torch.float64)
-    angles = rope_angles(positions, d, theta).double()
-    ours = apply_rope(x, angles.cos(), angles.sin())
+    ours = apply_rope(x, rope_rotations(rope_angles(positions, d, theta)))
     # Angles are float32, as in Hugging Face's Llama; at position 4095 that rounds them by ~2e-4 rad.
     tol = dict(atol=5e-4, rtol=0)
     torch.testing.assert_close(ours, rope_meta_complex(x, positions, theta), **tol)
@@ -218,8 +231,7 @@ def test_rope_preserves_norms_and_makes_scores_relative():
     q, k = torch.randn(1, 1, 1, d), torch.randn(1, 1, 1, d)
 
     def rot(x, m):
-        a = rope_angles(torch.tensor([m]), d, theta)
-        return apply_rope(x, a.cos(), a.sin())
+        return apply_rope(x, rope_rotations(rope_angles(torch.tensor([m]), d, theta)))
 
     assert torch.allclose(rot(q, 17).norm(), q.norm(), atol=1e-5)
     s1 = (rot(q, 10) * rot(k, 3)).sum()
