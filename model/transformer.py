@@ -78,9 +78,9 @@ PRESETS = {
 
 def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
     """x / sqrt(mean(x^2) + eps) * weight, computed in float32 and cast back."""
-    x32 = x.float()
-    normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
-    return weight * normed.to(x.dtype)
+    if x.dtype != torch.float32:
+        return weight * rms_norm(x.float(), torch.ones_like(weight, dtype=torch.float32), eps).to(x.dtype)
+    return weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps))
 
 
 def rope_frequencies(d_head: int, theta: float) -> Tensor:
@@ -94,20 +94,22 @@ def rope_angles(positions: Tensor, d_head: int, theta: float) -> Tensor:
 
 
 def rope_rotations(angles: Tensor) -> Tensor:
-    """e^(i * angle) for each (position, pair), complex, shape (T, Dh/2)."""
-    return torch.polar(torch.ones_like(angles), angles)
+    """e^(i * angle) for each (position, pair), complex, shaped (1, T, 1, Dh/2) to broadcast over heads."""
+    return torch.polar(torch.ones_like(angles), angles)[None, :, None, :]
 
 
 def apply_rope(x: Tensor, rotations: Tensor) -> Tensor:
     """Rotate each interleaved pair (x[2i], x[2i+1]) of x (B, T, n, Dh) by its angle.
 
     A pair read as the complex number x[2i] + i x[2i+1] turns by multiplying with
-    e^(i angle): (x0 cos - x1 sin) + i (x0 sin + x1 cos). `rotations` is (T, Dh/2).
+    e^(i angle): (x0 cos - x1 sin) + i (x0 sin + x1 cos). `rotations` is (1, T, 1, Dh/2).
     """
-    real = torch.float64 if x.dtype == torch.float64 else torch.float32
-    pairs = torch.view_as_complex(x.to(real).unflatten(-1, (-1, 2)))  # (B, T, n, Dh/2), complex
-    rotated = pairs * rotations.to(pairs.dtype)[None, :, None, :]
-    return torch.view_as_real(rotated).flatten(-2).to(x.dtype)
+    real = x if x.dtype in (torch.float32, torch.float64) else x.float()
+    pairs = torch.view_as_complex(real.unflatten(-1, (-1, 2)))  # (B, T, n, Dh/2), complex
+    if rotations.dtype != pairs.dtype:
+        rotations = rotations.to(pairs.dtype)
+    rotated = torch.view_as_real(pairs * rotations).flatten(-2)  # (B, T, n, Dh)
+    return rotated if rotated.dtype == x.dtype else rotated.to(x.dtype)
 
 
 def repeat_kv(x: Tensor, n_rep: int) -> Tensor:
@@ -301,7 +303,7 @@ class Transformer(nn.Module):
         if cache is not None and start + T > cache.max_len:
             raise ValueError(f"KV cache holds {cache.max_len} positions; {start + T} needed")
         positions = torch.arange(start, start + T, device=tokens.device)
-        rotations = rope_rotations(rope_angles(positions, self.cfg.d_head, self.cfg.rope_theta))  # (T, Dh/2)
+        rotations = rope_rotations(rope_angles(positions, self.cfg.d_head, self.cfg.rope_theta))  # (1, T, 1, Dh/2)
         mask = None
         if T > 1:
             keys = torch.arange(start + T, device=tokens.device)
