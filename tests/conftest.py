@@ -60,3 +60,15 @@ def hf_model(gguf_path):
     return AutoModelForCausalLM.from_pretrained(
         str(gguf_path.parent), gguf_file=gguf_path.name, attn_implementation="eager", dtype=torch.float32
     ).eval()
+
+
+@pytest.fixture(scope="session")
+def runner(real):
+    from playground.trace import ModelRunner
+
+    return ModelRunner(*real)
+
+
+@pytest.fixture(scope="session")
+def trace(runner):
+    return runner.analyze("The cat sat on the mat. The cat sat on the")

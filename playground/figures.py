@@ -1,0 +1,319 @@
+"""Pure plotting functions: (arrays, labels, options) -> a Plotly figure, an RGB image or HTML.
+
+Nothing here imports the model or Gradio, so every function can be tested on its own and
+reused in a notebook. Heatmaps use numeric axes with token labels as tick text (Plotly
+would merge repeated tokens on a categorical axis) and show exact values on hover.
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+from collections.abc import Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.colors import sample_colorscale
+from plotly.subplots import make_subplots
+
+FONT = dict(family="system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif", size=13)
+MASKED_COLOR = "#d9d9d9"  # what the causal mask hides
+SEQUENTIAL = "Viridis"
+DIVERGING = "RdBu_r"
+
+WHITESPACE = {" ": "·", "\t": "→", "\n": "↵", "\r": "␍"}
+
+
+# ---------------------------------------------------------------------------------------
+# Token text
+
+
+def token_pieces(data: bytes) -> list[tuple[str, bool]]:
+    """A token's bytes as (text, is_raw_bytes) pieces: valid UTF-8 as text, the rest as hex.
+
+    Emoji and CJK characters are often split across tokens; such fragments are shown as the
+    bytes they are ("<F0 9F>"), never as a replacement character.
+    """
+    pieces: list[tuple[str, bool]] = []
+    text, raw = [], []
+    for ch in data.decode("utf-8", errors="surrogateescape"):
+        if "\udc80" <= ch <= "\udcff":  # an undecodable byte, smuggled through as a surrogate
+            if text:
+                pieces.append(("".join(text), False))
+                text = []
+            raw.append(f"{ord(ch) - 0xDC00:02X}")
+        else:
+            if raw:
+                pieces.append(("<" + " ".join(raw) + ">", True))
+                raw = []
+            text.append(ch)
+    if text:
+        pieces.append(("".join(text), False))
+    if raw:
+        pieces.append(("<" + " ".join(raw) + ">", True))
+    return pieces
+
+
+def show_whitespace(text: str) -> str:
+    return "".join(WHITESPACE.get(ch, ch) for ch in text)
+
+
+def token_label(data: bytes, visible_whitespace: bool = True, max_len: int = 16) -> str:
+    """A short one-line label for a token, for axes."""
+    text = "".join(show_whitespace(t) if not raw and visible_whitespace else t for t, raw in token_pieces(data))
+    text = text.replace("\n", "↵")
+    return text if len(text) <= max_len else text[: max_len - 1] + "…"
+
+
+def axis_labels(token_bytes: Sequence[bytes]) -> list[str]:
+    """Tick labels 'i token' for each position, unique by construction."""
+    return [f"{i} {token_label(b)}" for i, b in enumerate(token_bytes)]
+
+
+# ---------------------------------------------------------------------------------------
+# Token spans (HTML)
+
+PALETTE = ["#cde7f0", "#f9d9b5", "#d5ecc2", "#f4c7d3", "#e0d4f5", "#fbeaa8", "#c9e4de", "#f6cfc2"]
+
+
+def token_spans_html(
+    token_bytes: Sequence[bytes],
+    ids: Sequence[int],
+    special: Sequence[bool] | None = None,
+    surprisal: Sequence[float] | None = None,
+    visible_whitespace: bool = False,
+    large: bool = False,
+) -> str:
+    """The text as coloured token spans with ids underneath; hover shows id, bytes and text.
+
+    With `surprisal` (bits per token), the colour shows how surprised the model was by each
+    token given what came before it, instead of alternating colours.
+    """
+    special = special if special is not None else [False] * len(ids)
+    finite = [s for s in (surprisal if surprisal is not None else []) if np.isfinite(s)]
+    top = max(max(finite, default=1.0), 1.0)
+    out = [f'<div class="tokens{" large" if large else ""}">']
+    for i, (data, token_id, is_special) in enumerate(zip(token_bytes, ids, special)):
+        pieces = token_pieces(data)
+        body = []
+        for text, raw in pieces:
+            if raw:
+                body.append(f'<span class="raw">{html.escape(text)}</span>')
+            else:
+                shown = show_whitespace(text) if visible_whitespace else text
+                body.append(html.escape(shown).replace("\n", "↵<br>" if visible_whitespace else "<br>"))
+        hover = [f"position {i}", f"id {token_id}", "bytes " + (data.hex(" ").upper() or "(none)"), f"text {''.join(t for t, _ in pieces)!r}"]
+        if surprisal is not None:
+            s = surprisal[i]
+            hover.append(f"surprisal {s:.2f} bits" if np.isfinite(s) else "surprisal: no prefix to predict from")
+            color = sample_colorscale("YlOrRd", [min(s / top, 1.0)])[0] if np.isfinite(s) else "#eeeeee"
+        else:
+            color = PALETTE[i % len(PALETTE)]
+        classes = "tok special" if is_special else "tok"
+        out.append(
+            f'<span class="{classes}" style="background:{color}" title="{html.escape(chr(10).join(hover))}">'
+            f'<span class="txt">{"".join(body) or "&nbsp;"}</span><span class="id">{token_id}</span></span>'
+        )
+    out.append("</div>")
+    return "".join(out)
+
+
+TOKENS_CSS = """
+.tokens { line-height: 2.6; font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: 15px; color: #111; }
+.tokens.large { font-size: 26px; }
+.tokens .tok { display: inline-flex; flex-direction: column; align-items: center; margin: 1px; padding: 0 3px;
+  border-radius: 4px; vertical-align: top; white-space: pre; }
+.tokens .tok.special { outline: 2px solid #444; font-weight: 600; }
+.tokens .tok .id { font-size: 0.62em; color: #444; line-height: 1.1; }
+.tokens .tok .txt { line-height: 1.5; }
+.tokens .raw { font-size: 0.75em; color: #7a1f1f; border: 1px dashed #7a1f1f; border-radius: 3px; padding: 0 2px; }
+"""
+
+
+# ---------------------------------------------------------------------------------------
+# Heatmaps
+
+
+def _layout(fig: go.Figure, title: str, height: int, font_scale: float = 1.0, background: str = MASKED_COLOR) -> go.Figure:
+    """Title, fonts, size; the plot background is the mask colour, so NaN (masked) cells show as grey."""
+    fig.update_layout(
+        title=dict(text=title, x=0.01, font=dict(size=int(16 * font_scale))),
+        font=dict(FONT, size=int(FONT["size"] * font_scale)),
+        height=height,
+        margin=dict(l=10, r=10, t=50, b=10),
+        plot_bgcolor=background,
+        paper_bgcolor="white",
+    )
+    return fig
+
+
+def _token_axes(fig: go.Figure, labels: Sequence[str], row=None, col=None, y_only: bool = False) -> None:
+    """Token labels (unique: 'position token') on categorical axes; hidden when too many to read."""
+    show = len(labels) <= 64  # beyond that ticks overlap; hover still names every token
+    if not y_only:
+        fig.update_xaxes(type="category", showticklabels=show, tickangle=-60, showgrid=False, zeroline=False, row=row, col=col)
+    fig.update_yaxes(type="category", showticklabels=show, autorange="reversed", showgrid=False, zeroline=False, row=row, col=col)
+
+
+def masked_upper(matrix: np.ndarray) -> np.ndarray:
+    """The matrix with future positions (above the diagonal) set to NaN, which draws as the mask colour."""
+    out = np.array(matrix, dtype=np.float64)
+    out[np.triu_indices(out.shape[0], k=1, m=out.shape[1])] = np.nan
+    return out
+
+
+def attention_heatmap(pattern: np.ndarray, labels: Sequence[str], title: str, font_scale: float = 1.0) -> go.Figure:
+    """One head's attention pattern: query tokens down, key tokens across, masked cells grey."""
+    fig = go.Figure(
+        go.Heatmap(
+            z=masked_upper(pattern).astype(np.float32),
+            x=list(labels),
+            y=list(labels),
+            hovertemplate="query %{y}<br>key %{x}<br>weight %{z:.4f}<extra></extra>",
+            colorscale=SEQUENTIAL,
+            zmin=0,
+            zmax=1,
+            hoverongaps=False,
+            colorbar=dict(title="weight", thickness=12),
+        )
+    )
+    _token_axes(fig, labels)
+    fig.update_xaxes(title="key (attended to)")
+    fig.update_yaxes(title="query (attending)")
+    return _layout(fig, title, height=min(760, 260 + 14 * len(labels)), font_scale=font_scale)
+
+
+STAGE_TITLES = {
+    "scores": "1. scores q·k",
+    "scaled": "2. scaled by 1/√d_head",
+    "masked": "3. causal mask (future = −∞)",
+    "softmax": "4. softmax → weights",
+}
+
+
+def stages_figure(stages: dict[str, np.ndarray], labels: Sequence[str], title: str, font_scale: float = 1.0) -> go.Figure:
+    """The four steps from scores to attention weights for one head, side by side."""
+    fig = make_subplots(rows=1, cols=4, subplot_titles=[STAGE_TITLES[k] for k in STAGE_TITLES], horizontal_spacing=0.04)
+    scores_range = float(np.nanmax(np.abs(stages["scores"]))) or 1.0
+    for col, key in enumerate(STAGE_TITLES, start=1):
+        z = np.array(stages[key], dtype=np.float64)
+        if key == "softmax":
+            z, zmin, zmax, scale, mid = masked_upper(z), 0.0, 1.0, SEQUENTIAL, None
+        else:
+            if key == "masked":
+                z = masked_upper(z)
+            # One colour range for stages 1-3, so the 1/sqrt(d_head) shrinkage is visible as paler colours.
+            zmin, zmax, scale, mid = -scores_range, scores_range, DIVERGING, 0.0
+        fig.add_trace(
+            go.Heatmap(
+                z=z.astype(np.float32), x=list(labels), y=list(labels), colorscale=scale, zmin=zmin, zmax=zmax, zmid=mid, hoverongaps=False,
+                hovertemplate=f"{STAGE_TITLES[key]}<br>query %{{y}}<br>key %{{x}}<br>value %{{z:.4f}}<extra></extra>",
+                showscale=False,
+            ),
+            row=1, col=col,
+        )
+        _token_axes(fig, labels, row=1, col=col)
+        fig.update_xaxes(showticklabels=False, row=1, col=col)
+        if col > 1:
+            fig.update_yaxes(showticklabels=False, row=1, col=col)
+    return _layout(fig, title, height=340, font_scale=font_scale)
+
+
+def vectors_figure(mats: dict[str, np.ndarray], labels: Sequence[str], title: str, font_scale: float = 1.0) -> go.Figure:
+    """Token x dimension heatmaps side by side (q, k, v before and after RoPE), one colour scale each."""
+    names = list(mats)
+    fig = make_subplots(rows=1, cols=len(names), subplot_titles=names, horizontal_spacing=0.03)
+    for col, name in enumerate(names, start=1):
+        m = np.asarray(mats[name], dtype=np.float32)  # (T, Dh)
+        limit = float(np.abs(m).max()) or 1.0
+        fig.add_trace(
+            go.Heatmap(
+                z=m, x=np.arange(m.shape[1]), y=list(labels), colorscale=DIVERGING, zmid=0, zmin=-limit, zmax=limit,
+                hovertemplate=f"{name}<br>token %{{y}}<br>dim %{{x}}<br>value %{{z:.4f}}<extra></extra>",
+                showscale=False,
+            ),
+            row=1, col=col,
+        )
+        _token_axes(fig, labels, row=1, col=col, y_only=True)
+        fig.update_xaxes(title="dimension", showgrid=False, zeroline=False, row=1, col=col)
+        if col > 1:
+            fig.update_yaxes(showticklabels=False, row=1, col=col)
+    return _layout(fig, title, height=min(700, 240 + 14 * len(labels)), font_scale=font_scale, background="white")
+
+
+def gqa_figure(n_heads: int, n_kv_heads: int, head: int, font_scale: float = 1.0) -> go.Figure:
+    """Which query heads read which key/value head, with the selected head's group highlighted."""
+    group = n_heads // n_kv_heads
+    selected_kv = head // group
+    qx = np.arange(n_heads, dtype=float)
+    kvx = np.array([g * group + (group - 1) / 2 for g in range(n_kv_heads)])
+    fig = go.Figure()
+    for h in range(n_heads):
+        g = h // group
+        on = g == selected_kv
+        fig.add_trace(go.Scatter(x=[qx[h], kvx[g]], y=[1, 0], mode="lines", hoverinfo="skip", showlegend=False,
+                                 line=dict(color="#d62728" if on else "#b0b0b0", width=3 if on else 1.5)))
+    fig.add_trace(go.Scatter(
+        x=qx, y=np.ones(n_heads), mode="markers+text", text=[f"Q{h}" for h in range(n_heads)], textposition="top center",
+        marker=dict(size=22, color=["#d62728" if h == head else ("#ff9896" if h // group == selected_kv else "#9ecae1") for h in range(n_heads)]),
+        hovertemplate="query head %{x}<extra></extra>", showlegend=False,
+    ))
+    fig.add_trace(go.Scatter(
+        x=kvx, y=np.zeros(n_kv_heads), mode="markers+text", text=[f"KV{g}" for g in range(n_kv_heads)], textposition="bottom center",
+        marker=dict(size=28, symbol="square", color=["#d62728" if g == selected_kv else "#fdae6b" for g in range(n_kv_heads)]),
+        customdata=[[g * group, (g + 1) * group - 1] for g in range(n_kv_heads)],
+        hovertemplate="key/value head %{text}<br>shared by query heads %{customdata[0]}–%{customdata[1]}<extra></extra>", showlegend=False,
+    ))
+    fig.update_xaxes(visible=False, range=[-0.8, n_heads - 0.2])
+    fig.update_yaxes(visible=False, range=[-0.6, 1.6])
+    title = f"Grouped-query attention: {n_heads} query heads share {n_kv_heads} key/value heads ({group} each)"
+    return _layout(fig, title, height=230, font_scale=font_scale, background="white")
+
+
+# ---------------------------------------------------------------------------------------
+# Clickable mosaics (images: a click gives pixel coordinates, which `mosaic_cell` maps back)
+
+@functools.cache
+def _colormap() -> np.ndarray:
+    """256 x 3 uint8 lookup table for the sequential colour scale (read-only)."""
+    rgb = sample_colorscale(SEQUENTIAL, list(np.linspace(0, 1, 256)))
+    lut = np.array([[round(float(v)) for v in c[c.index("(") + 1 : -1].split(",")] for c in rgb], dtype=np.uint8)
+    lut.flags.writeable = False
+    return lut
+
+
+def _resample(matrix: np.ndarray, size: int) -> np.ndarray:
+    """Nearest-neighbour resize of a square matrix to size x size (thumbnails)."""
+    idx = (np.arange(size) * matrix.shape[0] / size).astype(int)
+    return matrix[np.ix_(idx, idx)]
+
+
+def mosaic(patterns: np.ndarray, cell: int, gap: int = 2, highlight: tuple[int, int] | None = None) -> np.ndarray:
+    """Thumbnails of patterns (R, C, T, T) in an R x C grid, as an RGB uint8 image.
+
+    Masked (future) cells are grey; `highlight` (row, col) gets a red frame.
+    """
+    R, C, T, _ = patterns.shape
+    img = np.full((R * (cell + gap) + gap, C * (cell + gap) + gap, 3), 255, dtype=np.uint8)
+    lut = _colormap()
+    future = _resample(np.triu(np.ones((T, T), dtype=bool), k=1), cell)
+    for r in range(R):
+        for c in range(C):
+            thumb = lut[(np.clip(_resample(patterns[r, c], cell), 0, 1) * 255).astype(np.uint8)]
+            thumb[future] = (217, 217, 217)
+            y, x = gap + r * (cell + gap), gap + c * (cell + gap)
+            img[y : y + cell, x : x + cell] = thumb
+    if highlight is not None:
+        r, c = highlight
+        y, x = r * (cell + gap), c * (cell + gap)
+        img[y : y + cell + 2 * gap, x : x + gap] = img[y : y + cell + 2 * gap, x + cell + gap : x + cell + 2 * gap] = (214, 39, 40)
+        img[y : y + gap, x : x + cell + 2 * gap] = img[y + cell + gap : y + cell + 2 * gap, x : x + cell + 2 * gap] = (214, 39, 40)
+    return img
+
+
+def mosaic_cell(x: int, y: int, rows: int, cols: int, cell: int, gap: int = 2) -> tuple[int, int] | None:
+    """The (row, col) of the thumbnail under pixel (x, y) of a `mosaic`, or None between cells."""
+    r, c = (y - gap) // (cell + gap), (x - gap) // (cell + gap)
+    if 0 <= r < rows and 0 <= c < cols:
+        return int(r), int(c)
+    return None

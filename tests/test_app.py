@@ -1,0 +1,168 @@
+"""The running app: API endpoints through gradio_client, and the page in headless Chromium.
+
+Browser tests need Debian's Chromium (/usr/bin/chromium) and the `playwright` package; they
+are skipped without them, unless PLAYGROUND_REQUIRE_BROWSER=1 (as CI sets), which turns a
+missing browser into a failure. Screenshots go to artifacts/screenshots/.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SHOTS = ROOT / "artifacts" / "screenshots"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(runner):
+    from app import create_app, launch_options
+
+    app = create_app(runner)
+    port = free_port()
+    app.queue(default_concurrency_limit=2).launch(
+        server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_options()
+    )
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        app.close()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    from gradio_client import Client
+
+    return Client(server, verbose=False)
+
+
+def test_api_tokenize(client, runner):
+    prompt = "Tokens: 12345 and émoji 😀"
+    out = client.predict(prompt, False, api_name="/tokenize")
+    assert out["ids"] == runner.enc.encode(prompt)
+    assert b"".join(bytes.fromhex(h) for h in out["bytes"]).decode() == prompt
+    assert out["n_tokens"] == len(out["ids"])
+    assert "Type a prompt" in client.predict("   ", False, api_name="/tokenize")["error"]
+
+
+def test_api_attention(client, runner):
+    prompt = "one two three one two three"
+    out = client.predict(prompt, 6, 2, False, api_name="/attention")
+    ids = runner.enc.encode(prompt)
+    assert out["ids"] == ids and out["kv_head"] == 0
+    _, cache = runner.net.run_with_cache(torch.tensor([ids]), names_filter="blocks.6.attn.hook_pattern")
+    np.testing.assert_allclose(np.array(out["weights"]), cache["blocks.6.attn.hook_pattern"][0, 2].numpy(), atol=1e-5)
+    assert "layer must be" in client.predict(prompt, 99, 0, False, api_name="/attention")["error"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("PLAYGROUND_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"Chromium not found at {CHROMIUM} but PLAYGROUND_REQUIRE_BROWSER=1")
+        pytest.skip("Chromium is not installed (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--no-first-run", "--disable-quic"],
+        )
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.requests = []
+    page.on("request", lambda r: page.requests.append(r.url))
+    yield page
+    context.close()
+
+
+def assert_only_local_requests(page) -> None:
+    outside = [u for u in page.requests if urlparse(u).scheme in ("http", "https", "ws", "wss") and urlparse(u).hostname not in LOCAL_HOSTS]
+    assert not outside, f"the page fetched from outside this machine: {outside[:5]}"
+    assert page.requests, "no requests were recorded at all"
+
+
+def shot(page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def slider_value(page, elem_id: str) -> int:
+    return int(page.locator(f"#{elem_id} input[type=number]").input_value())
+
+
+def test_browser_tokenization_and_attention(page, server, runner):
+    page.goto(server)
+    page.wait_for_selector("#token-spans .tok", timeout=60_000)  # the example prompt is analyzed on load
+
+    prompt = "Hello world. Hello world! 2024 ☕"
+    page.locator("#prompt textarea").fill(prompt)
+    page.locator("#analyze").click()
+    n = len(runner.enc.encode(prompt))
+    page.wait_for_function(f"document.querySelectorAll('#token-spans .tok').length === {n}", timeout=30_000)
+    assert f"{n} tokens" in page.locator("#token-counts").inner_text()
+    ids = [int(t) for t in page.locator("#token-spans .tok .id").all_inner_texts()]
+    assert ids == runner.enc.encode(prompt)
+    page.get_by_label("Show whitespace").check()
+    page.wait_for_function("document.querySelector('#token-spans').innerText.includes('·')")
+    assert page.locator("#token-compare .tok").count() > 0  # cl100k_base beside it
+    shot(page, "tokenization")
+
+    page.get_by_role("tab", name="Attention").click()
+    page.wait_for_selector("#attn-heatmap .js-plotly-plot .heatmaplayer", timeout=30_000)
+    page.wait_for_selector("#attn-layer-grid img", timeout=30_000)
+    assert "layer 0, head 0" in page.locator("#attn-summary").inner_text()
+
+    # Click the thumbnail of head 4 (the middle of the 3 x 3 grid): the head slider follows.
+    img = page.locator("#attn-layer-grid img")
+    box = img.bounding_box()
+    img.click(position={"x": box["width"] / 2, "y": box["height"] / 2})
+    page.wait_for_function("document.querySelector('#attn-summary').innerText.includes('head 4')", timeout=30_000)
+    assert slider_value(page, "attn-head") == 4
+    shot(page, "attention")
+
+    # The layers x heads overview: click layer 2, head 7.
+    page.get_by_text("All layers × heads").click()
+    overview = page.locator("#attn-overview img")
+    overview.wait_for(timeout=30_000)
+    box = overview.bounding_box()
+    natural = overview.evaluate("img => [img.naturalWidth, img.naturalHeight]")
+    sx, sy = box["width"] / natural[0], box["height"] / natural[1]
+    cell = 30 + 2
+    overview.click(position={"x": (2 + 2 * cell + 15) * sx, "y": (2 + 7 * cell + 15) * sy})  # column = layer, row = head
+    page.wait_for_function("document.querySelector('#attn-summary').innerText.includes('layer 2, head 7')", timeout=30_000)
+    assert (slider_value(page, "attn-layer"), slider_value(page, "attn-head")) == (2, 7)
+    shot(page, "attention-overview")
+    assert_only_local_requests(page)
+
+
+def test_browser_empty_prompt_gets_a_message(page, server):
+    page.goto(server)
+    page.wait_for_selector("#token-spans .tok", timeout=60_000)
+    page.locator("#prompt textarea").fill("   ")
+    page.locator("#analyze").click()
+    page.wait_for_function("document.querySelector('#status').innerText.includes('Type a prompt')", timeout=30_000)
+    page.wait_for_function("document.querySelectorAll('#token-spans .tok').length === 0", timeout=30_000)
+    assert "Analyze a prompt" in page.locator("#token-spans").inner_text()
+    assert_only_local_requests(page)
