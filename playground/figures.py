@@ -14,7 +14,6 @@ from collections.abc import Sequence
 import numpy as np
 import plotly.graph_objects as go
 from plotly.colors import sample_colorscale
-from plotly.subplots import make_subplots
 
 FONT = dict(family="system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif", size=13)
 MASKED_COLOR = "#d9d9d9"  # what the causal mask hides
@@ -147,14 +146,6 @@ def _layout(fig: go.Figure, title: str, height: int, font_scale: float = 1.0, ba
     return fig
 
 
-def _token_axes(fig: go.Figure, labels: Sequence[str], row=None, col=None, y_only: bool = False) -> None:
-    """Token labels (unique: 'position token') on categorical axes; hidden when too many to read."""
-    show = len(labels) <= 64  # beyond that ticks overlap; hover still names every token
-    if not y_only:
-        fig.update_xaxes(type="category", showticklabels=show, tickangle=-60, showgrid=False, zeroline=False, row=row, col=col)
-    fig.update_yaxes(type="category", showticklabels=show, autorange="reversed", showgrid=False, zeroline=False, row=row, col=col)
-
-
 def masked_upper(matrix: np.ndarray) -> np.ndarray:
     """The matrix with future positions (above the diagonal) set to NaN, which draws as the mask colour."""
     out = np.array(matrix, dtype=np.float64)
@@ -164,22 +155,18 @@ def masked_upper(matrix: np.ndarray) -> np.ndarray:
 
 def attention_heatmap(pattern: np.ndarray, labels: Sequence[str], title: str, font_scale: float = 1.0) -> go.Figure:
     """One head's attention pattern: query tokens down, key tokens across, masked cells grey."""
-    fig = go.Figure(
-        go.Heatmap(
-            z=masked_upper(pattern).astype(np.float32),
-            x=list(labels),
-            y=list(labels),
+    show = len(labels) <= 64  # beyond that ticks overlap; hover still names every token
+    fig = go.Figure({
+        "data": [dict(
+            type="heatmap", z=masked_upper(pattern).astype(np.float32), x=list(labels), y=list(labels),
             hovertemplate="query %{y}<br>key %{x}<br>weight %{z:.4f}<extra></extra>",
-            colorscale=SEQUENTIAL,
-            zmin=0,
-            zmax=1,
-            hoverongaps=False,
-            colorbar=dict(title="weight", thickness=12),
-        )
-    )
-    _token_axes(fig, labels)
-    fig.update_xaxes(title="key (attended to)")
-    fig.update_yaxes(title="query (attending)")
+            colorscale=SEQUENTIAL, zmin=0, zmax=1, hoverongaps=False, colorbar=dict(title=dict(text="weight"), thickness=12),
+        )],
+        "layout": dict(
+            xaxis=dict(type="category", title=dict(text="key (attended to)"), showticklabels=show, tickangle=-60, showgrid=False, zeroline=False),
+            yaxis=dict(type="category", title=dict(text="query (attending)"), showticklabels=show, autorange="reversed", showgrid=False, zeroline=False),
+        ),
+    })
     return _layout(fig, title, height=min(760, 260 + 14 * len(labels)), font_scale=font_scale)
 
 
@@ -191,83 +178,84 @@ STAGE_TITLES = {
 }
 
 
+def _panels(traces: list[dict], titles: Sequence[str], labels: Sequence[str], title: str, height: int,
+            font_scale: float, background: str, x_categorical: bool) -> go.Figure:
+    """Heatmaps side by side sharing token rows, built as one dict (make_subplots is slow)."""
+    n, gap = len(traces), 0.03
+    width = (1 - gap * (n - 1)) / n
+    show = len(labels) <= 64
+    layout: dict = {"annotations": []}
+    data = []
+    for i, trace in enumerate(traces):
+        suffix = "" if i == 0 else str(i + 1)
+        x0 = i * (width + gap)
+        xaxis = dict(domain=[x0, x0 + width], anchor=f"y{suffix}", showgrid=False, zeroline=False)
+        xaxis.update(type="category", showticklabels=False) if x_categorical else xaxis.update(title="dimension")
+        layout[f"xaxis{suffix}"] = xaxis
+        layout[f"yaxis{suffix}"] = dict(anchor=f"x{suffix}", type="category", autorange="reversed", showgrid=False,
+                                        zeroline=False, showticklabels=show and i == 0)
+        data.append({**trace, "type": "heatmap", "xaxis": f"x{suffix}", "yaxis": f"y{suffix}", "showscale": False})
+        layout["annotations"].append(dict(text=titles[i], x=x0 + width / 2, y=1.0, xref="paper", yref="paper",
+                                          xanchor="center", yanchor="bottom", showarrow=False,
+                                          font=dict(size=int(14 * font_scale))))
+    fig = go.Figure({"data": data, "layout": layout})
+    return _layout(fig, title, height=height, font_scale=font_scale, background=background)
+
+
 def stages_figure(stages: dict[str, np.ndarray], labels: Sequence[str], title: str, font_scale: float = 1.0) -> go.Figure:
     """The four steps from scores to attention weights for one head, side by side."""
-    fig = make_subplots(rows=1, cols=4, subplot_titles=[STAGE_TITLES[k] for k in STAGE_TITLES], horizontal_spacing=0.04)
     scores_range = float(np.nanmax(np.abs(stages["scores"]))) or 1.0
-    for col, key in enumerate(STAGE_TITLES, start=1):
+    traces = []
+    for key, name in STAGE_TITLES.items():
         z = np.array(stages[key], dtype=np.float64)
+        if key in ("masked", "softmax"):
+            z = masked_upper(z)
         if key == "softmax":
-            z, zmin, zmax, scale, mid = masked_upper(z), 0.0, 1.0, SEQUENTIAL, None
-        else:
-            if key == "masked":
-                z = masked_upper(z)
-            # One colour range for stages 1-3, so the 1/sqrt(d_head) shrinkage is visible as paler colours.
-            zmin, zmax, scale, mid = -scores_range, scores_range, DIVERGING, 0.0
-        fig.add_trace(
-            go.Heatmap(
-                z=z.astype(np.float32), x=list(labels), y=list(labels), colorscale=scale, zmin=zmin, zmax=zmax, zmid=mid, hoverongaps=False,
-                hovertemplate=f"{STAGE_TITLES[key]}<br>query %{{y}}<br>key %{{x}}<br>value %{{z:.4f}}<extra></extra>",
-                showscale=False,
-            ),
-            row=1, col=col,
-        )
-        _token_axes(fig, labels, row=1, col=col)
-        fig.update_xaxes(showticklabels=False, row=1, col=col)
-        if col > 1:
-            fig.update_yaxes(showticklabels=False, row=1, col=col)
-    return _layout(fig, title, height=340, font_scale=font_scale)
+            colour = dict(colorscale=SEQUENTIAL, zmin=0.0, zmax=1.0)
+        else:  # one colour range for stages 1-3, so the 1/sqrt(d_head) shrinkage shows as paler colours
+            colour = dict(colorscale=DIVERGING, zmin=-scores_range, zmax=scores_range, zmid=0.0)
+        traces.append(dict(z=z.astype(np.float32), x=list(labels), y=list(labels), hoverongaps=False, **colour,
+                           hovertemplate=f"{name}<br>query %{{y}}<br>key %{{x}}<br>value %{{z:.4f}}<extra></extra>"))
+    return _panels(traces, list(STAGE_TITLES.values()), labels, title, 340, font_scale, MASKED_COLOR, x_categorical=True)
 
 
 def vectors_figure(mats: dict[str, np.ndarray], labels: Sequence[str], title: str, font_scale: float = 1.0) -> go.Figure:
     """Token x dimension heatmaps side by side (q, k, v before and after RoPE), one colour scale each."""
-    names = list(mats)
-    fig = make_subplots(rows=1, cols=len(names), subplot_titles=names, horizontal_spacing=0.03)
-    for col, name in enumerate(names, start=1):
-        m = np.asarray(mats[name], dtype=np.float32)  # (T, Dh)
+    traces = []
+    for name, m in mats.items():
+        m = np.asarray(m, dtype=np.float32)  # (T, Dh)
         limit = float(np.abs(m).max()) or 1.0
-        fig.add_trace(
-            go.Heatmap(
-                z=m, x=np.arange(m.shape[1]), y=list(labels), colorscale=DIVERGING, zmid=0, zmin=-limit, zmax=limit,
-                hovertemplate=f"{name}<br>token %{{y}}<br>dim %{{x}}<br>value %{{z:.4f}}<extra></extra>",
-                showscale=False,
-            ),
-            row=1, col=col,
-        )
-        _token_axes(fig, labels, row=1, col=col, y_only=True)
-        fig.update_xaxes(title="dimension", showgrid=False, zeroline=False, row=1, col=col)
-        if col > 1:
-            fig.update_yaxes(showticklabels=False, row=1, col=col)
-    return _layout(fig, title, height=min(700, 240 + 14 * len(labels)), font_scale=font_scale, background="white")
+        traces.append(dict(z=m, x=np.arange(m.shape[1]), y=list(labels), colorscale=DIVERGING, zmid=0.0, zmin=-limit, zmax=limit,
+                           hovertemplate=f"{name}<br>token %{{y}}<br>dim %{{x}}<br>value %{{z:.4f}}<extra></extra>"))
+    height = min(700, 240 + 14 * len(labels))
+    return _panels(traces, list(mats), labels, title, height, font_scale, "white", x_categorical=False)
 
 
 def gqa_figure(n_heads: int, n_kv_heads: int, head: int, font_scale: float = 1.0) -> go.Figure:
     """Which query heads read which key/value head, with the selected head's group highlighted."""
     group = n_heads // n_kv_heads
     selected_kv = head // group
-    qx = np.arange(n_heads, dtype=float)
-    kvx = np.array([g * group + (group - 1) / 2 for g in range(n_kv_heads)])
-    fig = go.Figure()
-    for h in range(n_heads):
-        g = h // group
-        on = g == selected_kv
-        fig.add_trace(go.Scatter(x=[qx[h], kvx[g]], y=[1, 0], mode="lines", hoverinfo="skip", showlegend=False,
-                                 line=dict(color="#d62728" if on else "#b0b0b0", width=3 if on else 1.5)))
-    fig.add_trace(go.Scatter(
-        x=qx, y=np.ones(n_heads), mode="markers+text", text=[f"Q{h}" for h in range(n_heads)], textposition="top center",
-        marker=dict(size=22, color=["#d62728" if h == head else ("#ff9896" if h // group == selected_kv else "#9ecae1") for h in range(n_heads)]),
-        hovertemplate="query head %{x}<extra></extra>", showlegend=False,
+    kv_x = [g * group + (group - 1) / 2 for g in range(n_kv_heads)]
+    red, pink, blue, orange, grey = "#d62728", "#ff9896", "#9ecae1", "#fdae6b", "#b0b0b0"
+    data = [
+        dict(type="scatter", x=[h, kv_x[h // group]], y=[1, 0], mode="lines", hoverinfo="skip", showlegend=False,
+             line=dict(color=red if h // group == selected_kv else grey, width=3 if h // group == selected_kv else 1.5))
+        for h in range(n_heads)
+    ]
+    data.append(dict(
+        type="scatter", x=list(range(n_heads)), y=[1] * n_heads, mode="markers+text", text=[f"Q{h}" for h in range(n_heads)],
+        textposition="top center", showlegend=False, hovertemplate="query head %{x}<extra></extra>",
+        marker=dict(size=22, color=[red if h == head else (pink if h // group == selected_kv else blue) for h in range(n_heads)]),
     ))
-    fig.add_trace(go.Scatter(
-        x=kvx, y=np.zeros(n_kv_heads), mode="markers+text", text=[f"KV{g}" for g in range(n_kv_heads)], textposition="bottom center",
-        marker=dict(size=28, symbol="square", color=["#d62728" if g == selected_kv else "#fdae6b" for g in range(n_kv_heads)]),
-        customdata=[[g * group, (g + 1) * group - 1] for g in range(n_kv_heads)],
-        hovertemplate="key/value head %{text}<br>shared by query heads %{customdata[0]}–%{customdata[1]}<extra></extra>", showlegend=False,
+    data.append(dict(
+        type="scatter", x=kv_x, y=[0] * n_kv_heads, mode="markers+text", text=[f"KV{g}" for g in range(n_kv_heads)],
+        textposition="bottom center", showlegend=False, customdata=[[g * group, (g + 1) * group - 1] for g in range(n_kv_heads)],
+        hovertemplate="key/value head %{text}<br>shared by query heads %{customdata[0]}–%{customdata[1]}<extra></extra>",
+        marker=dict(size=28, symbol="square", color=[red if g == selected_kv else orange for g in range(n_kv_heads)]),
     ))
-    fig.update_xaxes(visible=False, range=[-0.8, n_heads - 0.2])
-    fig.update_yaxes(visible=False, range=[-0.6, 1.6])
+    layout = dict(xaxis=dict(visible=False, range=[-0.8, n_heads - 0.2]), yaxis=dict(visible=False, range=[-0.6, 1.6]))
     title = f"Grouped-query attention: {n_heads} query heads share {n_kv_heads} key/value heads ({group} each)"
-    return _layout(fig, title, height=230, font_scale=font_scale, background="white")
+    return _layout(go.Figure({"data": data, "layout": layout}), title, height=230, font_scale=font_scale, background="white")
 
 
 # ---------------------------------------------------------------------------------------

@@ -39,13 +39,13 @@ def stats_table(trace: Trace | None, sort: str, kv_head_of) -> pd.DataFrame:
 
 
 def render_head(trace: Trace | None, layer: int, head: int, large: bool, runner: ModelRunner):
-    """Everything that depends on (layer, head): figures and the two clickable grids."""
+    """Everything that depends on (layer, head): the figures and the layer's clickable grid."""
     cfg = runner.cfg
     layer, head = int(np.clip(layer, 0, cfg.n_layers - 1)), int(np.clip(head, 0, cfg.n_heads - 1))
     scale = 1.5 if large else 1.0
     gqa = gqa_figure(cfg.n_heads, cfg.n_kv_heads, head, font_scale=scale)
     if trace is None:
-        return None, None, None, gqa, None, None, ""
+        return None, None, None, gqa, None, ""
     kv = cfg.kv_head_of(head)
     labels = axis_labels(trace.token_bytes)
     T = trace.n_tokens
@@ -69,13 +69,17 @@ def render_head(trace: Trace | None, layer: int, head: int, large: bool, runner:
 
     group = int(np.sqrt(cfg.n_heads)) if int(np.sqrt(cfg.n_heads)) ** 2 == cfg.n_heads else cfg.n_heads
     layer_grid = mosaic(trace.pattern[layer].reshape(-1, group, T, T), LAYER_CELL, highlight=divmod(head, group))
-    overview = mosaic(trace.pattern.transpose(1, 0, 2, 3), OVERVIEW_CELL, highlight=(head, layer))  # heads down, layers across
     stats = trace.head_stats[layer, head]
     summary = (
         f"**{name}** · to first token {stats[0]:.3f} · to previous token {stats[1]:.3f} · "
         f"to self {stats[2]:.3f} · entropy {stats[3]:.2f} bits (uniform over {T} tokens: {np.log2(T):.2f})"
     )
-    return heatmap, stage_fig, vector_fig, gqa, layer_grid, overview, summary
+    return heatmap, stage_fig, vector_fig, gqa, layer_grid, summary
+
+
+def render_overview(trace: Trace | None) -> np.ndarray | None:
+    """Every head of every layer as thumbnails: heads down, layers across. Drawn once per Analyze."""
+    return None if trace is None else mosaic(trace.pattern.transpose(1, 0, 2, 3), OVERVIEW_CELL)
 
 
 def build(runner: ModelRunner, trace_state: gr.State, large_mode: gr.Checkbox):
@@ -95,7 +99,8 @@ def build(runner: ModelRunner, trace_state: gr.State, large_mode: gr.Checkbox):
         with gr.Column(scale=3):
             heatmap = gr.Plot(label="Attention pattern", elem_id="attn-heatmap")
         with gr.Column(scale=2):
-            layer_grid = gr.Image(label="Every head of this layer (click one)", interactive=False, elem_id="attn-layer-grid", buttons=[])
+            layer_grid = gr.Image(label="Every head of this layer (click one)", interactive=False, elem_id="attn-layer-grid", buttons=[],
+                                  format="png")
     gqa = gr.Plot(label="Grouped-query attention", elem_id="attn-gqa")
     with gr.Accordion("The four stages of this head", open=True):
         stages = gr.Plot(elem_id="attn-stages")
@@ -103,7 +108,7 @@ def build(runner: ModelRunner, trace_state: gr.State, large_mode: gr.Checkbox):
         vectors = gr.Plot(elem_id="attn-vectors")
     with gr.Accordion("All layers × heads (click a thumbnail)", open=False):
         overview = gr.Image(label=f"{cfg.n_heads} heads (rows) × {cfg.n_layers} layers (columns)", interactive=False,
-                            elem_id="attn-overview", buttons=[])
+                            elem_id="attn-overview", buttons=[], format="png")
     with gr.Accordion("Head statistics: find previous-token heads, attention sinks, focused heads", open=False):
         sort = gr.Dropdown(list(SORTS), value="previous token", label="Sort by")
         table = gr.Dataframe(interactive=False, elem_id="attn-stats", max_height=420)
@@ -111,7 +116,7 @@ def build(runner: ModelRunner, trace_state: gr.State, large_mode: gr.Checkbox):
                     "Click a row to open that head.")
 
     head_inputs = [trace_state, layer, head, large_mode]
-    head_outputs = [heatmap, stages, vectors, gqa, layer_grid, overview, summary]
+    head_outputs = [heatmap, stages, vectors, gqa, layer_grid, summary]
 
     def head_fn(trace, l, h, large):
         return render_head(trace, l, h, large, runner)
@@ -141,6 +146,6 @@ def build(runner: ModelRunner, trace_state: gr.State, large_mode: gr.Checkbox):
     sort.change(table_fn, [trace_state, sort], [table], **READ_ONLY)
 
     def fn(trace, l, h, large, s):
-        return (*head_fn(trace, l, h, large), table_fn(trace, s))
+        return (*head_fn(trace, l, h, large), render_overview(trace), table_fn(trace, s))
 
-    return fn, [*head_inputs, sort], [*head_outputs, table]
+    return fn, [*head_inputs, sort], [*head_outputs, overview, table]

@@ -140,6 +140,9 @@ def test_browser_tokenization_and_attention(page, server, runner):
     img.click(position={"x": box["width"] / 2, "y": box["height"] / 2})
     page.wait_for_function("document.querySelector('#attn-summary').innerText.includes('head 4')", timeout=30_000)
     assert slider_value(page, "attn-head") == 4
+    page.get_by_text("Q, K and V of this head").click()
+    page.wait_for_selector("#attn-vectors .js-plotly-plot .heatmaplayer", timeout=30_000)
+    assert page.locator("#attn-stages .js-plotly-plot .heatmaplayer").count() == 4  # one per stage
     shot(page, "attention")
 
     # The layers x heads overview: click layer 2, head 7.

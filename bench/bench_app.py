@@ -1,0 +1,73 @@
+"""App benchmark: server-side time to answer a layer or head switch, reading the trace only.
+
+    python bench/bench_app.py
+
+Measures, for a 128-token prompt, the Attention tab's render (figures and both clickable
+grids) plus Gradio's own serialisation of those outputs, i.e. everything the server does
+between receiving the slider value and sending the answer. Target: under 100 ms.
+Also: the one model run behind Analyze, and the Tokenization tab's render.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import gradio as gr  # noqa: E402
+
+from model import load  # noqa: E402
+from model.allocator import keep_freed_memory  # noqa: E402
+from playground import tab_attention, tab_tokenization  # noqa: E402
+from playground.trace import ModelRunner  # noqa: E402
+
+TEXT = ("Rotary position embeddings rotate each pair of query and key dimensions by an angle "
+        "proportional to the token's position, so attention scores depend on relative distance. ") * 20
+
+
+def timed(fn, repeats: int = 15) -> tuple[float, float]:
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000, max(times) * 1000
+
+
+def main() -> None:
+    keep_freed_memory()
+    net, enc = load()
+    runner = ModelRunner(net, enc)
+    prompt = enc.decode(enc.encode(TEXT)[:128])
+    analyze_ms, _ = timed(lambda: runner.analyze(prompt), repeats=5)
+    trace = runner.analyze(prompt)
+    print(f"prompt: {trace.n_tokens} tokens; Analyze (one model run + trace): {analyze_ms:.0f} ms")
+
+    # Gradio serialises outputs in each component's postprocess; include it.
+    plot, image, markdown = gr.Plot(render=False), gr.Image(render=False), gr.Markdown(render=False)
+    image.format = "png"  # as the tab's images
+    post = [plot, plot, plot, plot, image, markdown]
+    switches = [(l, h) for l in (0, 7, 15, 29) for h in (0, 4, 8)]
+    position = iter(range(10**9))
+
+    def switch():
+        l, h = switches[next(position) % len(switches)]
+        outputs = tab_attention.render_head(trace, l, h, False, runner)
+        for component, value in zip(post, outputs):
+            component.postprocess(value)
+
+    median, worst = timed(switch, repeats=len(switches) * 2)
+    print(f"layer/head switch (render + serialise): median {median:.0f} ms, worst {worst:.0f} ms  (target < 100 ms)")
+    median, worst = timed(lambda: tab_attention.render_head(trace, 3, 5, False, runner))
+    print(f"  of which render only: median {median:.0f} ms")
+    median, worst = timed(lambda: tab_tokenization.render(trace, True, True, ["cl100k_base"], False, runner))
+    print(f"tokenization tab render: median {median:.0f} ms, worst {worst:.0f} ms")
+
+
+if __name__ == "__main__":
+    main()
