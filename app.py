@@ -13,7 +13,7 @@ import gradio as gr
 
 from model import CheckpointError, load
 from model.allocator import keep_freed_memory
-from playground import tab_attention, tab_tokenization
+from playground import tab_attention, tab_lens, tab_rope, tab_tokenization
 from playground.figures import TOKENS_CSS
 from playground.trace import MAX_PROMPT_TOKENS, ModelRunner, PromptError, Trace
 
@@ -73,18 +73,27 @@ def create_app(runner: ModelRunner) -> gr.Blocks:
                 large = gr.Checkbox(label="Large text (projector)", value=False, elem_id="large")
         status = gr.Markdown(elem_id="status")
         gr.Examples(EXAMPLES, [prompt, chat], label="Examples")
-        with gr.Tabs():
-            with gr.Tab("Tokenization", id="tokenization"):
-                tok_fn, tok_in, tok_out = tab_tokenization.build(runner, trace_state, large)
-            with gr.Tab("Attention", id="attention"):
-                att_fn, att_in, att_out = tab_attention.build(runner, trace_state, large)
-
+        active_tab = gr.State("tokenization")  # which tab is showing: the logit lens is computed only when seen
         quiet = dict(api_visibility="private", show_progress="hidden", concurrency_limit=None)
+        with gr.Tabs():
+            with gr.Tab("Tokenization", id="tokenization") as tok_tab:
+                tok_fn, tok_in, tok_out = tab_tokenization.build(runner, trace_state, large)
+            with gr.Tab("Attention", id="attention") as att_tab:
+                att_fn, att_in, att_out = tab_attention.build(runner, trace_state, large)
+            with gr.Tab("RoPE", id="rope") as rope_tab:
+                rope_fn, rope_in, rope_out = tab_rope.build(runner, trace_state, large)
+            with gr.Tab("Logit lens", id="lens") as lens_tab:
+                lens_fn, lens_in, lens_out = tab_lens.build(runner, trace_state, large, lens_tab, active_tab)
+        for tab, name in ((tok_tab, "tokenization"), (att_tab, "attention"), (rope_tab, "rope")):
+            tab.select(lambda name=name: name, None, active_tab, **quiet)
+
         for trigger in (analyze_btn.click, prompt.submit, app.load):
             (
                 trigger(analyze, [prompt, chat], [trace_state, status], api_visibility="private", concurrency_limit=2)
                 .then(tok_fn, tok_in, tok_out, **quiet)
                 .then(att_fn, att_in, att_out, **quiet)
+                .then(rope_fn, rope_in, rope_out, **quiet)
+                .then(lens_fn, lens_in, lens_out, api_visibility="private", concurrency_limit=2)
             )
 
         def tokenize(prompt: str, chat: bool = False) -> dict:

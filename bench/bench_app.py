@@ -22,7 +22,7 @@ import gradio as gr  # noqa: E402
 
 from model import load  # noqa: E402
 from model.allocator import keep_freed_memory  # noqa: E402
-from playground import tab_attention, tab_tokenization  # noqa: E402
+from playground import tab_attention, tab_lens, tab_tokenization  # noqa: E402
 from playground.trace import ModelRunner  # noqa: E402
 
 TEXT = ("Rotary position embeddings rotate each pair of query and key dimensions by an angle "
@@ -67,6 +67,16 @@ def main() -> None:
     print(f"  of which render only: median {median:.0f} ms")
     median, worst = timed(lambda: tab_tokenization.render(trace, True, True, ["cl100k_base"], False, runner))
     print(f"tokenization tab render: median {median:.0f} ms, worst {worst:.0f} ms")
+
+    # Logit lens: computed once per prompt when its tab is first shown, then read from the trace.
+    for with_mid, rows in ((False, 1 + net.cfg.n_layers), (True, 1 + 2 * net.cfg.n_layers)):
+        def compute():
+            trace.lens.clear()
+            runner.lens(trace, with_mid)
+        median, _ = timed(compute, repeats=3)
+        print(f"logit lens, {rows} rows x {trace.n_tokens} positions, exact float32: {median:.0f} ms  (target < 500 ms for 30 x 128)")
+    median, _ = timed(lambda: tab_lens.render(trace, "rank of the actual next token", False, 100, " the", False, runner))
+    print(f"logit-lens tab redraw (statistic or position change, lens cached): {median:.0f} ms")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from model import ModelEncoding, Transformer, UnencodableTextError
+from model.lens import LensResult, logit_lens
 
 MAX_PROMPT_TOKENS = 512
 MAX_PROMPT_CHARS = 20_000
@@ -44,7 +45,10 @@ class Trace:
     rot_k: np.ndarray  # (L, T, G, Dh) after RoPE
     pattern: np.ndarray  # (L, H, T, T) attention weights, float32
     head_stats: np.ndarray  # (L, H, 4): to first token, to previous token, to self, entropy (bits)
+    resid: np.ndarray  # (L + 1, T, D): after the embedding, then after each layer (resid_post)
+    resid_mid: np.ndarray  # (L, T, D): inside each layer, after attention and before the MLP
     notes: list[str] = field(default_factory=list)  # what was changed about the prompt, for the user
+    lens: dict = field(default_factory=dict)  # logit-lens results, computed on first view: key -> LensResult
 
     @property
     def n_tokens(self) -> int:
@@ -131,7 +135,8 @@ class ModelRunner:
         """Run the model once on a prompt and keep what the tabs show."""
         ids, prompt, notes = self.tokenize(prompt, chat)
         tokens = torch.tensor([ids])
-        wanted = ("attn.hook_q", "attn.hook_k", "attn.hook_v", "attn.hook_rot_q", "attn.hook_rot_k", "attn.hook_pattern")
+        wanted = ("attn.hook_q", "attn.hook_k", "attn.hook_v", "attn.hook_rot_q", "attn.hook_rot_k", "attn.hook_pattern",
+                  "hook_embed", "hook_resid_post", "hook_resid_mid")
         with self._lock:
             logits, cache = self.net.run_with_cache(tokens, names_filter=lambda name: name.endswith(wanted))
         logits = logits[0].float()
@@ -143,9 +148,9 @@ class ModelRunner:
         top = log_probs.topk(5, dim=-1)
 
         def stack(hook: str) -> np.ndarray:
-            return torch.stack([cache[f"blocks.{l}.attn.{hook}"][0] for l in range(self.cfg.n_layers)]).float().numpy()
+            return torch.stack([cache[f"blocks.{l}.{hook}"][0] for l in range(self.cfg.n_layers)]).float().numpy()
 
-        pattern = stack("hook_pattern")
+        pattern = stack("attn.hook_pattern")
         return Trace(
             prompt=prompt,
             chat=chat,
@@ -156,12 +161,29 @@ class ModelRunner:
             top_next=top.indices.numpy(),
             top_next_p=top.values.exp().numpy(),
             next_logits=logits[-1].numpy(),
-            q=stack("hook_q"),
-            k=stack("hook_k"),
-            v=stack("hook_v"),
-            rot_q=stack("hook_rot_q"),
-            rot_k=stack("hook_rot_k"),
+            q=stack("attn.hook_q"),
+            k=stack("attn.hook_k"),
+            v=stack("attn.hook_v"),
+            rot_q=stack("attn.hook_rot_q"),
+            rot_k=stack("attn.hook_rot_k"),
             pattern=pattern,
             head_stats=head_statistics(pattern),
+            resid=np.concatenate([cache["hook_embed"][0].float().numpy()[None], stack("hook_resid_post")]),
+            resid_mid=stack("hook_resid_mid"),
             notes=notes,
         )
+
+    def lens(self, trace: Trace, with_mid: bool) -> tuple[list[str], LensResult]:
+        """Row labels and logit-lens summaries of the trace, computed once per (trace, rows) and kept in it."""
+        L = self.cfg.n_layers
+        if with_mid:
+            labels = ["embed"] + [name for l in range(L) for name in (f"L{l} attn", f"L{l}")]
+            resid = np.concatenate([trace.resid[:1], np.stack([trace.resid_mid, trace.resid[1:]], axis=1).reshape(2 * L, *trace.resid.shape[1:])])
+        else:
+            labels, resid = ["embed"] + [f"L{l}" for l in range(L)], trace.resid
+        key = "mid" if with_mid else "post"
+        if key not in trace.lens:
+            next_ids = torch.tensor(np.append(trace.ids[1:], -1))
+            with self._lock:  # reads only the (shared, read-only) unembedding; the lock bounds CPU use
+                trace.lens[key] = logit_lens(self.net, torch.from_numpy(resid), next_ids)
+        return labels, trace.lens[key]

@@ -160,6 +160,29 @@ def test_browser_tokenization_and_attention(page, server, runner):
     assert_only_local_requests(page)
 
 
+def test_browser_rope_and_logit_lens(page, server, runner):
+    page.goto(server)
+    page.wait_for_selector("#token-spans .tok", timeout=60_000)
+    page.get_by_role("tab", name="RoPE").click()
+    page.wait_for_selector("#rope-pairs .js-plotly-plot", timeout=30_000)
+    page.wait_for_selector("#rope-relative .js-plotly-plot", timeout=30_000)
+    assert page.locator(".katex").count() > 0  # the formulas are typeset, from the page's own bundle
+    before = page.locator("#rope-pairs .gtitle").text_content()
+    number = page.locator("#rope-base input[type=number]")
+    number.fill("3")
+    number.press("Enter")
+    page.wait_for_function("document.querySelector('#rope-pairs .gtitle').textContent.includes('base 1e+03')", timeout=30_000)
+    assert "model's base" in before
+    shot(page, "rope")
+
+    page.get_by_role("tab", name="Logit lens").click()
+    page.wait_for_selector("#lens-grid .js-plotly-plot .heatmaplayer", timeout=60_000)
+    page.wait_for_selector("#lens-watch .js-plotly-plot .scatterlayer", timeout=30_000)
+    assert "L29" in page.locator("#lens-grid").inner_text()
+    shot(page, "logit-lens")
+    assert_only_local_requests(page)
+
+
 def test_browser_empty_prompt_gets_a_message(page, server):
     page.goto(server)
     page.wait_for_selector("#token-spans .tok", timeout=60_000)
