@@ -25,16 +25,17 @@ def generate(
     if max_new_tokens <= 0:
         return
     device = net.tok_embeddings.weight.device
-    generator = None
-    if seed is not None:
-        generator = torch.Generator(device=device).manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None  # sampling runs on the CPU
     stop = set(stop_ids)
-    cache = KVCache.empty(net.cfg, 1, len(prompt_ids) + max_new_tokens, net.tok_embeddings.weight.dtype, device)
-    tokens = torch.tensor([list(prompt_ids)], dtype=torch.long, device=device)
+    prompt = list(prompt_ids)
+    generated: list[int] = []
+    cache = KVCache.empty(net.cfg, 1, len(prompt) + max_new_tokens, net.tok_embeddings.weight.dtype, device)
+    tokens = torch.tensor([prompt], dtype=torch.long, device=device)
     for _ in range(max_new_tokens):
-        logits = net(tokens, cache=cache)[:, -1]  # (1, V)
-        token = sample(logits, settings, generator)  # (1,)
-        yield int(token)
-        if int(token) in stop:
+        logits = net(tokens, cache=cache)[0, -1].float().cpu()  # (V,)
+        token = int(sample(logits, settings, generator, prompt, generated))
+        generated.append(token)
+        yield token
+        if token in stop:
             return
-        tokens = token[:, None]
+        tokens = torch.tensor([[token]], dtype=torch.long, device=device)

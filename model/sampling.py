@@ -1,89 +1,311 @@
-"""Turning next-token logits into a choice: pure functions of (logits, settings, generator).
+"""Turning next-token logits into a choice: pure functions of (logits, settings, token history, generator).
 
-`SamplerSettings` holds the knobs; `distribution` gives the probabilities after the whole
-chain, in Hugging Face transformers' order: temperature -> top-k -> top-p -> min-p. A
-temperature of 0 means greedy (argmax). Every filter keeps at least one token. With the
-same `torch.Generator` seed, `sample` picks the same tokens every time.
+Two chains over the same knobs:
+
+- ``order="hf"``: exactly Hugging Face transformers' logits processors, in generate()'s order:
+  repetition penalty (on prompt + generated tokens) -> temperature -> top-k (ties at the
+  boundary kept) -> top-p -> min-p -> typical-p. transformers has no presence or frequency
+  penalty, so in this order they do nothing (and `to_hf_kwargs` says so).
+- ``order="llama.cpp"``: llama.cpp's default sampler chain: penalties (repetition as HF;
+  presence and frequency as OpenAI defines them, on generated tokens) -> top-k -> typical ->
+  top-p -> min-p -> temperature *last*. Each filter sees the softmax of the tokens still in.
+
+A temperature of 0 means greedy. Every filter keeps at least one token. Removed tokens
+have logit -inf. With the same seed and settings, `sample` picks the same tokens every time.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor
+
+NEG_INF = float("-inf")
+Order = Literal["hf", "llama.cpp"]
 
 
 @dataclass(frozen=True)
 class SamplerSettings:
     temperature: float = 1.0  # divide logits by this; 0 = greedy
-    top_k: int = 0  # keep the k most likely tokens (ties at the boundary kept); 0 = off
+    top_k: int = 0  # keep the k most likely tokens; 0 = off
     top_p: float = 1.0  # keep the smallest set whose mass reaches p; 1.0 = off
-    min_p: float = 0.0  # drop tokens below min_p * p(top token); 0 = off
+    min_p: float = 0.0  # drop tokens below min_p * p(most likely); 0 = off
+    typical_p: float = 1.0  # keep the most "typical" tokens up to this mass; 1.0 = off
+    repetition_penalty: float = 1.0  # divide (positive) or multiply (negative) logits of seen tokens; 1.0 = off
+    presence_penalty: float = 0.0  # subtract once from each generated token's logit (llama.cpp order only)
+    frequency_penalty: float = 0.0  # subtract per occurrence in the generated tokens (llama.cpp order only)
+    order: Order = "hf"
 
     def __post_init__(self) -> None:
-        checks = {
-            "temperature must be >= 0": self.temperature >= 0,
-            "top_k must be >= 0": self.top_k >= 0,
+        checks = {  # NaN fails every comparison, so it is refused here too
+            "temperature must be a number >= 0": 0 <= self.temperature < math.inf,
+            "top_k must be a whole number >= 0": isinstance(self.top_k, int) and self.top_k >= 0,
             "top_p must be in (0, 1]": 0 < self.top_p <= 1,
             "min_p must be in [0, 1]": 0 <= self.min_p <= 1,
+            "typical_p must be in (0, 1]": 0 < self.typical_p <= 1,
+            "repetition_penalty must be > 0": 0 < self.repetition_penalty < math.inf,
+            "presence_penalty must be finite": math.isfinite(self.presence_penalty),
+            "frequency_penalty must be finite": math.isfinite(self.frequency_penalty),
+            "order must be 'hf' or 'llama.cpp'": self.order in ("hf", "llama.cpp"),
         }
         for message, ok in checks.items():
-            if not ok:  # NaN fails every comparison, so it lands here too
-                raise ValueError(f"{message}, got {self}")
+            if not ok:
+                raise ValueError(f"{message}; got {self}")
 
     @property
     def greedy(self) -> bool:
         return self.temperature == 0
 
 
-def top_k_filter(logits: Tensor, k: int) -> Tensor:
+# ---------------------------------------------------------------------------------------
+# The steps. Each maps logits (..., V) to logits, -inf where a token is removed.
+
+
+def repetition_penalty(logits: Tensor, history: Tensor, penalty: float) -> Tensor:
+    """HF/CTRL: each token seen in history has its logit divided by penalty if positive, else multiplied."""
+    if penalty == 1.0 or history.numel() == 0:
+        return logits
+    seen = torch.unique(history)
+    picked = logits[..., seen]
+    out = logits.clone()
+    out[..., seen] = torch.where(picked < 0, picked * penalty, picked / penalty)
+    return out
+
+
+def presence_frequency_penalty(logits: Tensor, generated: Tensor, presence: float, frequency: float) -> Tensor:
+    """OpenAI: logit[j] -= count[j] * frequency + (count[j] > 0) * presence, counting generated tokens."""
+    if (presence == 0 and frequency == 0) or generated.numel() == 0:
+        return logits
+    counts = torch.bincount(generated, minlength=logits.shape[-1]).to(logits.dtype)
+    return logits - counts * frequency - (counts > 0).to(logits.dtype) * presence
+
+
+def temperature(logits: Tensor, t: float) -> Tensor:
+    """Divide by t; t = 0 keeps only the most likely token (greedy)."""
+    if t == 0:
+        top = logits.argmax(-1, keepdim=True)
+        return torch.full_like(logits, NEG_INF).scatter(-1, top, logits.gather(-1, top))
+    return logits if t == 1.0 else logits / t
+
+
+def top_k_hf(logits: Tensor, k: int) -> Tensor:
+    """Keep tokens whose logit is at least the k-th largest (ties at the boundary stay)."""
     if k <= 0 or k >= logits.shape[-1]:
         return logits
     kth = torch.topk(logits, k, dim=-1).values[..., -1:]
-    return logits.masked_fill(logits < kth, float("-inf"))
+    return logits.masked_fill(logits < kth, NEG_INF)
 
 
-def top_p_filter(logits: Tensor, p: float) -> Tensor:
+def top_k_exact(logits: Tensor, k: int) -> Tensor:
+    """llama.cpp: keep exactly the k most likely tokens (ties broken by position)."""
+    if k <= 0 or k >= logits.shape[-1]:
+        return logits
+    order = torch.sort(logits, dim=-1, descending=True, stable=True).indices[..., :k]
+    keep = torch.zeros_like(logits, dtype=torch.bool).scatter(-1, order, True)
+    return logits.masked_fill(~keep, NEG_INF)
+
+
+def top_p_hf(logits: Tensor, p: float) -> Tensor:
+    """HF: drop the least likely tokens while their total mass stays <= 1 - p; keep the top one."""
     if p >= 1.0:
         return logits
     sorted_logits, order = torch.sort(logits, descending=False, dim=-1)
     cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
-    remove = cumulative <= 1 - p  # the low tail whose mass stays under 1 - p
-    remove[..., -1:] = False  # keep at least the top token
-    return logits.masked_fill(remove.scatter(-1, order, remove), float("-inf"))
+    remove = cumulative <= 1 - p
+    remove[..., -1:] = False
+    return logits.masked_fill(remove.scatter(-1, order, remove), NEG_INF)
+
+
+def top_p_llama(logits: Tensor, p: float) -> Tensor:
+    """llama.cpp: keep the most likely tokens until their cumulative probability reaches p."""
+    if p >= 1.0:
+        return logits
+    sorted_logits, order = torch.sort(logits, descending=True, dim=-1, stable=True)
+    cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+    keep = (cumulative - sorted_logits.softmax(dim=-1)) < p  # the mass before this token had not reached p yet
+    keep[..., :1] = True
+    return logits.masked_fill(~keep.scatter(-1, order, keep), NEG_INF)
 
 
 def min_p_filter(logits: Tensor, min_p: float) -> Tensor:
+    """Drop tokens with probability below min_p times the most likely token's; keep the top one."""
     if min_p <= 0:
         return logits
     probs = logits.softmax(dim=-1)
-    threshold = min_p * probs.max(dim=-1, keepdim=True).values
-    remove = probs < threshold
+    remove = probs < min_p * probs.amax(dim=-1, keepdim=True)
     remove.scatter_(-1, probs.argmax(dim=-1, keepdim=True), False)
-    return logits.masked_fill(remove, float("-inf"))
+    return logits.masked_fill(remove, NEG_INF)
 
 
-def filtered_logits(logits: Tensor, settings: SamplerSettings) -> Tensor:
-    """Logits after temperature and the filters (removed tokens at -inf), float32."""
-    logits = logits.float()
-    if settings.greedy:
-        return logits.masked_fill(logits < logits.max(dim=-1, keepdim=True).values, float("-inf"))
-    logits = logits / settings.temperature
-    logits = top_k_filter(logits, settings.top_k)
-    logits = top_p_filter(logits, settings.top_p)
-    return min_p_filter(logits, settings.min_p)
+def _typical_order(logits: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Tokens sorted by |-log p - H| (closest to the entropy first): (shifted sorted, order, probs sorted)."""
+    logp = logits.log_softmax(dim=-1)
+    p = logp.exp()
+    entropy = -(logp * p).nansum(-1, keepdim=True)
+    shifted = ((-logp) - entropy).abs()
+    sorted_shifted, order = torch.sort(shifted, descending=False, dim=-1, stable=True)
+    return sorted_shifted, order, p.gather(-1, order)
 
 
-def distribution(logits: Tensor, settings: SamplerSettings) -> Tensor:
+def typical_hf(logits: Tensor, mass: float) -> Tensor:
+    """HF: keep the typical tokens up to the first whose cumulative mass reaches `mass` (ties kept)."""
+    if mass >= 1.0:
+        return logits
+    sorted_shifted, order, _ = _typical_order(logits)
+    cumulative = logits.gather(-1, order).softmax(dim=-1).cumsum(dim=-1)
+    last = (cumulative < mass).sum(dim=-1, keepdim=True).clamp(max=logits.shape[-1] - 1)
+    remove = sorted_shifted > sorted_shifted.gather(-1, last)
+    remove[..., :1] = False
+    return logits.masked_fill(remove.scatter(-1, order, remove), NEG_INF)
+
+
+def typical_llama(logits: Tensor, mass: float) -> Tensor:
+    """llama.cpp: keep typical tokens until the cumulative probability exceeds `mass`."""
+    if mass >= 1.0:
+        return logits
+    _, order, p_sorted = _typical_order(logits)
+    cumulative = p_sorted.cumsum(dim=-1)
+    keep = (cumulative - p_sorted) <= mass  # up to and including the first token that pushes past mass
+    keep[..., :1] = True
+    return logits.masked_fill(~keep.scatter(-1, order, keep), NEG_INF)
+
+
+# ---------------------------------------------------------------------------------------
+# The chains.
+
+Step = tuple[str, Callable[[Tensor], Tensor]]
+
+
+def chain(settings: SamplerSettings, prompt_ids: Sequence[int] = (), generated_ids: Sequence[int] = ()) -> list[Step]:
+    """The active steps, in order, as (name, function of logits)."""
+    s = settings
+    history = torch.tensor([*prompt_ids, *generated_ids], dtype=torch.long)
+    generated = torch.tensor(list(generated_ids), dtype=torch.long)
+    steps: list[Step] = []
+    if s.repetition_penalty != 1.0:
+        steps.append(("repetition penalty", lambda z: repetition_penalty(z, history, s.repetition_penalty)))
+    if s.order == "hf":
+        if s.temperature != 1.0:
+            steps.append(("temperature", lambda z: temperature(z, s.temperature)))
+        if s.top_k:
+            steps.append(("top-k", lambda z: top_k_hf(z, s.top_k)))
+        if s.top_p < 1.0:
+            steps.append(("top-p", lambda z: top_p_hf(z, s.top_p)))
+        if s.min_p > 0:
+            steps.append(("min-p", lambda z: min_p_filter(z, s.min_p)))
+        if s.typical_p < 1.0:
+            steps.append(("typical-p", lambda z: typical_hf(z, s.typical_p)))
+        return steps
+    if s.presence_penalty or s.frequency_penalty:
+        steps.append(("presence/frequency", lambda z: presence_frequency_penalty(z, generated, s.presence_penalty, s.frequency_penalty)))
+    if s.top_k:
+        steps.append(("top-k", lambda z: top_k_exact(z, s.top_k)))
+    if s.typical_p < 1.0:
+        steps.append(("typical-p", lambda z: typical_llama(z, s.typical_p)))
+    if s.top_p < 1.0:
+        steps.append(("top-p", lambda z: top_p_llama(z, s.top_p)))
+    if s.min_p > 0:
+        steps.append(("min-p", lambda z: min_p_filter(z, s.min_p)))
+    if s.temperature != 1.0:
+        steps.append(("temperature", lambda z: temperature(z, s.temperature)))
+    return steps
+
+
+@dataclass
+class Stage:
+    """The distribution after one step of the chain."""
+
+    name: str
+    logits: Tensor  # (V,) -inf where removed
+    probs: Tensor  # (V,)
+    removed: Tensor  # (V,) bool: tokens this step removed
+
+    @property
+    def kept(self) -> int:
+        return int(torch.isfinite(self.logits).sum())
+
+    @property
+    def entropy_bits(self) -> float:
+        p = self.probs[self.probs > 0]
+        return float(-(p * p.log2()).sum())
+
+
+def stages(logits: Tensor, settings: SamplerSettings, prompt_ids: Sequence[int] = (), generated_ids: Sequence[int] = ()) -> list[Stage]:
+    """The raw softmax, then the distribution after each active step, with what each step removed."""
+    z = logits.float()
+    out = [Stage("softmax", z, z.softmax(-1), torch.zeros_like(z, dtype=torch.bool))]
+    for name, step in chain(settings, prompt_ids, generated_ids):
+        new = step(z)
+        out.append(Stage(name, new, new.softmax(-1), torch.isfinite(z) & ~torch.isfinite(new)))
+        z = new
+    return out
+
+
+def distribution(logits: Tensor, settings: SamplerSettings, prompt_ids: Sequence[int] = (), generated_ids: Sequence[int] = ()) -> Tensor:
     """Probabilities over the whole vocabulary after the sampler chain."""
-    return filtered_logits(logits, settings).softmax(dim=-1)
+    z = logits.float()
+    for _, step in chain(settings, prompt_ids, generated_ids):
+        z = step(z)
+    return z.softmax(-1)
 
 
-def sample(logits: Tensor, settings: SamplerSettings | None, generator: torch.Generator | None = None) -> Tensor:
+def sample(
+    logits: Tensor,
+    settings: SamplerSettings | None,
+    generator: torch.Generator | None = None,
+    prompt_ids: Sequence[int] = (),
+    generated_ids: Sequence[int] = (),
+) -> Tensor:
     """Next token ids (...,) from logits (..., V); greedy when settings is None or temperature is 0."""
-    if settings is None or settings.greedy:
+    if settings is None:
         return logits.argmax(dim=-1)
-    probs = distribution(logits, settings)
+    probs = distribution(logits, settings, prompt_ids, generated_ids)
+    if settings.greedy:
+        return probs.argmax(dim=-1)
     flat = probs.reshape(-1, probs.shape[-1])
     return torch.multinomial(flat, 1, generator=generator).reshape(probs.shape[:-1])
+
+
+def draw(probs: Tensor, n: int, seed: int) -> Tensor:
+    """n seeded samples (with replacement) from a distribution (V,): the same seed gives the same tokens."""
+    return torch.multinomial(probs, n, replacement=True, generator=torch.Generator().manual_seed(seed))
+
+
+# ---------------------------------------------------------------------------------------
+# Export
+
+
+def to_hf_kwargs(settings: SamplerSettings) -> dict:
+    """Keyword arguments for transformers' generate() that give the HF-order chain."""
+    s = settings
+    if s.greedy:
+        kwargs = {"do_sample": False}
+    else:
+        kwargs = {"do_sample": True, "temperature": s.temperature, "top_k": s.top_k, "top_p": s.top_p}
+        if s.min_p > 0:
+            kwargs["min_p"] = s.min_p
+        if s.typical_p < 1.0:
+            kwargs["typical_p"] = s.typical_p
+    if s.repetition_penalty != 1.0:
+        kwargs["repetition_penalty"] = s.repetition_penalty
+    return kwargs
+
+
+def to_llama_cpp_flags(settings: SamplerSettings) -> str:
+    """llama.cpp command-line flags for the llama.cpp-order chain (penalties over the whole history)."""
+    s = settings
+    flags = [
+        f"--temp {s.temperature:g}", f"--top-k {s.top_k}", f"--top-p {s.top_p:g}", f"--min-p {s.min_p:g}",
+        f"--typical {s.typical_p:g}", f"--repeat-penalty {s.repetition_penalty:g}", "--repeat-last-n -1",
+        f"--presence-penalty {s.presence_penalty:g}", f"--frequency-penalty {s.frequency_penalty:g}",
+        "--samplers 'penalties;top_k;typ_p;top_p;min_p;temperature'",
+    ]
+    return " ".join(flags)
+
+
+def settings_dict(settings: SamplerSettings) -> dict:
+    return asdict(settings)

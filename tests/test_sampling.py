@@ -1,0 +1,220 @@
+"""Samplers against Hugging Face transformers' logits processors, and a llama.cpp-order reference."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from transformers import (
+    LogitsProcessorList, MinPLogitsWarper, RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper, TopKLogitsWarper,
+    TopPLogitsWarper, TypicalLogitsWarper,
+)
+
+from model import generate
+from model.sampling import (
+    SamplerSettings, distribution, draw, sample, stages, to_hf_kwargs, to_llama_cpp_flags,
+)
+
+V = 500
+
+
+def hf_reference(logits: torch.Tensor, s: SamplerSettings, history: list[int]) -> torch.Tensor:
+    """transformers' processors, in generate()'s order, on (V,) logits."""
+    procs = LogitsProcessorList()
+    if s.repetition_penalty != 1.0:
+        procs.append(RepetitionPenaltyLogitsProcessor(s.repetition_penalty))
+    if s.greedy:
+        out = procs(torch.tensor([history or [0]]), logits[None].clone())[0]
+        return torch.nn.functional.one_hot(out.argmax(), logits.shape[-1]).float()
+    if s.temperature != 1.0:
+        procs.append(TemperatureLogitsWarper(s.temperature))
+    if s.top_k:
+        procs.append(TopKLogitsWarper(s.top_k))
+    if s.top_p < 1.0:
+        procs.append(TopPLogitsWarper(s.top_p))
+    if s.min_p > 0:
+        procs.append(MinPLogitsWarper(s.min_p))
+    if s.typical_p < 1.0:
+        procs.append(TypicalLogitsWarper(s.typical_p))
+    ids = torch.tensor([history]) if history else torch.zeros((1, 0), dtype=torch.long)
+    return procs(ids, logits[None].clone())[0].softmax(-1)
+
+
+def llama_reference(logits: np.ndarray, s: SamplerSettings, history: list[int], generated: list[int]) -> np.ndarray:
+    """llama.cpp's default chain written from its documented semantics, on plain numpy, one token list at a time."""
+    z = logits.astype(np.float64).copy()
+    if s.repetition_penalty != 1.0:
+        for t in set(history):
+            z[t] = z[t] * s.repetition_penalty if z[t] < 0 else z[t] / s.repetition_penalty
+    for t in set(generated):
+        z[t] -= generated.count(t) * s.frequency_penalty + s.presence_penalty
+    cand = sorted(range(len(z)), key=lambda t: (-z[t], t))  # candidates, most likely first
+
+    def probs(c):
+        e = np.exp(np.array([z[t] for t in c]) - max(z[t] for t in c))
+        return e / e.sum()
+
+    if s.top_k:
+        cand = cand[: s.top_k]
+    if s.typical_p < 1.0:
+        p = probs(cand)
+        ent = -(p * np.log(p)).sum()
+        by_typical = sorted(range(len(cand)), key=lambda i: abs(-np.log(p[i]) - ent))
+        total, keep = 0.0, []
+        for i in by_typical:
+            keep.append(cand[i])
+            total += p[i]
+            if total > s.typical_p:
+                break
+        cand = sorted(keep, key=lambda t: (-z[t], t))
+    if s.top_p < 1.0:
+        p = probs(cand)
+        total, keep = 0.0, []
+        for t, pt in zip(cand, p):
+            keep.append(t)
+            total += pt
+            if total >= s.top_p:
+                break
+        cand = keep
+    if s.min_p > 0:
+        p = probs(cand)
+        cand = [t for t, pt in zip(cand, p) if pt >= s.min_p * p.max()]
+    out = np.zeros(len(z))
+    if s.temperature == 0:
+        out[cand[0]] = 1.0
+        return out
+    zc = np.array([z[t] for t in cand]) / s.temperature
+    e = np.exp(zc - zc.max())
+    out[cand] = e / e.sum()
+    return out
+
+
+SETTINGS = [
+    SamplerSettings(),
+    SamplerSettings(temperature=0.0),
+    SamplerSettings(temperature=0.7),
+    SamplerSettings(temperature=1.6, top_k=40),
+    SamplerSettings(top_k=1),
+    SamplerSettings(top_k=V),
+    SamplerSettings(top_k=10**6),
+    SamplerSettings(top_p=0.9),
+    SamplerSettings(top_p=1e-6),
+    SamplerSettings(min_p=0.05),
+    SamplerSettings(min_p=1.0),
+    SamplerSettings(typical_p=0.5),
+    SamplerSettings(typical_p=0.95, temperature=0.8),
+    SamplerSettings(repetition_penalty=1.3),
+    SamplerSettings(repetition_penalty=0.8, temperature=0.9, top_p=0.8),
+    SamplerSettings(temperature=0.8, top_k=50, top_p=0.9, min_p=0.02, typical_p=0.9, repetition_penalty=1.2),
+]
+
+
+def random_logits(seed: int, scale: float = 3.0) -> torch.Tensor:
+    return torch.randn(V, generator=torch.Generator().manual_seed(seed)) * scale
+
+
+@pytest.mark.parametrize("settings", SETTINGS, ids=str)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_hf_order_matches_transformers(settings, seed):
+    logits = random_logits(seed)
+    history = [3, 17, 17, 99, 250]
+    ours = distribution(logits, settings, prompt_ids=history[:3], generated_ids=history[3:])
+    ref = hf_reference(logits, settings, history)
+    assert 0.5 * (ours - ref).abs().sum() < 1e-5
+
+
+def test_hf_order_on_real_logits(trace):
+    logits = torch.from_numpy(trace.next_logits)
+    history = trace.ids.tolist()
+    for settings in SETTINGS:
+        ours = distribution(logits, settings, prompt_ids=history)
+        ref = hf_reference(logits, settings, history)
+        assert 0.5 * (ours - ref).abs().sum() < 1e-5, settings
+
+
+@pytest.mark.parametrize("settings", [
+    *[SamplerSettings(**{**s.__dict__, "order": "llama.cpp"}) for s in SETTINGS],
+    SamplerSettings(order="llama.cpp", presence_penalty=0.8, frequency_penalty=0.3, temperature=0.9),
+    SamplerSettings(order="llama.cpp", presence_penalty=-0.5, repetition_penalty=1.1, top_k=20, top_p=0.7, min_p=0.1, typical_p=0.8),
+], ids=str)
+def test_llama_order_matches_reference(settings):
+    for seed in (0, 1):
+        logits = random_logits(seed)
+        prompt, generated = [3, 17, 17], [99, 250, 99]
+        ours = distribution(logits, settings, prompt, generated).numpy()
+        ref = llama_reference(logits.numpy(), settings, prompt + generated, generated)
+        assert 0.5 * np.abs(ours - ref).sum() < 1e-5
+
+
+def test_orders_differ_where_they_should():
+    logits = random_logits(5)
+    hf = distribution(logits, SamplerSettings(temperature=2.0, top_p=0.5))
+    ll = distribution(logits, SamplerSettings(temperature=2.0, top_p=0.5, order="llama.cpp"))
+    assert (hf > 0).sum() > (ll > 0).sum()  # HF flattens before top-p, so more tokens are needed to reach p
+
+
+def test_every_filter_keeps_at_least_one_token():
+    logits = random_logits(3)
+    extreme = SamplerSettings(top_k=1, top_p=1e-9, min_p=1.0, typical_p=1e-9, temperature=0.01)
+    for order in ("hf", "llama.cpp"):
+        probs = distribution(logits, SamplerSettings(**{**extreme.__dict__, "order": order}))
+        assert (probs > 0).sum() == 1 and int(probs.argmax()) == int(logits.argmax())
+
+
+def test_stages_report_what_each_step_removed():
+    logits = random_logits(4)
+    s = SamplerSettings(temperature=0.8, top_k=50, top_p=0.9, min_p=0.05)
+    st = stages(logits, s)
+    assert [x.name for x in st] == ["softmax", "temperature", "top-k", "top-p", "min-p"]
+    assert st[0].kept == V and st[2].kept == 50 and st[2].removed.sum() == V - 50
+    assert st[-1].kept == int((distribution(logits, s) > 0).sum())
+    removed_total = sum(int(x.removed.sum()) for x in st)
+    assert removed_total == V - st[-1].kept
+    torch.testing.assert_close(st[-1].probs, distribution(logits, s))
+    assert st[1].entropy_bits < st[0].entropy_bits  # cooler is sharper
+
+
+def test_seeded_sampling_repeats():
+    logits = random_logits(6)
+    s = SamplerSettings(temperature=1.2, top_p=0.95)
+    a = [int(sample(logits, s, torch.Generator().manual_seed(7))) for _ in range(5)]
+    b = [int(sample(logits, s, torch.Generator().manual_seed(7))) for _ in range(5)]
+    assert a == b
+    probs = distribution(logits, s)
+    assert torch.equal(draw(probs, 1000, seed=3), draw(probs, 1000, seed=3))
+    counts = torch.bincount(draw(probs, 20000, seed=11), minlength=V).float() / 20000
+    assert 0.5 * (counts - probs).abs().sum() < 0.05  # the empirical histogram follows the distribution
+    assert (counts[probs == 0] == 0).all()
+
+
+def test_generate_with_settings_is_seeded(real):
+    net, enc = real
+    prompt = enc.apply_chat_template("Tell me a story.")
+    s = SamplerSettings(temperature=0.9, top_p=0.9, repetition_penalty=1.1)
+    a = list(generate(net, prompt, 12, s, seed=5))
+    b = list(generate(net, prompt, 12, s, seed=5))
+    c = list(generate(net, prompt, 12, s, seed=6))
+    assert a == b and len(a) == 12 and a != c
+    assert list(generate(net, prompt, 8, SamplerSettings(temperature=0))) == list(generate(net, prompt, 8))
+
+
+@pytest.mark.parametrize("bad", [
+    dict(temperature=-1), dict(temperature=float("nan")), dict(temperature=float("inf")), dict(top_k=-3), dict(top_k=2.5),
+    dict(top_p=0), dict(top_p=1.5), dict(min_p=-0.1), dict(typical_p=0), dict(repetition_penalty=0),
+    dict(presence_penalty=float("nan")), dict(order="vllm"),
+])
+def test_out_of_range_settings_are_refused(bad):
+    with pytest.raises(ValueError):
+        SamplerSettings(**bad)
+
+
+def test_exports():
+    s = SamplerSettings(temperature=0.7, top_k=40, top_p=0.9, min_p=0.05, repetition_penalty=1.1, presence_penalty=0.5)
+    kwargs = to_hf_kwargs(s)
+    assert kwargs == {"do_sample": True, "temperature": 0.7, "top_k": 40, "top_p": 0.9, "min_p": 0.05, "repetition_penalty": 1.1}
+    assert to_hf_kwargs(SamplerSettings(temperature=0)) == {"do_sample": False}
+    flags = to_llama_cpp_flags(s)
+    for flag in ("--temp 0.7", "--top-k 40", "--top-p 0.9", "--min-p 0.05", "--repeat-penalty 1.1", "--presence-penalty 0.5"):
+        assert flag in flags
