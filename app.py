@@ -13,8 +13,9 @@ import gradio as gr
 
 from model import CheckpointError, load
 from model.allocator import keep_freed_memory
-from playground import tab_attention, tab_lens, tab_rope, tab_tokenization
+from playground import tab_attention, tab_lens, tab_rope, tab_sampler, tab_tokenization
 from playground.figures import TOKENS_CSS
+from playground.figures_sampler import GENERATION_CSS
 from playground.trace import MAX_PROMPT_TOKENS, ModelRunner, PromptError, Trace
 
 EXAMPLES = [
@@ -25,7 +26,7 @@ EXAMPLES = [
     ["Mr and Mrs Dursley, of number four, Privet Drive, were proud to say that they were perfectly normal.", False],
 ]
 
-CSS = TOKENS_CSS + """
+CSS = TOKENS_CSS + GENERATION_CSS + """
 .hint { color: #666; }
 #status p { margin: 0.2em 0; }
 """
@@ -84,7 +85,9 @@ def create_app(runner: ModelRunner) -> gr.Blocks:
                 rope_fn, rope_in, rope_out = tab_rope.build(runner, trace_state, large)
             with gr.Tab("Logit lens", id="lens") as lens_tab:
                 lens_fn, lens_in, lens_out = tab_lens.build(runner, trace_state, large, lens_tab, active_tab)
-        for tab, name in ((tok_tab, "tokenization"), (att_tab, "attention"), (rope_tab, "rope")):
+            with gr.Tab("Sampler", id="sampler") as sampler_tab:
+                samp_fn, samp_in, samp_out = tab_sampler.build(runner, trace_state, large)
+        for tab, name in ((tok_tab, "tokenization"), (att_tab, "attention"), (rope_tab, "rope"), (sampler_tab, "sampler")):
             tab.select(lambda name=name: name, None, active_tab, **quiet)
 
         for trigger in (analyze_btn.click, prompt.submit, app.load):
@@ -93,6 +96,7 @@ def create_app(runner: ModelRunner) -> gr.Blocks:
                 .then(tok_fn, tok_in, tok_out, **quiet)
                 .then(att_fn, att_in, att_out, **quiet)
                 .then(rope_fn, rope_in, rope_out, **quiet)
+                .then(samp_fn, samp_in, samp_out, **quiet)
                 .then(lens_fn, lens_in, lens_out, api_visibility="private", concurrency_limit=2)
             )
 

@@ -133,17 +133,22 @@ TOKENS_CSS = """
 # Heatmaps
 
 
-def _layout(fig: go.Figure, title: str, height: int, font_scale: float = 1.0, background: str = MASKED_COLOR) -> go.Figure:
-    """Title, fonts, size; the plot background is the mask colour, so NaN (masked) cells show as grey."""
-    fig.update_layout(
-        title=dict(text=title, x=0.01, font=dict(size=int(16 * font_scale))),
-        font=dict(FONT, size=int(FONT["size"] * font_scale)),
-        height=height,
-        margin=dict(l=10, r=10, t=50, b=10),
-        plot_bgcolor=background,
-        paper_bgcolor="white",
-    )
-    return fig
+def _figure(data: list[dict], layout: dict, title: str, height: int, font_scale: float = 1.0,
+            background: str = MASKED_COLOR) -> go.Figure:
+    """A figure built once from plain dicts (Plotly validates once; update_* calls cost more than the data).
+
+    The plot background defaults to the mask colour, so NaN (masked) heatmap cells show as grey.
+    """
+    layout = {
+        **layout,
+        "title": dict(text=title, x=0.01, font=dict(size=int(16 * font_scale))),
+        "font": dict(FONT, size=int(FONT["size"] * font_scale)),
+        "height": height,
+        "margin": dict(l=10, r=10, t=50, b=10),
+        "plot_bgcolor": background,
+        "paper_bgcolor": "white",
+    }
+    return go.Figure({"data": data, "layout": layout})
 
 
 def masked_upper(matrix: np.ndarray) -> np.ndarray:
@@ -156,18 +161,16 @@ def masked_upper(matrix: np.ndarray) -> np.ndarray:
 def attention_heatmap(pattern: np.ndarray, labels: Sequence[str], title: str, font_scale: float = 1.0) -> go.Figure:
     """One head's attention pattern: query tokens down, key tokens across, masked cells grey."""
     show = len(labels) <= 64  # beyond that ticks overlap; hover still names every token
-    fig = go.Figure({
-        "data": [dict(
-            type="heatmap", z=masked_upper(pattern).astype(np.float32), x=list(labels), y=list(labels),
-            hovertemplate="query %{y}<br>key %{x}<br>weight %{z:.4f}<extra></extra>",
-            colorscale=SEQUENTIAL, zmin=0, zmax=1, hoverongaps=False, colorbar=dict(title=dict(text="weight"), thickness=12),
-        )],
-        "layout": dict(
-            xaxis=dict(type="category", title=dict(text="key (attended to)"), showticklabels=show, tickangle=-60, showgrid=False, zeroline=False),
-            yaxis=dict(type="category", title=dict(text="query (attending)"), showticklabels=show, autorange="reversed", showgrid=False, zeroline=False),
-        ),
-    })
-    return _layout(fig, title, height=min(760, 260 + 14 * len(labels)), font_scale=font_scale)
+    data = [dict(
+        type="heatmap", z=masked_upper(pattern).astype(np.float32), x=list(labels), y=list(labels),
+        hovertemplate="query %{y}<br>key %{x}<br>weight %{z:.4f}<extra></extra>",
+        colorscale=SEQUENTIAL, zmin=0, zmax=1, hoverongaps=False, colorbar=dict(title=dict(text="weight"), thickness=12),
+    )]
+    layout = dict(
+        xaxis=dict(type="category", title=dict(text="key (attended to)"), showticklabels=show, tickangle=-60, showgrid=False, zeroline=False),
+        yaxis=dict(type="category", title=dict(text="query (attending)"), showticklabels=show, autorange="reversed", showgrid=False, zeroline=False),
+    )
+    return _figure(data, layout, title, height=min(760, 260 + 14 * len(labels)), font_scale=font_scale)
 
 
 STAGE_TITLES = {
@@ -198,8 +201,7 @@ def _panels(traces: list[dict], titles: Sequence[str], labels: Sequence[str], ti
         layout["annotations"].append(dict(text=titles[i], x=x0 + width / 2, y=1.0, xref="paper", yref="paper",
                                           xanchor="center", yanchor="bottom", showarrow=False,
                                           font=dict(size=int(14 * font_scale))))
-    fig = go.Figure({"data": data, "layout": layout})
-    return _layout(fig, title, height=height, font_scale=font_scale, background=background)
+    return _figure(data, layout, title, height=height, font_scale=font_scale, background=background)
 
 
 def stages_figure(stages: dict[str, np.ndarray], labels: Sequence[str], title: str, font_scale: float = 1.0) -> go.Figure:
@@ -255,7 +257,7 @@ def gqa_figure(n_heads: int, n_kv_heads: int, head: int, font_scale: float = 1.0
     ))
     layout = dict(xaxis=dict(visible=False, range=[-0.8, n_heads - 0.2]), yaxis=dict(visible=False, range=[-0.6, 1.6]))
     title = f"Grouped-query attention: {n_heads} query heads share {n_kv_heads} key/value heads ({group} each)"
-    return _layout(go.Figure({"data": data, "layout": layout}), title, height=230, font_scale=font_scale, background="white")
+    return _figure(data, layout, title, height=230, font_scale=font_scale, background="white")
 
 
 # ---------------------------------------------------------------------------------------

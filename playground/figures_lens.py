@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from .figures import SEQUENTIAL, _layout
+from .figures import SEQUENTIAL, _figure
 
 # statistic -> (title, colour scale, reversed?, how to read it)
 STATISTICS = {
@@ -85,9 +85,8 @@ def lens_grid(
         yaxis=dict(type="category", title=dict(text="residual stream after"), showgrid=False),
         legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"),
     )
-    fig = go.Figure({"data": data, "layout": layout})
     marking = "bold" if show_text else "ringed"
-    return _layout(fig, f"Logit lens: colour = {statistic}; {marking} = top-1 is the actual next token",
+    return _figure(data, layout, f"Logit lens: colour = {statistic}; {marking} = top-1 is the actual next token",
                    height=max(420, 120 + 20 * R), font_scale=font_scale, background="white")
 
 
@@ -105,5 +104,5 @@ def rankings_watch(row_labels: Sequence[str], probs: np.ndarray, ranks: np.ndarr
         yaxis=dict(title=dict(text="probability"), range=[0, 1.02]),
         legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"),
     )
-    return _layout(go.Figure({"data": data, "layout": layout}), f"How the prediction forms at position {position_label}",
+    return _figure(data, layout, f"How the prediction forms at position {position_label}",
                    height=380, font_scale=font_scale, background="white")

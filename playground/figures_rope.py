@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from .figures import _layout
+from .figures import _figure
 
 Q_COLOUR, K_COLOUR, BEFORE_COLOUR = "#d62728", "#1f77b4", "#9a9a9a"
 
@@ -99,7 +99,7 @@ def pair_rotation_figure(
         yaxis=dict(visible=False, range=[-(rows - 1) * 2.6 - 1.3, 1.5]),
         legend=dict(orientation="h", y=1.0, x=1, xanchor="right", yanchor="bottom"),
     )
-    return _layout(go.Figure({"data": data, "layout": layout}), title, height=120 + 125 * rows, font_scale=font_scale, background="white")
+    return _figure(data, layout, title, height=120 + 125 * rows, font_scale=font_scale, background="white")
 
 
 def angle_heatmap(position_labels: Sequence[str], d_head: int, base: float, title: str, font_scale: float = 1.0) -> go.Figure:
@@ -115,7 +115,7 @@ def angle_heatmap(position_labels: Sequence[str], d_head: int, base: float, titl
     )]
     layout = dict(xaxis=dict(title=dict(text="pair i (fast → slow)")),
                   yaxis=dict(type="category", autorange="reversed", title=dict(text="position"), showticklabels=T <= 64))
-    return _layout(go.Figure({"data": data, "layout": layout}), title, height=min(640, 220 + 12 * T), font_scale=font_scale, background="white")
+    return _figure(data, layout, title, height=min(640, 220 + 12 * T), font_scale=font_scale, background="white")
 
 
 def decay_figure(d_head: int, model_base: float, base: float, max_distance: int, font_scale: float = 1.0) -> go.Figure:
@@ -133,7 +133,7 @@ def decay_figure(d_head: int, model_base: float, base: float, max_distance: int,
                   yaxis=dict(title=dict(text="mean over pairs of cos((m−n)·θᵢ)"), range=[-0.3, 1.05]),
                   legend=dict(orientation="h", y=1.0, x=1, xanchor="right", yanchor="bottom"))
     title = "Long-term decay: q·k of two identical vectors vs distance"
-    return _layout(go.Figure({"data": data, "layout": layout}), title, height=360, font_scale=font_scale, background="white")
+    return _figure(data, layout, title, height=360, font_scale=font_scale, background="white")
 
 
 def scores_figure(key_labels: Sequence[str], with_rope: np.ndarray, without_rope: np.ndarray, query_label: str,
@@ -147,7 +147,7 @@ def scores_figure(key_labels: Sequence[str], with_rope: np.ndarray, without_rope
     ]
     layout = dict(barmode="group", xaxis=dict(type="category", title=dict(text="key token"), tickangle=-60, showticklabels=len(key_labels) <= 64),
                   yaxis=dict(title=dict(text="scaled score")), legend=dict(orientation="h", y=1.0, x=1, xanchor="right", yanchor="bottom"))
-    return _layout(go.Figure({"data": data, "layout": layout}), f"Scores of query {query_label} against each key",
+    return _figure(data, layout, f"Scores of query {query_label} against each key",
                    height=380, font_scale=font_scale, background="white")
 
 
@@ -175,4 +175,4 @@ def absolute_vs_relative_figure(q: np.ndarray, k: np.ndarray, distance: int, bas
     layout = dict(xaxis=dict(title=dict(text="absolute position of the key (the query is always the same distance after it)")),
                   yaxis=dict(title=dict(text="scaled score")), legend=dict(orientation="h", y=1.0, x=1, xanchor="right", yanchor="bottom"))
     title = f"Relative vs absolute: one q·k pair kept {distance} tokens apart, moved along the sequence"
-    return _layout(go.Figure({"data": data, "layout": layout}), title, height=380, font_scale=font_scale, background="white")
+    return _figure(data, layout, title, height=380, font_scale=font_scale, background="white")

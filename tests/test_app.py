@@ -183,6 +183,34 @@ def test_browser_rope_and_logit_lens(page, server, runner):
     assert_only_local_requests(page)
 
 
+def test_browser_sampler(page, server, runner):
+    page.goto(server)
+    page.wait_for_selector("#token-spans .tok", timeout=60_000)
+    page.get_by_role("tab", name="Sampler").click()
+    page.wait_for_selector("#samp-bars .js-plotly-plot", timeout=30_000)
+    page.wait_for_function("document.querySelector('#samp-bars .gtitle').textContent.includes('49,152 of 49,152')", timeout=30_000)
+
+    top_k = page.locator("#samp-topk input[type=number]")
+    top_k.fill("5")
+    top_k.press("Enter")
+    page.wait_for_function("document.querySelector('#samp-bars .gtitle').textContent.includes('5 of 49,152')", timeout=30_000)
+    assert "top-k" in page.locator("#samp-stages").inner_text()
+
+    prompt_only = page.locator("#samp-text").inner_text()
+    page.locator("#samp-sample").click()
+    page.wait_for_selector("#samp-text .gtok", timeout=30_000)
+    assert page.locator("#samp-text .gtok").count() == 1
+    page.wait_for_function("document.querySelector('#samp-bars .gtitle').textContent.includes('step 2')", timeout=30_000)
+    page.locator("#samp-back").click()
+    page.wait_for_function("document.querySelectorAll('#samp-text .gtok').length === 0", timeout=30_000)
+    assert page.locator("#samp-text").inner_text() == prompt_only
+
+    page.locator("#samp-table [data-testid=cell-2-0]").click()  # force the third most likely token
+    page.wait_for_selector("#samp-text .gtok", timeout=30_000)
+    shot(page, "sampler")
+    assert_only_local_requests(page)
+
+
 def test_browser_empty_prompt_gets_a_message(page, server):
     page.goto(server)
     page.wait_for_selector("#token-spans .tok", timeout=60_000)
