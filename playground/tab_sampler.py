@@ -259,7 +259,9 @@ def build(runner: ModelRunner, trace_state: gr.State, large_mode: gr.Checkbox):
         probs = distribution(torch.from_numpy(sess.logits[-1]), settings, sess.prompt_ids, sess.generated)
         n, s = int(np.clip(n or 1, 1, 100_000)), int(s or 0)
         counts = torch.bincount(draw(probs, n, s), minlength=len(probs)).float() / n
-        shown = torch.maximum(probs, counts).topk(int(np.clip(n_shown, 3, 60))).indices
+        weight = torch.maximum(probs, counts)
+        n_positive = int((weight > 0).sum())  # only tokens that can be drawn, or were
+        shown = weight.topk(min(int(np.clip(n_shown, 3, 60)), n_positive)).indices
         labels = [f"{token_name(runner, int(t))} ({int(t)})" for t in shown]
         return samples_figure(labels, probs[shown].numpy(), counts[shown].numpy(), n, s, font_scale=1.5 if large else 1.0)
 
