@@ -14,7 +14,7 @@ from model.lens import lens_logits
 
 from .figures import axis_labels, token_label
 from .figures_lens import STATISTICS, lens_grid, rankings_watch, statistic_values
-from .trace import ModelRunner, Trace
+from .trace import ModelRunner, PromptError, Trace
 
 READ_ONLY = dict(concurrency_limit=None, api_visibility="private", show_progress="hidden")
 
@@ -45,7 +45,10 @@ def render(trace: Trace | None, statistic: str, with_mid: bool, position: int, e
     if trace is None:
         return None, None, ""
     scale = 1.5 if large else 1.0
-    row_labels, lens = runner.lens(trace, with_mid)
+    try:
+        row_labels, lens = runner.lens(trace, with_mid)
+    except PromptError as e:  # the model stayed busy
+        return gr.update(), gr.update(), f"⚠️ {e}"
     colour, shown = statistic_values(statistic, lens.top_probs.numpy(), lens.rank_final.numpy(), lens.rank_next.numpy(),
                                      lens.kl_to_final.numpy(), lens.entropy.numpy())
     next_ids = np.append(trace.ids[1:], -1)

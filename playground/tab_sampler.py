@@ -7,6 +7,7 @@ so each new token costs one position of compute; going back just shortens the ca
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import gradio as gr
@@ -22,6 +23,7 @@ from .figures_sampler import distribution_bars, generated_html, orders_figure, s
 from .trace import ModelRunner, Trace
 
 MAX_NEW_TOKENS = 128  # per session, step by step or in one go
+GENERATE_TIME_LIMIT_S = 60  # one "Generate" press stops streaming after this long
 READ_ONLY = dict(concurrency_limit=None, api_visibility="private", show_progress="hidden")
 
 
@@ -51,8 +53,8 @@ class GenSession:
         """Append a token: one forward step over it with the cache."""
         if len(self.generated) >= MAX_NEW_TOKENS:
             raise ValueError(f"the limit is {MAX_NEW_TOKENS} generated tokens; press Reset to start again")
-        with runner._lock:
-            logits = runner.net(torch.tensor([[token]]), cache=self.cache)[0, -1].float()
+        with runner.locked() as net:
+            logits = net(torch.tensor([[token]]), cache=self.cache)[0, -1].float()
         self.generated.append(token)
         self.chosen_p.append(p)
         self.logits.append(logits.numpy())
@@ -240,10 +242,14 @@ def build(runner: ModelRunner, trace_state: gr.State, large_mode: gr.Checkbox):
             yield sess, "", "Analyze a prompt first."
             return
         n = int(np.clip(n or 1, 1, MAX_NEW_TOKENS))
+        started = time.monotonic()
         for _ in range(n):
             sess, html_text, msg = step(sess, "sample", s, large, *ctrl)
             yield sess, html_text, msg
             if msg or (runner.enc.eos_token_id is not None and sess.generated and sess.generated[-1] == runner.enc.eos_token_id):
+                return
+            if time.monotonic() - started > GENERATE_TIME_LIMIT_S:
+                yield sess, html_text, f"⚠️ Stopped after {GENERATE_TIME_LIMIT_S} s, the time limit for one Generate."
                 return
 
     generate_btn.click(generate_n, [session, n_generate, seed, large_mode, *controls], step_outputs, concurrency_limit=4,

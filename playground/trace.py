@@ -8,7 +8,9 @@ what the tabs need into a `Trace` of plain numpy arrays. The trace lives in each
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,10 +21,15 @@ from model.lens import LensResult, logit_lens
 
 MAX_PROMPT_TOKENS = 512
 MAX_PROMPT_CHARS = 20_000
+MODEL_WAIT_S = 30  # how long a request waits for the model while others use it
 
 
 class PromptError(ValueError):
     """A prompt the app will not run, with a message meant for the person who typed it."""
+
+
+class ModelBusyError(PromptError):
+    """The shared model stayed busy longer than a request may wait."""
 
 
 @dataclass
@@ -98,11 +105,22 @@ def attention_stages(trace: Trace, layer: int, head: int, kv_head: int) -> dict[
 class ModelRunner:
     """The one shared model and tokenizer, with the app's limits and a lock around every run."""
 
-    def __init__(self, net: Transformer, enc: ModelEncoding, max_tokens: int = MAX_PROMPT_TOKENS):
+    def __init__(self, net: Transformer, enc: ModelEncoding, max_tokens: int = MAX_PROMPT_TOKENS, wait_s: float = MODEL_WAIT_S):
         self.net = net
         self.enc = enc
         self.max_tokens = max_tokens
+        self.wait_s = wait_s
         self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[Transformer]:
+        """The model, to one request at a time (hooks sit on its shared modules); a clear error after wait_s."""
+        if not self._lock.acquire(timeout=self.wait_s):
+            raise ModelBusyError(f"The model is busy with other requests (waited {self.wait_s:g} s). Try again in a moment.")
+        try:
+            yield self.net
+        finally:
+            self._lock.release()
 
     @property
     def cfg(self):
@@ -137,8 +155,8 @@ class ModelRunner:
         tokens = torch.tensor([ids])
         wanted = ("attn.hook_q", "attn.hook_k", "attn.hook_v", "attn.hook_rot_q", "attn.hook_rot_k", "attn.hook_pattern",
                   "hook_embed", "hook_resid_post", "hook_resid_mid")
-        with self._lock:
-            logits, cache = self.net.run_with_cache(tokens, names_filter=lambda name: name.endswith(wanted))
+        with self.locked() as net:
+            logits, cache = net.run_with_cache(tokens, names_filter=lambda name: name.endswith(wanted))
         logits = logits[0].float()
         log_probs = logits.log_softmax(-1)  # (T, V)
         surprisal = np.full(len(ids), np.nan, dtype=np.float32)
@@ -184,6 +202,6 @@ class ModelRunner:
         key = "mid" if with_mid else "post"
         if key not in trace.lens:
             next_ids = torch.tensor(np.append(trace.ids[1:], -1))
-            with self._lock:  # reads only the (shared, read-only) unembedding; the lock bounds CPU use
-                trace.lens[key] = logit_lens(self.net, torch.from_numpy(resid), next_ids)
+            with self.locked() as net:  # reads only the shared unembedding; the lock bounds CPU use
+                trace.lens[key] = logit_lens(net, torch.from_numpy(resid), next_ids)
         return labels, trace.lens[key]

@@ -72,3 +72,34 @@ def runner(real):
 @pytest.fixture(scope="session")
 def trace(runner):
     return runner.analyze("The cat sat on the mat. The cat sat on the")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def server(runner):
+    """The app on a free loopback port, for the whole test session."""
+    from app import create_app, launch_options
+
+    app = create_app(runner)
+    port = free_port()
+    app.queue(default_concurrency_limit=2).launch(
+        server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_options()
+    )
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        app.close()
+
+
+@pytest.fixture(scope="session")
+def client(server):
+    from gradio_client import Client
+
+    return Client(server, verbose=False)

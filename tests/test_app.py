@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -21,34 +20,6 @@ ROOT = Path(__file__).resolve().parents[1]
 SHOTS = ROOT / "artifacts" / "screenshots"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def server(runner):
-    from app import create_app, launch_options
-
-    app = create_app(runner)
-    port = free_port()
-    app.queue(default_concurrency_limit=2).launch(
-        server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_options()
-    )
-    try:
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        app.close()
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    from gradio_client import Client
-
-    return Client(server, verbose=False)
 
 
 def test_api_tokenize(client, runner):
@@ -220,3 +191,42 @@ def test_browser_empty_prompt_gets_a_message(page, server):
     page.wait_for_function("document.querySelectorAll('#token-spans .tok').length === 0", timeout=30_000)
     assert "Analyze a prompt" in page.locator("#token-spans").inner_text()
     assert_only_local_requests(page)
+
+
+def test_browser_link_opens_prompt_tab_and_presenter_mode(page, server):
+    page.goto(f"{server}?prompt=Hello%20there%2C%20general%20Kenobi&tab=attention&large=1")
+    page.wait_for_selector("#attn-heatmap .js-plotly-plot", timeout=60_000)
+    assert page.locator("#prompt textarea").input_value() == "Hello there, general Kenobi"
+    page.wait_for_function("document.body.classList.contains('presenter')", timeout=30_000)
+    assert "·general" in page.locator("#attn-heatmap").inner_text()  # the heatmap is of this prompt
+    assert "tab=attention" in page.locator("#share-link").inner_text()
+    shot(page, "presenter")
+    page.locator("#download-trace").click()
+    page.wait_for_selector("#trace-file a", timeout=30_000)
+    assert_only_local_requests(page)
+
+
+def test_browser_two_sessions_see_only_their_own_prompt(browser, server, runner):
+    """Two visitors analyze different prompts at the same moment; each page shows its own tokens."""
+    prompts = ["Apples are red and bananas are yellow.", "Zebras run across the wide savanna at dawn."]
+    contexts = [browser.new_context() for _ in prompts]
+    pages = [c.new_page() for c in contexts]
+    try:
+        for page in pages:
+            page.goto(server)
+            page.wait_for_selector("#token-spans .tok", timeout=60_000)
+        for page, prompt in zip(pages, prompts):
+            page.locator("#prompt textarea").fill(prompt)
+        for page in pages:  # both requests in flight together
+            page.locator("#analyze").click()
+        for page, prompt in zip(pages, prompts):
+            n = len(runner.enc.encode(prompt))
+            page.wait_for_function(f"document.querySelectorAll('#token-spans .tok').length === {n}", timeout=60_000)
+            text = page.locator("#token-spans").inner_text()
+            ids = [int(t) for t in page.locator("#token-spans .tok .id").all_inner_texts()]
+            assert ids == runner.enc.encode(prompt)
+            other = prompts[1 - prompts.index(prompt)]
+            assert other.split()[0] not in text
+    finally:
+        for c in contexts:
+            c.close()
