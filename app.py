@@ -26,7 +26,7 @@ from model import DEFAULT_MODEL, CheckpointError, load  # noqa: E402
 from model.allocator import keep_freed_memory  # noqa: E402
 from model.sampling import SamplerSettings, distribution  # noqa: E402
 from model.weights import cache_dir  # noqa: E402
-from playground import tab_attention, tab_lens, tab_rope, tab_sampler, tab_tokenization  # noqa: E402
+from playground import READ_ONLY, tab_attention, tab_lens, tab_rope, tab_sampler, tab_tokenization  # noqa: E402
 from playground.figures import TOKENS_CSS  # noqa: E402
 from playground.figures_sampler import GENERATION_CSS  # noqa: E402
 from playground.trace import MAX_PROMPT_TOKENS, ModelRunner, PromptError, Trace  # noqa: E402
@@ -179,7 +179,7 @@ def create_app(runner: ModelRunner, model_note: str = "") -> gr.Blocks:
         status = gr.Markdown(elem_id="status")
         gr.Examples(EXAMPLES, [prompt, chat], label="Examples")
         active_tab = gr.State("tokenization")  # which tab is showing: the logit lens is computed only when seen
-        quiet = dict(api_visibility="private", show_progress="hidden", concurrency_limit=None)
+        quiet = READ_ONLY
         with gr.Tabs(selected="tokenization") as tabs:
             with gr.Tab("Tokenization", id="tokenization") as tok_tab:
                 tok_fn, tok_in, tok_out = tab_tokenization.build(runner, trace_state, large)

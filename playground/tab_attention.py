@@ -10,12 +10,12 @@ import gradio as gr
 import numpy as np
 import pandas as pd
 
+from . import READ_ONLY
 from .figures import attention_heatmap, axis_labels, gqa_figure, mosaic, mosaic_cell, stages_figure, vectors_figure
 from .trace import HEAD_STAT_NAMES, ModelRunner, Trace, attention_stages
 
 LAYER_CELL, OVERVIEW_CELL = 120, 30  # thumbnail sizes in pixels
 MAX_DETAIL = 128  # stages and Q/K/V show at most this many positions (the last ones)
-READ_ONLY = dict(concurrency_limit=None, api_visibility="private", show_progress="hidden")
 
 SORTS = {
     "layer, head": ("layer", True),

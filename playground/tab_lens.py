@@ -12,11 +12,11 @@ import torch
 
 from model.lens import lens_logits
 
+from . import READ_ONLY
 from .figures import axis_labels, token_label
 from .figures_lens import STATISTICS, lens_grid, rankings_watch, statistic_values
 from .trace import ModelRunner, PromptError, Trace
 
-READ_ONLY = dict(concurrency_limit=None, api_visibility="private", show_progress="hidden")
 
 
 def watch(trace: Trace, runner: ModelRunner, position: int, with_mid: bool, extra: str, scale: float):

@@ -10,13 +10,13 @@ from __future__ import annotations
 import gradio as gr
 import numpy as np
 
+from . import READ_ONLY
 from .figures import axis_labels
 from .figures_rope import (
     absolute_vs_relative_figure, angle_heatmap, decay_figure, pair_rotation_figure, rotate_pairs, scores_figure,
 )
 from .trace import ModelRunner, Trace
 
-READ_ONLY = dict(concurrency_limit=None, api_visibility="private", show_progress="hidden")
 
 
 def maths(d_head: int, base: float) -> str:

@@ -18,13 +18,13 @@ import torch
 from model import KVCache
 from model.sampling import SamplerSettings, distribution, draw, sample, stages, to_hf_kwargs, to_llama_cpp_flags
 
+from . import READ_ONLY
 from .figures import token_label
 from .figures_sampler import distribution_bars, generated_html, orders_figure, samples_figure, stages_matrix
 from .trace import ModelRunner, Trace
 
 MAX_NEW_TOKENS = 128  # per session, step by step or in one go
 GENERATE_TIME_LIMIT_S = 60  # one "Generate" press stops streaming after this long
-READ_ONLY = dict(concurrency_limit=None, api_visibility="private", show_progress="hidden")
 
 
 @dataclass

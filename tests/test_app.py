@@ -79,13 +79,18 @@ def shot(page, name: str) -> None:
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
+def open_app(page, url: str) -> None:
+    """Load the page and wait for the example prompt's analysis, which runs on load."""
+    page.goto(url)
+    page.wait_for_selector("#token-spans .tok", timeout=60_000)
+
+
 def slider_value(page, elem_id: str) -> int:
     return int(page.locator(f"#{elem_id} input[type=number]").input_value())
 
 
 def test_browser_tokenization_and_attention(page, server, runner):
-    page.goto(server)
-    page.wait_for_selector("#token-spans .tok", timeout=60_000)  # the example prompt is analyzed on load
+    open_app(page, server)
 
     prompt = "Hello world. Hello world! 2024 ☕"
     page.locator("#prompt textarea").fill(prompt)
@@ -132,8 +137,7 @@ def test_browser_tokenization_and_attention(page, server, runner):
 
 
 def test_browser_rope_and_logit_lens(page, server, runner):
-    page.goto(server)
-    page.wait_for_selector("#token-spans .tok", timeout=60_000)
+    open_app(page, server)
     page.get_by_role("tab", name="RoPE").click()
     page.wait_for_selector("#rope-pairs .js-plotly-plot", timeout=30_000)
     page.wait_for_selector("#rope-relative .js-plotly-plot", timeout=30_000)
@@ -155,8 +159,7 @@ def test_browser_rope_and_logit_lens(page, server, runner):
 
 
 def test_browser_sampler(page, server, runner):
-    page.goto(server)
-    page.wait_for_selector("#token-spans .tok", timeout=60_000)
+    open_app(page, server)
     page.get_by_role("tab", name="Sampler").click()
     page.wait_for_selector("#samp-bars .js-plotly-plot", timeout=30_000)
     page.wait_for_function("document.querySelector('#samp-bars .gtitle').textContent.includes('49,152 of 49,152')", timeout=30_000)
@@ -183,8 +186,7 @@ def test_browser_sampler(page, server, runner):
 
 
 def test_browser_empty_prompt_gets_a_message(page, server):
-    page.goto(server)
-    page.wait_for_selector("#token-spans .tok", timeout=60_000)
+    open_app(page, server)
     page.locator("#prompt textarea").fill("   ")
     page.locator("#analyze").click()
     page.wait_for_function("document.querySelector('#status').innerText.includes('Type a prompt')", timeout=30_000)
@@ -213,8 +215,7 @@ def test_browser_two_sessions_see_only_their_own_prompt(browser, server, runner)
     pages = [c.new_page() for c in contexts]
     try:
         for page in pages:
-            page.goto(server)
-            page.wait_for_selector("#token-spans .tok", timeout=60_000)
+            open_app(page, server)
         for page, prompt in zip(pages, prompts):
             page.locator("#prompt textarea").fill(prompt)
         for page in pages:  # both requests in flight together
