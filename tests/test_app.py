@@ -133,6 +133,14 @@ def test_browser_tokenization_and_attention(page, server, runner):
     page.wait_for_function("document.querySelector('#attn-summary').innerText.includes('layer 2, head 7')", timeout=30_000)
     assert (slider_value(page, "attn-layer"), slider_value(page, "attn-head")) == (2, 7)
     shot(page, "attention-overview")
+
+    # The head-statistics table, sorted by previous-token attention: its first row opens that head.
+    page.get_by_text("Head statistics").click()
+    first = page.locator("#attn-stats [data-testid=cell-0-0]")
+    first.wait_for(timeout=30_000)
+    layer, head = (int(page.locator(f"#attn-stats [data-testid=cell-0-{c}]").inner_text()) for c in (0, 1))
+    first.click()
+    page.wait_for_function(f"document.querySelector('#attn-summary').innerText.includes('layer {layer}, head {head}')", timeout=30_000)
     assert_only_local_requests(page)
 
 
