@@ -42,6 +42,7 @@ EXAMPLES = [
     ["Explain what attention does in a transformer, in one sentence.", True],
     ["Mr and Mrs Dursley, of number four, Privet Drive, were proud to say that they were perfectly normal.", False],
 ]
+EXAMPLE_LABELS = ["Capitals (a fact to recall)", "Python code", "Dates, numbers, emoji", "A chat question", "A novel's first line (repetition)"]
 
 CSS = TOKENS_CSS + GENERATION_CSS + """
 .hint { color: #666; }
@@ -177,7 +178,7 @@ def create_app(runner: ModelRunner, model_note: str = "") -> gr.Blocks:
                 analyze_btn = gr.Button("Analyze", variant="primary", elem_id="analyze")
                 large = gr.Checkbox(label="Presenter mode (large, high-contrast text)", value=False, elem_id="large")
         status = gr.Markdown(elem_id="status")
-        gr.Examples(EXAMPLES, [prompt, chat], label="Examples")
+        gr.Examples(EXAMPLES, [prompt, chat], label="Examples", example_labels=EXAMPLE_LABELS)
         active_tab = gr.State("tokenization")  # which tab is showing: the logit lens is computed only when seen
         quiet = READ_ONLY
         with gr.Tabs(selected="tokenization") as tabs:
