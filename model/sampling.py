@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -305,7 +305,3 @@ def to_llama_cpp_flags(settings: SamplerSettings) -> str:
         "--samplers 'penalties;top_k;typ_p;top_p;min_p;temperature'",
     ]
     return " ".join(flags)
-
-
-def settings_dict(settings: SamplerSettings) -> dict:
-    return asdict(settings)

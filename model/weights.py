@@ -24,7 +24,6 @@ import time
 import zipfile
 from pathlib import Path
 
-import torch
 
 from .loaders import Checkpoint, CheckpointError, TokenizerSpec, read_gguf
 from .transformer import ModelConfig

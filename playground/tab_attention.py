@@ -60,9 +60,9 @@ def render_head(trace: Trace | None, layer: int, head: int, large: bool, runner:
     stage_fig = stages_figure(stages, labels[window], f"From scores to weights, {name}{shown}", font_scale=scale)
     vectors = {
         f"q head {head}": trace.q[layer, window, head],
-        f"q after RoPE": trace.rot_q[layer, window, head],
+        "q after RoPE": trace.rot_q[layer, window, head],
         f"k head {kv}": trace.k[layer, window, kv],
-        f"k after RoPE": trace.rot_k[layer, window, kv],
+        "k after RoPE": trace.rot_k[layer, window, kv],
         f"v head {kv}": trace.v[layer, window, kv],
     }
     vector_fig = vectors_figure(vectors, labels[window], f"Queries, keys and values (tokens × d_head = {cfg.d_head}){shown}", font_scale=scale)

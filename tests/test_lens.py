@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from model.lens import count_greater, lens_logits, logit_lens, top_k
+from model.lens import count_greater, lens_logits, top_k
 from model.transformer import rms_norm
 from playground import tab_lens
 from playground.figures_lens import STATISTICS

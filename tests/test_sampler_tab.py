@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from model.sampling import SamplerSettings, distribution, stages
+from model.sampling import distribution, stages
 from playground import tab_sampler
 from playground.tab_sampler import GenSession
 

@@ -18,7 +18,7 @@ B, T = 2, 7
 
 
 def expected_shapes(cfg, B, T):
-    H, G, Dh, D, F_, V = cfg.n_heads, cfg.n_kv_heads, cfg.d_head, cfg.d_model, cfg.d_mlp, cfg.vocab_size
+    H, G, Dh, D, F_ = cfg.n_heads, cfg.n_kv_heads, cfg.d_head, cfg.d_model, cfg.d_mlp
     shapes = {"hook_embed": (B, T, D), "ln_final.hook_normalized": (B, T, D)}
     for l in range(cfg.n_layers):
         p = f"blocks.{l}."
