@@ -194,13 +194,14 @@ def create_app(runner: ModelRunner, model_note: str = "") -> gr.Blocks:
                 samp_fn, samp_in, samp_out = tab_sampler.build(runner, trace_state, large)
         with gr.Row():
             share = gr.Markdown(elem_id="share-link")
-            download_btn = gr.Button("Download this trace's tensors (.npz)", elem_id="download-trace", scale=0)
-            trace_file = gr.File(label="Trace tensors", elem_id="trace-file", visible=True, scale=1)
+            download_btn = gr.Button("Download this trace's tensors (.npz)", elem_id="download-trace", scale=0, size="sm")
+            trace_file = gr.File(label="Trace tensors", elem_id="trace-file", visible=False, scale=1, height=90)
         for tab, name in ((tok_tab, "tokenization"), (att_tab, "attention"), (rope_tab, "rope"), (sampler_tab, "sampler")):
             tab.select(lambda name=name: name, None, active_tab, **quiet).then(link, [prompt, chat, large, active_tab], share, **quiet)
         lens_tab.select(link, [prompt, chat, large, active_tab], share, **quiet)
         large.change(None, large, None, js=PRESENTER_JS, **quiet)
-        download_btn.click(export_trace, trace_state, trace_file, api_visibility="private", concurrency_limit=2)
+        download_btn.click(lambda t: gr.File(value=export_trace(t), visible=t is not None), trace_state, trace_file,
+                           api_visibility="private", concurrency_limit=2)
 
         def then_render(event):
             """After an analysis: every tab draws from the new trace (the lens only if it is showing)."""

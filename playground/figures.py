@@ -134,7 +134,7 @@ TOKENS_CSS = """
 
 
 def _figure(data: list[dict], layout: dict, title: str, height: int, font_scale: float = 1.0,
-            background: str = MASKED_COLOR) -> go.Figure:
+            background: str = MASKED_COLOR, top: int = 50) -> go.Figure:
     """A figure built once from plain dicts (Plotly validates once; update_* calls cost more than the data).
 
     The plot background defaults to the mask colour, so NaN (masked) heatmap cells show as grey.
@@ -143,8 +143,8 @@ def _figure(data: list[dict], layout: dict, title: str, height: int, font_scale:
         **layout,
         "title": dict(text=title, x=0.01, font=dict(size=int(16 * font_scale))),
         "font": dict(FONT, size=int(FONT["size"] * font_scale)),
-        "height": height,
-        "margin": dict(l=10, r=10, t=50, b=10),
+        "height": int(height * font_scale),  # bigger text needs room, or the plot area shrinks away
+        "margin": dict(l=10, r=10, t=int(top * font_scale), b=10),
         "plot_bgcolor": background,
         "paper_bgcolor": "white",
     }
@@ -174,10 +174,10 @@ def attention_heatmap(pattern: np.ndarray, labels: Sequence[str], title: str, fo
 
 
 STAGE_TITLES = {
-    "scores": "1. scores q·k",
-    "scaled": "2. scaled by 1/√d_head",
-    "masked": "3. causal mask (future = −∞)",
-    "softmax": "4. softmax → weights",
+    "scores": "1. scores<br>q·k",
+    "scaled": "2. scaled<br>by 1/√d_head",
+    "masked": "3. causal mask<br>future = −∞",
+    "softmax": "4. softmax<br>→ weights",
 }
 
 
@@ -201,7 +201,7 @@ def _panels(traces: list[dict], titles: Sequence[str], labels: Sequence[str], ti
         layout["annotations"].append(dict(text=titles[i], x=x0 + width / 2, y=1.0, xref="paper", yref="paper",
                                           xanchor="center", yanchor="bottom", showarrow=False,
                                           font=dict(size=int(14 * font_scale))))
-    return _figure(data, layout, title, height=height, font_scale=font_scale, background=background)
+    return _figure(data, layout, title, height=height, font_scale=font_scale, background=background, top=90)
 
 
 def stages_figure(stages: dict[str, np.ndarray], labels: Sequence[str], title: str, font_scale: float = 1.0) -> go.Figure:
@@ -218,7 +218,7 @@ def stages_figure(stages: dict[str, np.ndarray], labels: Sequence[str], title: s
             colour = dict(colorscale=DIVERGING, zmin=-scores_range, zmax=scores_range, zmid=0.0)
         traces.append(dict(z=z.astype(np.float32), x=list(labels), y=list(labels), hoverongaps=False, **colour,
                            hovertemplate=f"{name}<br>query %{{y}}<br>key %{{x}}<br>value %{{z:.4f}}<extra></extra>"))
-    return _panels(traces, list(STAGE_TITLES.values()), labels, title, 340, font_scale, MASKED_COLOR, x_categorical=True)
+    return _panels(traces, list(STAGE_TITLES.values()), labels, title, 380, font_scale, MASKED_COLOR, x_categorical=True)
 
 
 def vectors_figure(mats: dict[str, np.ndarray], labels: Sequence[str], title: str, font_scale: float = 1.0) -> go.Figure:

@@ -97,15 +97,15 @@ def build(runner: ModelRunner, trace_state: gr.State, large_mode: gr.Checkbox):
     summary = gr.Markdown(elem_id="attn-summary")
     with gr.Row():
         with gr.Column(scale=3):
-            heatmap = gr.Plot(label="Attention pattern", elem_id="attn-heatmap")
+            heatmap = gr.Plot(label="Attention pattern", elem_id="attn-heatmap", show_label=False)
         with gr.Column(scale=2):
             layer_grid = gr.Image(label="Every head of this layer (click one)", interactive=False, elem_id="attn-layer-grid", buttons=[],
                                   format="png")
-    gqa = gr.Plot(label="Grouped-query attention", elem_id="attn-gqa")
+    gqa = gr.Plot(label="Grouped-query attention", elem_id="attn-gqa", show_label=False)
     with gr.Accordion("The four stages of this head", open=True):
-        stages = gr.Plot(elem_id="attn-stages")
+        stages = gr.Plot(elem_id="attn-stages", show_label=False)
     with gr.Accordion("Q, K and V of this head, before and after RoPE", open=False):
-        vectors = gr.Plot(elem_id="attn-vectors")
+        vectors = gr.Plot(elem_id="attn-vectors", show_label=False)
     with gr.Accordion("All layers × heads (click a thumbnail)", open=False):
         overview = gr.Image(label=f"{cfg.n_heads} heads (rows) × {cfg.n_layers} layers (columns)", interactive=False,
                             elem_id="attn-overview", buttons=[], format="png")

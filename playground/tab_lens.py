@@ -75,11 +75,11 @@ def build(runner: ModelRunner, trace_state: gr.State, large_mode: gr.Checkbox, t
         statistic = gr.Dropdown(list(STATISTICS), value="probability of the top token", label="Colour by", elem_id="lens-stat")
         with_mid = gr.Checkbox(label="Also after each attention block (resid_mid)", value=False, elem_id="lens-mid")
     note = gr.Markdown(elem_id="lens-note")
-    grid = gr.Plot(label="Logit lens", elem_id="lens-grid")
+    grid = gr.Plot(label="Logit lens", elem_id="lens-grid", show_label=False)
     with gr.Row():
         position = gr.Slider(0, 1, value=1, step=1, label="Position to watch", elem_id="lens-position", scale=2)
         extra = gr.Textbox(label="Also watch these tokens (comma-separated)", placeholder=" Paris, London", elem_id="lens-tokens", scale=2)
-    watch_plot = gr.Plot(label="Rankings watch", elem_id="lens-watch")
+    watch_plot = gr.Plot(label="Rankings watch", elem_id="lens-watch", show_label=False)
 
     inputs = [trace_state, statistic, with_mid, position, extra, large_mode, active_tab]
     outputs = [grid, watch_plot, note]

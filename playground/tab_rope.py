@@ -81,12 +81,12 @@ def build(runner: ModelRunner, trace_state: gr.State, large_mode: gr.Checkbox):
                              label=f"RoPE base b, as log10(b): try other bases on the formulas (the model's: {model_log_base:g}, b = {cfg.rope_theta:g})")
         reset = gr.Button(f"Back to the model's base ({cfg.rope_theta:g})", scale=1)
     note = gr.Markdown(elem_id="rope-note")
-    pairs = gr.Plot(label="Pairs before and after rotation", elem_id="rope-pairs")
+    pairs = gr.Plot(label="Pairs before and after rotation", elem_id="rope-pairs", show_label=False)
     with gr.Row():
-        angles = gr.Plot(label="Angles", elem_id="rope-angles")
-        decay = gr.Plot(label="Long-term decay", elem_id="rope-decay")
-    scores = gr.Plot(label="Scores with and without RoPE", elem_id="rope-scores")
-    relative = gr.Plot(label="Relative vs absolute position", elem_id="rope-relative")
+        angles = gr.Plot(label="Angles", elem_id="rope-angles", show_label=False)
+        decay = gr.Plot(label="Long-term decay", elem_id="rope-decay", show_label=False)
+    scores = gr.Plot(label="Scores with and without RoPE", elem_id="rope-scores", show_label=False)
+    relative = gr.Plot(label="Relative vs absolute position", elem_id="rope-relative", show_label=False)
 
     inputs = [trace_state, layer, head, query, key, log_base, large_mode]
     outputs = [pairs, angles, decay, scores, relative, note]

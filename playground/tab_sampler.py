@@ -146,8 +146,8 @@ def build(runner: ModelRunner, trace_state: gr.State, large_mode: gr.Checkbox):
     top_n = gr.Slider(5, 40, value=15, step=1, label="Tokens shown", elem_id="samp-topn")
     message = gr.Markdown(elem_id="samp-message")
     with gr.Row():
-        bars = gr.Plot(label="Next-token distribution", elem_id="samp-bars")
-        matrix = gr.Plot(label="Stages", elem_id="samp-stages")
+        bars = gr.Plot(label="Next-token distribution", elem_id="samp-bars", show_label=False)
+        matrix = gr.Plot(label="Stages", elem_id="samp-stages", show_label=False)
     with gr.Accordion("Step by step: sample, pick or force the next token", open=True):
         text = gr.HTML(elem_id="samp-text")
         with gr.Row():
@@ -161,12 +161,12 @@ def build(runner: ModelRunner, trace_state: gr.State, large_mode: gr.Checkbox):
             generate_btn = gr.Button("Generate", elem_id="samp-generate")
         table = gr.Dataframe(interactive=False, label="Click a token to force it as the next one", elem_id="samp-table", max_height=300)
     with gr.Accordion("Both orders on the same logits", open=False):
-        orders = gr.Plot(elem_id="samp-orders")
+        orders = gr.Plot(elem_id="samp-orders", show_label=False)
     with gr.Accordion("Draw samples", open=False):
         with gr.Row():
             n_draws = gr.Number(value=1000, precision=0, minimum=1, maximum=100_000, label="Samples", elem_id="samp-draws")
             draw_btn = gr.Button("Draw", elem_id="samp-draw")
-        draws = gr.Plot(elem_id="samp-histogram")
+        draws = gr.Plot(elem_id="samp-histogram", show_label=False)
     with gr.Accordion("Export these settings", open=False):
         export = gr.Markdown(elem_id="samp-export")
 
