@@ -21,9 +21,7 @@ from .trace import ModelRunner, PromptError, Trace
 
 def watch(trace: Trace, runner: ModelRunner, position: int, with_mid: bool, extra: str, scale: float):
     """Ecco-style rankings watch: the probability of chosen tokens at one position, across the rows."""
-    labels, _ = runner.lens(trace, with_mid)
-    rows = trace.resid if not with_mid else np.concatenate(
-        [trace.resid[:1], np.stack([trace.resid_mid, trace.resid[1:]], axis=1).reshape(-1, *trace.resid.shape[1:])])
+    labels, rows = trace.lens_rows(with_mid)
     logits = lens_logits(runner.net, torch.from_numpy(rows[:, position]))  # (R, V)
     probs = logits.softmax(-1)
     final_top = int(logits[-1].argmax())

@@ -69,6 +69,16 @@ class Trace:
     def n_heads(self) -> int:
         return self.pattern.shape[1]
 
+    def lens_rows(self, with_mid: bool) -> tuple[list[str], np.ndarray]:
+        """Row labels and residual streams (R, T, D) for the logit lens, bottom to top:
+        the embedding, then each layer (after its attention block too, with_mid)."""
+        L = self.n_layers
+        if not with_mid:
+            return ["embed"] + [f"L{l}" for l in range(L)], self.resid
+        labels = ["embed"] + [name for l in range(L) for name in (f"L{l} attn", f"L{l}")]
+        interleaved = np.stack([self.resid_mid, self.resid[1:]], axis=1).reshape(2 * L, *self.resid.shape[1:])
+        return labels, np.concatenate([self.resid[:1], interleaved])
+
 
 HEAD_STAT_NAMES = ("first token", "previous token", "self", "entropy (bits)")
 
@@ -193,12 +203,7 @@ class ModelRunner:
 
     def lens(self, trace: Trace, with_mid: bool) -> tuple[list[str], LensResult]:
         """Row labels and logit-lens summaries of the trace, computed once per (trace, rows) and kept in it."""
-        L = self.cfg.n_layers
-        if with_mid:
-            labels = ["embed"] + [name for l in range(L) for name in (f"L{l} attn", f"L{l}")]
-            resid = np.concatenate([trace.resid[:1], np.stack([trace.resid_mid, trace.resid[1:]], axis=1).reshape(2 * L, *trace.resid.shape[1:])])
-        else:
-            labels, resid = ["embed"] + [f"L{l}" for l in range(L)], trace.resid
+        labels, resid = trace.lens_rows(with_mid)
         key = "mid" if with_mid else "post"
         if key not in trace.lens:
             next_ids = torch.tensor(np.append(trace.ids[1:], -1))

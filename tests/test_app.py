@@ -85,6 +85,13 @@ def open_app(page, url: str) -> None:
     page.wait_for_selector("#token-spans .tok", timeout=60_000)
 
 
+def set_number(page, elem_id: str, value: str) -> None:
+    """Type a value into a slider's number box and submit it, as a user would."""
+    box = page.locator(f"#{elem_id} input[type=number]")
+    box.fill(value)
+    box.press("Enter")
+
+
 def slider_value(page, elem_id: str) -> int:
     return int(page.locator(f"#{elem_id} input[type=number]").input_value())
 
@@ -151,9 +158,7 @@ def test_browser_rope_and_logit_lens(page, server, runner):
     page.wait_for_selector("#rope-relative .js-plotly-plot", timeout=30_000)
     assert page.locator(".katex").count() > 0  # the formulas are typeset, from the page's own bundle
     before = page.locator("#rope-pairs .gtitle").text_content()
-    number = page.locator("#rope-base input[type=number]")
-    number.fill("3")
-    number.press("Enter")
+    set_number(page, "rope-base", "3")
     page.wait_for_function("document.querySelector('#rope-pairs .gtitle').textContent.includes('base 1e+03')", timeout=30_000)
     assert "model's base" in before
     shot(page, "rope")
@@ -172,9 +177,7 @@ def test_browser_sampler(page, server, runner):
     page.wait_for_selector("#samp-bars .js-plotly-plot", timeout=30_000)
     page.wait_for_function("document.querySelector('#samp-bars .gtitle').textContent.includes('49,152 of 49,152')", timeout=30_000)
 
-    top_k = page.locator("#samp-topk input[type=number]")
-    top_k.fill("5")
-    top_k.press("Enter")
+    set_number(page, "samp-topk", "5")
     page.wait_for_function("document.querySelector('#samp-bars .gtitle').textContent.includes('5 of 49,152')", timeout=30_000)
     assert "top-k" in page.locator("#samp-stages").inner_text()
 
