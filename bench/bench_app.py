@@ -23,7 +23,7 @@ import gradio as gr  # noqa: E402
 from model import load  # noqa: E402
 from model.allocator import keep_freed_memory  # noqa: E402
 from playground import tab_attention, tab_lens, tab_tokenization  # noqa: E402
-from playground.trace import ModelRunner  # noqa: E402
+from playground.runner import ModelRunner  # noqa: E402
 
 TEXT = ("Rotary position embeddings rotate each pair of query and key dimensions by an angle "
         "proportional to the token's position, so attention scores depend on relative distance. ") * 20
@@ -57,15 +57,15 @@ def main() -> None:
 
     def switch():
         l, h = switches[next(position) % len(switches)]
-        outputs = tab_attention.render_head(trace, l, h, False, runner)
+        outputs = tab_attention.render_head(runner, trace, l, h, False)
         for component, value in zip(post, outputs):
             component.postprocess(value)
 
     median, worst = timed(switch, repeats=len(switches) * 2)
     print(f"layer/head switch (render + serialise): median {median:.0f} ms, worst {worst:.0f} ms  (target < 100 ms)")
-    median, worst = timed(lambda: tab_attention.render_head(trace, 3, 5, False, runner))
+    median, worst = timed(lambda: tab_attention.render_head(runner, trace, 3, 5, False))
     print(f"  of which render only: median {median:.0f} ms")
-    median, worst = timed(lambda: tab_tokenization.render(trace, True, True, ["cl100k_base"], False, runner))
+    median, worst = timed(lambda: tab_tokenization.render(runner, trace, True, True, ["cl100k_base"], False))
     print(f"tokenization tab render: median {median:.0f} ms, worst {worst:.0f} ms")
 
     # Logit lens: computed once per prompt when its tab is first shown, then read from the trace.
@@ -74,8 +74,9 @@ def main() -> None:
             trace.lens.clear()
             runner.lens(trace, with_mid)
         median, _ = timed(compute, repeats=3)
-        print(f"logit lens, {rows} rows x {trace.n_tokens} positions, exact float32: {median:.0f} ms  (target < 500 ms for 30 x 128)")
-    median, _ = timed(lambda: tab_lens.render(trace, "rank of the actual next token", False, 100, " the", False, runner))
+        print(f"logit lens, {rows} rows x {trace.n_tokens} positions, exact float32: {median:.0f} ms  "
+              f"(target < 500 ms for 30 x 128)")
+    median, _ = timed(lambda: tab_lens.render(runner, trace, "rank_next", False, 100, " the", False))
     print(f"logit-lens tab redraw (statistic or position change, lens cached): {median:.0f} ms")
 
 

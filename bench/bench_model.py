@@ -52,10 +52,13 @@ def load_times() -> None:
         env = {**os.environ, "TRANSFORMER_PLAYGROUND_CACHE": cache}
         code = "import time; t = time.perf_counter(); from model import load; load(); print(time.perf_counter() - t)"
         # Cold: the GGUF is fetched with pip when not installed (as on a fresh machine) and converted.
-        cold = float(subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, check=True).stdout)
-        warm = [float(subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, check=True).stdout) for _ in range(3)]
+        cold = float(subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True,
+                                    check=True).stdout)
+        warm = [float(subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True,
+                                     check=True).stdout) for _ in range(3)]
     print(f"load, cold (fetch + dequantise + cache), fresh process:  {cold:6.2f} s")
-    print(f"load, warm (cached safetensors), fresh process incl. imports: {statistics.median(warm):6.2f} s  (target < 3 s)")
+    print(f"load, warm (cached safetensors), fresh process incl. imports: {statistics.median(warm):6.2f} s  "
+          f"(target < 3 s)")
 
 
 def main() -> None:
@@ -73,7 +76,8 @@ def main() -> None:
 
     net, enc = load()
     gguf = default_gguf()
-    hf = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, attn_implementation="eager", dtype=torch.float32).eval()
+    hf = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, attn_implementation="eager",
+                                              dtype=torch.float32).eval()
     ids = enc.encode(TEXT * 40)
 
     for T in (128, 512):
@@ -86,7 +90,8 @@ def main() -> None:
 
         theirs = median_time(reference, repeats)
         print(f"T={T:4d}  run_with_cache (all {len(net.hook_points)} hooks) {ours * 1000:7.1f} ms   "
-              f"HF forward (attentions + hidden states) {theirs * 1000:7.1f} ms   ratio {ours / theirs:.2f}  (target <= 1.0)")
+              f"HF forward (attentions + hidden states) {theirs * 1000:7.1f} ms   "
+              f"ratio {ours / theirs:.2f}  (target <= 1.0)")
 
     prompt = enc.apply_chat_template("Write a short poem about the sea.")
     n = 64

@@ -22,7 +22,7 @@ import gradio as gr  # noqa: E402
 from model import load  # noqa: E402
 from model.allocator import keep_freed_memory  # noqa: E402
 from playground import tab_sampler  # noqa: E402
-from playground.trace import ModelRunner  # noqa: E402
+from playground.runner import ModelRunner  # noqa: E402
 
 SETTINGS = [
     ["HF transformers", 1.0, 0, 1.0, 0.0, 1.0, 1.0, 0.0, 0.0],
@@ -37,13 +37,13 @@ def main() -> None:
     net, enc = load()
     runner = ModelRunner(net, enc)
     trace = runner.analyze("The capital of France is Paris. The capital of Germany is")
-    sess = tab_sampler.GenSession.from_trace(trace, runner)
+    sess = tab_sampler.GenSession.start(runner, trace)
     plot = gr.Plot(render=False)
     times = []
     for repeat in range(10):
         for controls in SETTINGS:
             start = time.perf_counter()
-            bars, matrix, orders, export, table, message = tab_sampler.render(sess, controls, 15, False, runner)
+            bars, matrix, orders, export, table, message = tab_sampler.render(runner, sess, *controls, 15, False)
             for fig in (bars, matrix, orders):
                 plot.postprocess(fig)
             times.append(time.perf_counter() - start)
@@ -53,7 +53,7 @@ def main() -> None:
     steps = []
     for token in enc.encode(" Berlin. It is a city in the east of the country")[:12]:
         start = time.perf_counter()
-        sess.push(token, 1.0, runner)
+        sess.push(runner, token, 1.0)
         steps.append(time.perf_counter() - start)
     print(f"one generation step with the KV cache: median {statistics.median(steps) * 1000:.1f} ms")
 

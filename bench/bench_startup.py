@@ -79,7 +79,8 @@ def main() -> None:
     def visitor(v: int):
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)
         for i in range(25):
-            client.predict(f"Visitor {v} asks question {i} about attention heads and rotary embeddings.", i % 30, v % 9, False,
+            client.predict(f"Visitor {v} asks question {i} about attention heads and rotary embeddings.",
+                           i % 30, v % 9, False,
                            api_name="/attention")
 
     watcher = threading.Thread(target=watch)
@@ -97,7 +98,8 @@ def main() -> None:
     proc.terminate()
     proc.wait()
     mb = lambda b: b / 2**20  # noqa: E731
-    print(f"memory: idle {mb(idle):.0f} MB, peak under 8 clients x 25 requests {mb(max(peak)):.0f} MB, after {mb(after):.0f} MB; "
+    print(f"memory: idle {mb(idle):.0f} MB, peak under 8 clients x 25 requests {mb(max(peak)):.0f} MB, "
+          f"after {mb(after):.0f} MB; "
           f"200 requests in {elapsed:.1f} s ({200 / elapsed:.1f} requests/s)")
 
 

@@ -17,10 +17,11 @@ from .generation import generate
 from .loaders import Checkpoint, CheckpointError, build_model, fetch_hub, read_hf_dir
 from .sampling import SamplerSettings
 from .tokenizer import ModelEncoding, UnencodableTextError, available_encodings, get_encoding
-from .transformer import PRESETS, KVCache, ModelConfig, Transformer
+from .transformer import KVCache, ModelConfig, Transformer
 from .weights import default_gguf, load_gguf_cached
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
+PRESETS = (DEFAULT_MODEL,)  # names load() knows; their numbers come from the GGUF itself
 
 __all__ = [
     "DEFAULT_MODEL", "CheckpointError", "KVCache", "ModelConfig", "ModelEncoding", "SamplerSettings",

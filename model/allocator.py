@@ -25,6 +25,7 @@ def keep_freed_memory(mmap_threshold: int = 1 << 30, trim_threshold: int = 1 << 
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.mallopt(M_MMAP_THRESHOLD, mmap_threshold)) and bool(libc.mallopt(M_TRIM_THRESHOLD, trim_threshold))
+        mmap_ok = bool(libc.mallopt(M_MMAP_THRESHOLD, mmap_threshold))
+        return mmap_ok and bool(libc.mallopt(M_TRIM_THRESHOLD, trim_threshold))
     except (OSError, AttributeError):  # not glibc (musl, ...): nothing to tune
         return False

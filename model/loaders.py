@@ -83,7 +83,8 @@ def _no_random_init() -> Iterator[None]:
         nn.Linear.reset_parameters, nn.Embedding.reset_parameters = saved
 
 
-def build_model(ckpt: Checkpoint, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> Transformer:
+def build_model(ckpt: Checkpoint, dtype: torch.dtype = torch.float32,
+                device: str | torch.device = "cpu") -> Transformer:
     """A Transformer filled with the checkpoint's weights (strict), in eval mode."""
     with torch.device("meta"), _no_random_init():
         net = Transformer(ckpt.cfg)
@@ -94,10 +95,12 @@ def build_model(ckpt: Checkpoint, dtype: torch.dtype = torch.float32, device: st
         expected.pop("output.weight", None)
     for name, tensor in state.items():
         if name in expected and tuple(expected[name].shape) != tuple(tensor.shape):
-            raise CheckpointError(f"{name}: checkpoint has shape {tuple(tensor.shape)}, model expects {tuple(expected[name].shape)}")
+            raise CheckpointError(f"{name}: checkpoint has shape {tuple(tensor.shape)}, "
+                                  f"model expects {tuple(expected[name].shape)}")
     missing, unexpected = expected.keys() - state.keys(), state.keys() - expected.keys()
     if missing or unexpected:
-        raise CheckpointError(f"weights do not match the model: missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
+        raise CheckpointError(f"weights do not match the model: missing {sorted(missing)[:5]}, "
+                              f"unexpected {sorted(unexpected)[:5]}")
     state = {name: t.to(device=device, dtype=dtype) for name, t in state.items()}
     net.load_state_dict(state, strict=False, assign=True)  # strictness checked above, tied head aside
     if ckpt.cfg.tie_embeddings:
@@ -168,7 +171,7 @@ def read_gguf(path: str | Path, progress: Callable[[int, int, str], None] | None
         n_heads=int(meta("attention.head_count")),
         n_kv_heads=int(meta("attention.head_count_kv", meta("attention.head_count"))),
         d_mlp=int(meta("feed_forward_length")),
-        rope_theta=float(meta("rope.freq_base", 10000.0)),
+        rope_base=float(meta("rope.freq_base", 10000.0)),
         norm_eps=float(meta("attention.layer_norm_rms_epsilon", 1e-5)),
         max_seq_len=int(meta("context_length", 2048)),
         tie_embeddings="output.weight" not in names,
@@ -185,9 +188,11 @@ def read_gguf(path: str | Path, progress: Callable[[int, int, str], None] | None
         try:
             array = dequantize(t.data, t.tensor_type)
         except NotImplementedError as e:
-            raise CheckpointError(f"{t.name}: quant type {t.tensor_type.name} cannot be dequantised by gguf: {e}") from e
+            message = f"{t.name}: quant type {t.tensor_type.name} cannot be dequantised by gguf: {e}"
+            raise CheckpointError(message) from e
         shape = tuple(int(n) for n in reversed(t.shape))  # GGUF lists dims innermost first
-        state[ours] = torch.from_numpy(np.array(array, dtype=np.float32).reshape(shape))  # a copy: GGUF data is a read-only memmap
+        # np.array copies: GGUF data is a read-only memmap
+        state[ours] = torch.from_numpy(np.array(array, dtype=np.float32).reshape(shape))
         if progress:
             progress(i + 1, len(reader.tensors), t.name)
 
@@ -201,7 +206,8 @@ def read_gguf(path: str | Path, progress: Callable[[int, int, str], None] | None
     spec = TokenizerSpec(
         tokens=list(tokens),
         merges=list(_gguf_field(reader, "tokenizer.ggml.merges")),
-        special_tokens={tok: i for i, (tok, kind) in enumerate(zip(tokens, token_types)) if kind in (3, 4)},  # control, user-defined
+        # token types 3 and 4: control and user-defined tokens
+        special_tokens={tok: i for i, (tok, kind) in enumerate(zip(tokens, token_types)) if kind in (3, 4)},
         pre_tokenizer=GGUF_PRE_TOKENIZERS[pre],
         bos_token_id=_gguf_field(reader, "tokenizer.ggml.bos_token_id"),
         eos_token_id=_gguf_field(reader, "tokenizer.ggml.eos_token_id"),
@@ -244,7 +250,7 @@ def _hf_config(cfg: dict) -> ModelConfig:
         n_heads=cfg["num_attention_heads"],
         n_kv_heads=cfg.get("num_key_value_heads") or cfg["num_attention_heads"],
         d_mlp=cfg["intermediate_size"],
-        rope_theta=float(cfg.get("rope_theta", rope.get("rope_theta", 10000.0))),
+        rope_base=float(cfg.get("rope_theta", rope.get("rope_theta", 10000.0))),
         norm_eps=float(cfg.get("rms_norm_eps", 1e-5)),
         max_seq_len=int(cfg.get("max_position_embeddings", 2048)),
         tie_embeddings=bool(cfg.get("tie_word_embeddings", False)),

@@ -41,24 +41,32 @@ class SamplerSettings:
     order: Order = "hf"
 
     def __post_init__(self) -> None:
-        checks = {  # NaN fails every comparison, so it is refused here too
-            "temperature must be a number >= 0": 0 <= self.temperature < math.inf,
-            "top_k must be a whole number >= 0": isinstance(self.top_k, int) and self.top_k >= 0,
-            "top_p must be in (0, 1]": 0 < self.top_p <= 1,
-            "min_p must be in [0, 1]": 0 <= self.min_p <= 1,
-            "typical_p must be in (0, 1]": 0 < self.typical_p <= 1,
-            "repetition_penalty must be > 0": 0 < self.repetition_penalty < math.inf,
-            "presence_penalty must be finite": math.isfinite(self.presence_penalty),
-            "frequency_penalty must be finite": math.isfinite(self.frequency_penalty),
-            "order must be 'hf' or 'llama.cpp'": self.order in ("hf", "llama.cpp"),
+        rules = {  # field -> (valid?, what is allowed); NaN fails every comparison, so it is refused too
+            "temperature": (_number(self.temperature) and 0 <= self.temperature < math.inf, "a number >= 0"),
+            "top_k": (isinstance(self.top_k, int) and not isinstance(self.top_k, bool) and self.top_k >= 0,
+                      "a whole number >= 0"),
+            "top_p": (_number(self.top_p) and 0 < self.top_p <= 1, "in (0, 1]"),
+            "min_p": (_number(self.min_p) and 0 <= self.min_p <= 1, "in [0, 1]"),
+            "typical_p": (_number(self.typical_p) and 0 < self.typical_p <= 1, "in (0, 1]"),
+            "repetition_penalty": (_number(self.repetition_penalty) and 0 < self.repetition_penalty < math.inf,
+                                   "a number > 0"),
+            "presence_penalty": (_number(self.presence_penalty) and math.isfinite(self.presence_penalty),
+                                 "a finite number"),
+            "frequency_penalty": (_number(self.frequency_penalty) and math.isfinite(self.frequency_penalty),
+                                  "a finite number"),
+            "order": (self.order in ("hf", "llama.cpp"), "'hf' or 'llama.cpp'"),
         }
-        for message, ok in checks.items():
+        for name, (ok, allowed) in rules.items():
             if not ok:
-                raise ValueError(f"{message}; got {self}")
+                raise ValueError(f"{name} must be {allowed}, got {getattr(self, name)!r}")
 
     @property
     def greedy(self) -> bool:
         return self.temperature == 0
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 # ---------------------------------------------------------------------------------------
@@ -201,7 +209,8 @@ def chain(settings: SamplerSettings, prompt_ids: Sequence[int] = (), generated_i
             steps.append(("typical-p", lambda z: typical_hf(z, s.typical_p)))
         return steps
     if s.presence_penalty or s.frequency_penalty:
-        steps.append(("presence/frequency", lambda z: presence_frequency_penalty(z, generated, s.presence_penalty, s.frequency_penalty)))
+        steps.append(("presence/frequency", lambda z: presence_frequency_penalty(z, generated, s.presence_penalty,
+                                                                                 s.frequency_penalty)))
     if s.top_k:
         steps.append(("top-k", lambda z: top_k_exact(z, s.top_k)))
     if s.typical_p < 1.0:
@@ -234,7 +243,8 @@ class Stage:
         return float(-(p * p.log2()).sum())
 
 
-def stages(logits: Tensor, settings: SamplerSettings, prompt_ids: Sequence[int] = (), generated_ids: Sequence[int] = ()) -> list[Stage]:
+def stages(logits: Tensor, settings: SamplerSettings, prompt_ids: Sequence[int] = (),
+           generated_ids: Sequence[int] = ()) -> list[Stage]:
     """The raw softmax, then the distribution after each active step, with what each step removed."""
     z = logits.float()
     out = [Stage("softmax", z, z.softmax(-1), torch.zeros_like(z, dtype=torch.bool))]
@@ -245,7 +255,8 @@ def stages(logits: Tensor, settings: SamplerSettings, prompt_ids: Sequence[int] 
     return out
 
 
-def distribution(logits: Tensor, settings: SamplerSettings, prompt_ids: Sequence[int] = (), generated_ids: Sequence[int] = ()) -> Tensor:
+def distribution(logits: Tensor, settings: SamplerSettings, prompt_ids: Sequence[int] = (),
+                 generated_ids: Sequence[int] = ()) -> Tensor:
     """Probabilities over the whole vocabulary after the sampler chain."""
     z = logits.float()
     for _, step in chain(settings, prompt_ids, generated_ids):

@@ -102,9 +102,11 @@ class ModelEncoding(tiktoken.Encoding):
             a, b, ab = ids[left], ids[right], ids.get(left + right, -1)
             ok, previous = a < ab and b < ab and ab > previous, ab
             if not ok:
-                raise ValueError(f"merge {rank} {merge!r}: token ids are not in merge order; tiktoken cannot reproduce it")
+                raise ValueError(f"merge {rank} {merge!r}: token ids are not in merge order; "
+                                 f"tiktoken cannot reproduce it")
         pattern = PATTERNS.get(spec.pre_tokenizer, spec.pre_tokenizer)
-        super().__init__(spec.name or "model", pat_str=pattern, mergeable_ranks=ranks, special_tokens=dict(spec.special_tokens))
+        super().__init__(spec.name or "model", pat_str=pattern, mergeable_ranks=ranks,
+                         special_tokens=dict(spec.special_tokens))
         self.spec_name = spec.name
         self.bos_token_id = spec.bos_token_id
         self.eos_token_id = spec.eos_token_id
@@ -148,7 +150,8 @@ class ModelEncoding(tiktoken.Encoding):
         disallowed_special: Literal["all"] | Collection[str] = (),
         errors: Literal["strict", "replace"] = "strict",
     ) -> list[int]:
-        return super().encode(self.check(text, errors), allowed_special=allowed_special, disallowed_special=disallowed_special)
+        return super().encode(self.check(text, errors), allowed_special=allowed_special,
+                              disallowed_special=disallowed_special)
 
     def encode_ordinary(self, text: str, *, errors: Literal["strict", "replace"] = "strict") -> list[int]:
         return super().encode_ordinary(self.check(text, errors))
@@ -167,9 +170,6 @@ class ModelEncoding(tiktoken.Encoding):
         kwargs.setdefault("disallowed_special", ())
         return super().encode_batch([self.check(t, errors) for t in text], **kwargs)
 
-    def encode_single_token(self, text_or_bytes: str | bytes) -> int:
-        return super().encode_single_token(text_or_bytes)  # raises KeyError, never panics
-
     def _encode_single_piece(self, text_or_bytes: str | bytes) -> list[int]:
         data = text_or_bytes.encode("utf-8") if isinstance(text_or_bytes, str) else text_or_bytes
         if any(b in self.missing_bytes for b in data):
@@ -177,7 +177,9 @@ class ModelEncoding(tiktoken.Encoding):
         return super()._encode_single_piece(data)
 
     def _encode_bytes(self, text: bytes) -> list[int]:
-        return self._encode_single_piece(text) if any(b in self.missing_bytes for b in text) else super()._encode_bytes(text)
+        if any(b in self.missing_bytes for b in text):
+            return self._encode_single_piece(text)
+        return super()._encode_bytes(text)
 
     # -- chat -----------------------------------------------------------------------------
 
@@ -194,7 +196,8 @@ class ModelEncoding(tiktoken.Encoding):
             eos_token=self.decode([self.eos_token_id]) if self.eos_token_id is not None else "",
         )
 
-    def apply_chat_template(self, messages: Sequence[dict[str, str]] | str, add_generation_prompt: bool = True) -> list[int]:
+    def apply_chat_template(self, messages: Sequence[dict[str, str]] | str,
+                            add_generation_prompt: bool = True) -> list[int]:
         """Token ids of messages (or one user prompt) in the chat template; specials are real specials."""
         if isinstance(messages, str):
             messages = [{"role": "user", "content": messages}]

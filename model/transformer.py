@@ -41,7 +41,7 @@ class ModelConfig:
     n_heads: int = 9  # H: query heads
     n_kv_heads: int = 3  # G: key/value heads; each is shared by n_heads // n_kv_heads query heads
     d_mlp: int = 1536  # F: hidden width of the SwiGLU MLP
-    rope_theta: float = 100000.0  # RoPE base: pair i turns by position * rope_theta ** (-2i / d_head)
+    rope_base: float = 100000.0  # RoPE base b (HF: rope_theta): pair i turns by position * b ** (-2i / d_head)
     norm_eps: float = 1e-5  # epsilon inside every RMSNorm
     max_seq_len: int = 8192  # context length the checkpoint was trained for
     tie_embeddings: bool = True  # LM head shares its weight with the token embedding
@@ -67,11 +67,6 @@ class ModelConfig:
         return head // self.n_groups
 
 
-PRESETS = {
-    "smollm2-135m-instruct": ModelConfig(),
-}
-
-
 # ---------------------------------------------------------------------------------------
 # The maths, as plain functions.
 
@@ -83,14 +78,18 @@ def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
     return weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps))
 
 
-def rope_frequencies(d_head: int, theta: float) -> Tensor:
-    """theta_i = theta ** (-2i / d_head) for each pair i, shape (Dh/2,)."""
-    return 1.0 / (theta ** (torch.arange(0, d_head, 2, dtype=torch.int64).float() / d_head))
+# RoPE vocabulary, used everywhere: the base b; pair i's frequency theta_i = b ** (-2i / d_head)
+# (radians per position); its angle at position m, m * theta_i.
 
 
-def rope_angles(positions: Tensor, d_head: int, theta: float) -> Tensor:
+def rope_frequencies(d_head: int, base: float) -> Tensor:
+    """theta_i = base ** (-2i / d_head) for each pair i, shape (Dh/2,)."""
+    return 1.0 / (base ** (torch.arange(0, d_head, 2, dtype=torch.int64).float() / d_head))
+
+
+def rope_angles(positions: Tensor, d_head: int, base: float) -> Tensor:
     """Angle m * theta_i of pair i at position m, shape (T, Dh/2), float32."""
-    return positions.float()[:, None] * rope_frequencies(d_head, theta).to(positions.device)[None, :]
+    return positions.float()[:, None] * rope_frequencies(d_head, base).to(positions.device)[None, :]
 
 
 def rope_rotations(angles: Tensor) -> Tensor:
@@ -303,7 +302,7 @@ class Transformer(nn.Module):
         if cache is not None and start + T > cache.max_len:
             raise ValueError(f"KV cache holds {cache.max_len} positions; {start + T} needed")
         positions = torch.arange(start, start + T, device=tokens.device)
-        rotations = rope_rotations(rope_angles(positions, self.cfg.d_head, self.cfg.rope_theta))  # (1, T, 1, Dh/2)
+        rotations = rope_rotations(rope_angles(positions, self.cfg.d_head, self.cfg.rope_base))  # (1, T, 1, Dh/2)
         mask = None
         if T > 1:
             keys = torch.arange(start + T, device=tokens.device)

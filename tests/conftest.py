@@ -1,30 +1,25 @@
-"""Shared fixtures: a tiny random model for the mechanics, the real default model for the numbers."""
+"""Shared fixtures: a tiny random model and tokenizer for the mechanics, the real default model for the numbers."""
 
 from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
 
-from model import ModelConfig, Transformer
+from model import ModelConfig, ModelEncoding, Transformer
+
+from .helpers import random_model, tiny_config, tiny_spec
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+TINY_PROMPT = "the cat sat on the mat. the cat sat on the"
+REAL_PROMPT = "The cat sat on the mat. The cat sat on the"
 
 
-def tiny_config(**overrides) -> ModelConfig:
-    fields = dict(vocab_size=97, d_model=48, n_layers=2, n_heads=6, n_kv_heads=2, d_mlp=96, rope_theta=10000.0, max_seq_len=64, name="tiny")
-    fields.update(overrides)
-    return ModelConfig(**fields)
-
-
-def random_model(cfg: ModelConfig, seed: int = 0) -> Transformer:
-    """A model with random weights of realistic scale (and RMSNorm weights away from 1)."""
-    torch.manual_seed(seed)
-    net = Transformer(cfg)
-    with torch.no_grad():
-        for name, p in net.named_parameters():
-            if name.endswith("ln1.weight") or name.endswith("ln2.weight") or name == "ln_final.weight":
-                p.uniform_(0.5, 1.5)
-            else:
-                p.normal_(0, 0.2)
-    return net.eval().requires_grad_(False)
+# -- the tiny model: seconds, not minutes ----------------------------------------------------
 
 
 @pytest.fixture(scope="session")
@@ -35,6 +30,26 @@ def tiny_cfg() -> ModelConfig:
 @pytest.fixture(scope="session")
 def tiny_net(tiny_cfg) -> Transformer:
     return random_model(tiny_cfg)
+
+
+@pytest.fixture(scope="session")
+def tiny_enc() -> ModelEncoding:
+    return ModelEncoding(tiny_spec())
+
+
+@pytest.fixture(scope="session")
+def tiny_runner(tiny_net, tiny_enc):
+    from playground.runner import ModelRunner
+
+    return ModelRunner(tiny_net, tiny_enc)
+
+
+@pytest.fixture(scope="session")
+def tiny_trace(tiny_runner):
+    return tiny_runner.analyze(TINY_PROMPT)
+
+
+# -- the real model: where the real numbers matter -------------------------------------------
 
 
 @pytest.fixture(scope="session")
@@ -64,14 +79,17 @@ def hf_model(gguf_path):
 
 @pytest.fixture(scope="session")
 def runner(real):
-    from playground.trace import ModelRunner
+    from playground.runner import ModelRunner
 
     return ModelRunner(*real)
 
 
 @pytest.fixture(scope="session")
 def trace(runner):
-    return runner.analyze("The cat sat on the mat. The cat sat on the")
+    return runner.analyze(REAL_PROMPT)
+
+
+# -- the running app --------------------------------------------------------------------------
 
 
 def free_port() -> int:
@@ -86,10 +104,11 @@ def free_port() -> int:
 def server(runner):
     """The app on a free loopback port, for the whole test session."""
     from app import create_app, launch_options
+    from playground.ui import MODEL_CONCURRENCY
 
     app = create_app(runner)
     port = free_port()
-    app.queue(default_concurrency_limit=2).launch(
+    app.queue(default_concurrency_limit=MODEL_CONCURRENCY).launch(
         server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_options()
     )
     try:
@@ -103,3 +122,27 @@ def client(server):
     from gradio_client import Client
 
     return Client(server, verbose=False)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's Chromium through Playwright; skipped without them, a failure where CI requires them."""
+    required = os.environ.get("PLAYGROUND_REQUIRE_BROWSER") == "1"
+    if not Path(CHROMIUM).exists():
+        if required:
+            pytest.fail(f"Chromium not found at {CHROMIUM} but PLAYGROUND_REQUIRE_BROWSER=1")
+        pytest.skip("Chromium is not installed (apt-get install chromium)")
+    try:
+        from playwright import sync_api
+    except ImportError:
+        if required:
+            pytest.fail("playwright is not installed but PLAYGROUND_REQUIRE_BROWSER=1")
+        pytest.skip("playwright is not installed (pip install -r requirements-dev.txt)")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--no-first-run", "--disable-quic"],
+        )
+        yield b
+        b.close()

@@ -16,6 +16,8 @@ from model.sampling import (
     SamplerSettings, distribution, draw, sample, stages, to_hf_kwargs, to_llama_cpp_flags,
 )
 
+from ..conftest import REAL_PROMPT
+
 V = 500
 
 
@@ -124,9 +126,10 @@ def test_hf_order_matches_transformers(settings, seed):
     assert 0.5 * (ours - ref).abs().sum() < 1e-5
 
 
-def test_hf_order_on_real_logits(trace):
-    logits = torch.from_numpy(trace.next_logits)
-    history = trace.ids.tolist()
+def test_hf_order_on_real_logits(real):
+    net, enc = real
+    history = enc.encode(REAL_PROMPT)
+    logits = net(torch.tensor([history]))[0, -1]
     for settings in SETTINGS:
         ours = distribution(logits, settings, prompt_ids=history)
         ref = hf_reference(logits, settings, history)
@@ -136,7 +139,8 @@ def test_hf_order_on_real_logits(trace):
 @pytest.mark.parametrize("settings", [
     *[SamplerSettings(**{**s.__dict__, "order": "llama.cpp"}) for s in SETTINGS],
     SamplerSettings(order="llama.cpp", presence_penalty=0.8, frequency_penalty=0.3, temperature=0.9),
-    SamplerSettings(order="llama.cpp", presence_penalty=-0.5, repetition_penalty=1.1, top_k=20, top_p=0.7, min_p=0.1, typical_p=0.8),
+    SamplerSettings(order="llama.cpp", presence_penalty=-0.5, repetition_penalty=1.1, top_k=20, top_p=0.7, min_p=0.1,
+                    typical_p=0.8),
 ], ids=str)
 def test_llama_order_matches_reference(settings):
     for seed in (0, 1):
@@ -200,20 +204,24 @@ def test_generate_with_settings_is_seeded(real):
 
 
 @pytest.mark.parametrize("bad", [
-    dict(temperature=-1), dict(temperature=float("nan")), dict(temperature=float("inf")), dict(top_k=-3), dict(top_k=2.5),
+    dict(temperature=-1), dict(temperature=float("nan")), dict(temperature=float("inf")), dict(top_k=-3),
+    dict(top_k=2.5),
     dict(top_p=0), dict(top_p=1.5), dict(min_p=-0.1), dict(typical_p=0), dict(repetition_penalty=0),
     dict(presence_penalty=float("nan")), dict(order="vllm"),
 ])
-def test_out_of_range_settings_are_refused(bad):
-    with pytest.raises(ValueError):
+def test_out_of_range_settings_are_refused_naming_the_setting(bad):
+    (name, value), = bad.items()
+    with pytest.raises(ValueError, match=f"^{name} must be .*, got {value!r}$"):
         SamplerSettings(**bad)
 
 
 def test_exports():
     s = SamplerSettings(temperature=0.7, top_k=40, top_p=0.9, min_p=0.05, repetition_penalty=1.1, presence_penalty=0.5)
     kwargs = to_hf_kwargs(s)
-    assert kwargs == {"do_sample": True, "temperature": 0.7, "top_k": 40, "top_p": 0.9, "min_p": 0.05, "repetition_penalty": 1.1}
+    assert kwargs == {"do_sample": True, "temperature": 0.7, "top_k": 40, "top_p": 0.9, "min_p": 0.05,
+                      "repetition_penalty": 1.1}
     assert to_hf_kwargs(SamplerSettings(temperature=0)) == {"do_sample": False}
     flags = to_llama_cpp_flags(s)
-    for flag in ("--temp 0.7", "--top-k 40", "--top-p 0.9", "--min-p 0.05", "--repeat-penalty 1.1", "--presence-penalty 0.5"):
+    for flag in ("--temp 0.7", "--top-k 40", "--top-p 0.9", "--min-p 0.05", "--repeat-penalty 1.1",
+                 "--presence-penalty 0.5"):
         assert flag in flags

@@ -9,13 +9,15 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.colors import qualitative, sample_colorscale
 
-from .figures import SEQUENTIAL, _figure
+from .base import SEQUENTIAL, figure, legend_above
 
 KEPT_COLOUR = "#2b7bba"
 RAW_COLOUR = "#c9c9c9"
 STEP_COLOURS = {  # the step that removed a token
-    "repetition penalty": qualitative.Set2[0], "presence/frequency": qualitative.Set2[1], "temperature": qualitative.Set2[2],
-    "top-k": qualitative.Set2[3], "top-p": qualitative.Set2[4], "min-p": qualitative.Set2[5], "typical-p": qualitative.Set2[6],
+    "repetition penalty": qualitative.Set2[0], "presence/frequency": qualitative.Set2[1],
+    "temperature": qualitative.Set2[2],
+    "top-k": qualitative.Set2[3], "top-p": qualitative.Set2[4], "min-p": qualitative.Set2[5],
+    "typical-p": qualitative.Set2[6],
 }
 
 
@@ -34,13 +36,15 @@ def distribution_bars(labels: Sequence[str], raw: np.ndarray, final: np.ndarray,
     ]
     for step, colour in STEP_COLOURS.items():  # legend entries for the steps that removed something here
         if step in removed_by:
-            data.append(dict(type="bar", orientation="h", x=[None], y=[y[0]], name=f"removed by {step}", marker=dict(color=colour)))
+            data.append(dict(type="bar", orientation="h", x=[None], y=[y[0]], name=f"removed by {step}",
+                             marker=dict(color=colour)))
     layout = dict(barmode="overlay", bargap=0.15,
-                  xaxis=dict(title=dict(text="probability"), range=[0, max(1e-9, float(max(raw.max(), final.max()))) * 1.05]),
+                  xaxis=dict(title=dict(text="probability"),
+                             range=[0, max(1e-9, float(max(raw.max(), final.max()))) * 1.05]),
                   yaxis=dict(type="category", autorange="reversed"),
-                  legend=dict(orientation="h", y=1.0, x=1, xanchor="right", yanchor="bottom"))
-    return _figure(data, layout, title, height=max(320, 110 + 24 * len(y) * font_scale),
-                   font_scale=font_scale, background="white")
+                  legend=legend_above())
+    return figure(data, layout, title, height=max(320, 110 + 24 * len(y) * font_scale),
+                  font_scale=font_scale, background="white")
 
 
 def stages_matrix(labels: Sequence[str], probs: np.ndarray, stage_names: Sequence[str], kept: Sequence[int],
@@ -50,14 +54,17 @@ def stages_matrix(labels: Sequence[str], probs: np.ndarray, stage_names: Sequenc
     z = np.where(probs > 0, probs, np.nan).astype(np.float32)
     text = np.where(probs > 0, np.char.mod("%.3f", probs), "–")
     data = [dict(type="heatmap", z=z, x=columns, y=list(labels), text=text, texttemplate="%{text}",
-                 textfont=dict(size=int(10 * font_scale)), colorscale=SEQUENTIAL, zmin=0, zmax=float(np.nanmax(z)) if np.isfinite(z).any() else 1,
-                 hovertemplate="%{y}<br>%{x}<br>p = %{z:.5f}<extra></extra>", hoverongaps=False, colorbar=dict(title=dict(text="p"), thickness=12))]
+                 textfont=dict(size=int(10 * font_scale)), colorscale=SEQUENTIAL, zmin=0,
+                 zmax=float(np.nanmax(z)) if np.isfinite(z).any() else 1,
+                 hovertemplate="%{y}<br>%{x}<br>p = %{z:.5f}<extra></extra>", hoverongaps=False,
+                 colorbar=dict(title=dict(text="p"), thickness=12))]
     layout = dict(xaxis=dict(type="category", side="top"), yaxis=dict(type="category", autorange="reversed"))
-    return _figure(data, layout, title, height=max(320, 150 + 22 * len(labels) * font_scale),
-                   font_scale=font_scale)
+    return figure(data, layout, title, height=max(320, 150 + 22 * len(labels) * font_scale),
+                  font_scale=font_scale)
 
 
-def orders_figure(labels: Sequence[str], p_hf: np.ndarray, p_llama: np.ndarray, title: str, font_scale: float = 1.0) -> go.Figure:
+def orders_figure(labels: Sequence[str], p_hf: np.ndarray, p_llama: np.ndarray, title: str,
+                  font_scale: float = 1.0) -> go.Figure:
     """The same logits and settings through both chains; tokens kept by one and not the other are marked."""
     differs = (p_hf > 0) != (p_llama > 0)
     shown = [f"<b>≠ {label}</b>" if d else label for label, d in zip(labels, differs)]
@@ -67,10 +74,11 @@ def orders_figure(labels: Sequence[str], p_hf: np.ndarray, p_llama: np.ndarray, 
         dict(type="bar", x=shown, y=p_llama, name="llama.cpp order (temperature last)", marker=dict(color="#6a3d9a"),
              hovertemplate="%{x}<br>llama.cpp order p = %{y:.4f}<extra></extra>"),
     ]
-    layout = dict(barmode="group", xaxis=dict(type="category", tickangle=-60), yaxis=dict(title=dict(text="probability")),
-                  legend=dict(orientation="h", y=1.0, x=1, xanchor="right", yanchor="bottom"))
+    layout = dict(barmode="group", xaxis=dict(type="category", tickangle=-60),
+                  yaxis=dict(title=dict(text="probability")),
+                  legend=legend_above())
     suffix = f" ({int(differs.sum())} token(s) kept by one order only: ≠)" if differs.any() else " (same tokens kept)"
-    return _figure(data, layout, title + suffix, height=380, font_scale=font_scale, background="white")
+    return figure(data, layout, title + suffix, height=380, font_scale=font_scale, background="white")
 
 
 def samples_figure(labels: Sequence[str], probs: np.ndarray, empirical: np.ndarray, n: int, seed: int,
@@ -84,9 +92,9 @@ def samples_figure(labels: Sequence[str], probs: np.ndarray, empirical: np.ndarr
              hovertemplate="%{x}<br>drawn %{y:.4f} of the time<extra></extra>"),
     ]
     layout = dict(xaxis=dict(type="category", tickangle=-60), yaxis=dict(title=dict(text="probability / frequency")),
-                  legend=dict(orientation="h", y=1.0, x=1, xanchor="right", yanchor="bottom"))
-    return _figure(data, layout, "Seeded samples against the distribution", height=360,
-                   font_scale=font_scale, background="white")
+                  legend=legend_above())
+    return figure(data, layout, "Seeded samples against the distribution", height=360,
+                  font_scale=font_scale, background="white")
 
 
 def generated_html(prompt_text: str, pieces: Sequence[str], probs: Sequence[float], large: bool = False) -> str:
@@ -94,13 +102,15 @@ def generated_html(prompt_text: str, pieces: Sequence[str], probs: Sequence[floa
     out = [f'<div class="gen{" large" if large else ""}"><span class="prompt">{html.escape(prompt_text)}</span>']
     for i, (piece, p) in enumerate(zip(pieces, probs)):
         colour = sample_colorscale("Blues", [0.08 + 0.42 * float(p)])[0]  # light enough for dark text
-        out.append(f'<span class="gtok" style="background:{colour}" title="step {i + 1}: p = {p:.4f}">{html.escape(piece)}</span>')
+        out.append(f'<span class="gtok" style="background:{colour}" title="step {i + 1}: p = {p:.4f}">'
+                   f'{html.escape(piece)}</span>')
     out.append("</div>")
     return "".join(out)
 
 
 GENERATION_CSS = """
-.gen { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; white-space: pre-wrap; line-height: 1.8; font-size: 15px; color: #111; }
+.gen { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; white-space: pre-wrap; line-height: 1.8;
+  font-size: 15px; color: #111; }
 .gen.large { font-size: 24px; }
 .gen .prompt { color: #666; }
 .gen .gtok { border-radius: 3px; padding: 1px 0; }

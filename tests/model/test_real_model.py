@@ -24,8 +24,9 @@ def cases(real):
 
 def test_config_is_smollm2(real):
     cfg = real[0].cfg
-    assert (cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.d_head, cfg.vocab_size) == (30, 576, 9, 3, 64, 49152)
-    assert cfg.rope_theta == 100000.0 and cfg.tie_embeddings
+    assert (cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.d_head, cfg.vocab_size) == (30, 576, 9, 3, 64,
+                                                                                                    49152)
+    assert cfg.rope_base == 100000.0 and cfg.tie_embeddings
     assert real[0].output.weight is real[0].tok_embeddings.weight
 
 
@@ -49,7 +50,8 @@ def test_greedy_generation_matches_transformers_generate(real, hf_model):
     ours = list(generate(net, prompt, 24))
     tokens = torch.tensor([prompt])
     with torch.no_grad():  # an explicit mask: HF's pad id is 2, <|im_end|>, and it would mask those out
-        ref = hf_model.generate(tokens, attention_mask=torch.ones_like(tokens), max_new_tokens=24, do_sample=False, eos_token_id=None)
+        ref = hf_model.generate(tokens, attention_mask=torch.ones_like(tokens), max_new_tokens=24, do_sample=False,
+                                eos_token_id=None)
     assert ours == ref[0, len(prompt):].tolist()
 
 
@@ -58,7 +60,8 @@ def test_chat_template_matches_transformers(real, gguf_path):
 
     _, enc = real
     hf_tok = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
-    messages = [{"role": "user", "content": "Hi there"}, {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "Count: 1 2 3"}]
+    messages = [{"role": "user", "content": "Hi there"}, {"role": "assistant", "content": "Hello!"},
+                {"role": "user", "content": "Count: 1 2 3"}]
     text = hf_tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     assert enc.render_chat(messages) == text
     assert enc.apply_chat_template(messages) == enc.encode(text, allowed_special="all")

@@ -11,7 +11,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from model import UnencodableTextError, available_encodings, get_encoding
 from model.tokenizer import ModelEncoding
 
-from corpus import CORPUS
+from ..corpus import CORPUS
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,8 @@ def test_matches_tokenizers_on_the_corpus(enc, reference, text):
 def test_matches_tokenizers_on_random_text(enc, reference):
     """Random strings built from the pieces the pre-tokenizer regex cares about."""
     atoms = ["a", "Z", "é", "ß", "中", "ع", "1", "7", "٣", "½", " ", "  ", "\t", "\n", "\r\n", "\u00a0", "\u3000",
-             "'s", "'t", "'re", "'ll", "'d", "'m", "'ve", "'", ".", ",", "!", "?", "-", "_", "$", "😀", "\u200d", "e\u0301"]
+             "'s", "'t", "'re", "'ll", "'d", "'m", "'ve", "'", ".", ",", "!", "?", "-", "_", "$", "😀", "\u200d",
+             "e\u0301"]
     rng = random.Random(1234)
     texts = ["".join(rng.choice(atoms) for _ in range(rng.randint(1, 30))) for _ in range(1500)]
     for text in texts:

@@ -1,10 +1,4 @@
-"""Rotary position embedding on the formulas (numpy), and pure plotting functions for the RoPE tab.
-
-The rotation here is written with cos and sin on interleaved pairs, independently of the
-model's complex-number code, so the tests can check that the two agree at the model's base.
-Changing the base re-evaluates these formulas on the traced (pre-RoPE) q and k; the model
-itself is not run again.
-"""
+"""RoPE figures: pairs before and after rotation, angles, decay with distance, scores, relative vs absolute."""
 
 from __future__ import annotations
 
@@ -13,39 +7,10 @@ from collections.abc import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from .figures import _figure
+from ..rope_formulas import decay_curve, rope_frequencies, rotate_pairs, sinusoidal_encoding
+from .base import figure, legend_above
 
 Q_COLOUR, K_COLOUR, BEFORE_COLOUR = "#d62728", "#1f77b4", "#9a9a9a"
-
-
-def rope_thetas(d_head: int, base: float) -> np.ndarray:
-    """theta_i = base^(-2i/d) for pair i = 0 .. d/2 - 1, float64."""
-    return base ** (-np.arange(0, d_head, 2, dtype=np.float64) / d_head)
-
-
-def rotate_pairs(x: np.ndarray, positions: np.ndarray | int, base: float) -> np.ndarray:
-    """Rotate each interleaved pair (x[2i], x[2i+1]) of x (..., d) by positions * theta_i."""
-    x = np.asarray(x, dtype=np.float64)
-    angles = np.asarray(positions, dtype=np.float64)[..., None] * rope_thetas(x.shape[-1], base)  # (..., d/2)
-    x0, x1 = x[..., 0::2], x[..., 1::2]
-    cos, sin = np.cos(angles), np.sin(angles)
-    out = np.empty_like(x)
-    out[..., 0::2] = x0 * cos - x1 * sin
-    out[..., 1::2] = x0 * sin + x1 * cos
-    return out
-
-
-def decay_curve(d_head: int, base: float, distances: np.ndarray) -> np.ndarray:
-    """Mean over pairs of cos(distance * theta_i): q.k at that distance for q = k = all ones, over d/2."""
-    return np.cos(np.asarray(distances, dtype=np.float64)[:, None] * rope_thetas(d_head, base)[None, :]).mean(-1)
-
-
-def sinusoidal_encoding(positions: np.ndarray, d: int, base: float = 10000.0) -> np.ndarray:
-    """The original Transformer's absolute encoding: PE[p, 2i] = sin(p w_i), PE[p, 2i+1] = cos(p w_i), w_i = base^(-2i/d)."""
-    angles = np.asarray(positions, dtype=np.float64)[:, None] * rope_thetas(d, base)[None, :]
-    pe = np.empty((len(angles), d))
-    pe[:, 0::2], pe[:, 1::2] = np.sin(angles), np.cos(angles)
-    return pe
 
 
 def pair_rotation_figure(
@@ -64,7 +29,7 @@ def pair_rotation_figure(
     """
     d = len(next(iter(vectors.values()))[0])
     n_pairs = d // 2
-    thetas = rope_thetas(d, base)
+    frequencies = rope_frequencies(d, base)
     rows = -(-n_pairs // columns)
     norms = np.stack([np.hypot(v[0::2], v[1::2]) for pair in vectors.values() for v in pair])  # (vectors, pairs)
     largest = np.where(norms.max(0) > 0, norms.max(0), 1.0)[:, None]  # (pairs, 1): each cell's own scale
@@ -77,49 +42,58 @@ def pair_rotation_figure(
     )]
     colours = {0: Q_COLOUR, 1: K_COLOUR}
     for n, (name, (before, after)) in enumerate(vectors.items()):
-        for kind, vec, colour, dash in (("before", before, BEFORE_COLOUR, "dot"), ("after RoPE", after, colours.get(n, "#2ca02c"), "solid")):
+        for kind, vec, colour, dash in (("before", before, BEFORE_COLOUR, "dot"),
+                                        ("after RoPE", after, colours.get(n, "#2ca02c"), "solid")):
             tips = np.stack([vec[0::2], vec[1::2]], axis=-1) / largest + centre  # (pairs, 2)
             xs = np.concatenate([[c[0], t[0], None] for c, t in zip(centre, tips)])
             ys = np.concatenate([[c[1], t[1], None] for c, t in zip(centre, tips)])
             data.append(dict(type="scatter", mode="lines", x=xs, y=ys, line=dict(color=colour, width=2, dash=dash),
                              name=f"{name} {kind}", legendgroup=f"{name} {kind}", hoverinfo="skip"))
-            angle = position * thetas
-            custom = np.stack([np.arange(n_pairs), thetas, angle, np.degrees(angle) % 360, vec[0::2], vec[1::2]], axis=-1)
+            angle = position * frequencies
+            custom = np.stack([np.arange(n_pairs), frequencies, angle, np.degrees(angle) % 360, vec[0::2], vec[1::2]],
+                              axis=-1)
             data.append(dict(
                 type="scatter", mode="markers", x=tips[:, 0], y=tips[:, 1], marker=dict(color=colour, size=6),
                 legendgroup=f"{name} {kind}", showlegend=False, customdata=custom,
-                hovertemplate=(f"{name} {kind}<br>pair %{{customdata[0]:.0f}}: θ = %{{customdata[1]:.3g}} rad/position<br>"
+                hovertemplate=(f"{name} {kind}<br>pair %{{customdata[0]:.0f}}: "
+                               "θ = %{customdata[1]:.3g} rad/position<br>"
                                "angle at this position %{customdata[2]:.3f} rad (%{customdata[3]:.1f}°)<br>"
                                "(x₂ᵢ, x₂ᵢ₊₁) = (%{customdata[4]:.3f}, %{customdata[5]:.3f})<extra></extra>"),
             ))
-    data.append(dict(type="scatter", mode="text", x=centre[:, 0], y=centre[:, 1] + 1.18, text=[f"pair {i}" for i in range(n_pairs)],
+    data.append(dict(type="scatter", mode="text", x=centre[:, 0], y=centre[:, 1] + 1.18,
+                     text=[f"pair {i}" for i in range(n_pairs)],
                      hoverinfo="skip", showlegend=False, textfont=dict(size=int(10 * font_scale), color="#555")))
     layout = dict(
         xaxis=dict(visible=False, scaleanchor="y", range=[-1.3, (columns - 1) * 2.6 + 1.3]),
         yaxis=dict(visible=False, range=[-(rows - 1) * 2.6 - 1.3, 1.5]),
-        legend=dict(orientation="h", y=1.0, x=1, xanchor="right", yanchor="bottom"),
+        legend=legend_above(),
     )
-    return _figure(data, layout, title, height=120 + 125 * rows, font_scale=font_scale, background="white")
+    return figure(data, layout, title, height=120 + 125 * rows, font_scale=font_scale, background="white")
 
 
-def angle_heatmap(position_labels: Sequence[str], d_head: int, base: float, title: str, font_scale: float = 1.0) -> go.Figure:
+def angle_heatmap(position_labels: Sequence[str], d_head: int, base: float, title: str,
+                  font_scale: float = 1.0) -> go.Figure:
     """The angle m * theta_i (mod 2 pi) of every pair at every position of the prompt."""
     T = len(position_labels)
-    angles = np.arange(T, dtype=np.float64)[:, None] * rope_thetas(d_head, base)[None, :]  # (T, d/2)
+    angles = np.arange(T, dtype=np.float64)[:, None] * rope_frequencies(d_head, base)[None, :]  # (T, d/2)
     custom = np.stack([angles, angles / (2 * np.pi)], axis=-1)
     data = [dict(
-        type="heatmap", z=np.mod(angles, 2 * np.pi).astype(np.float32), x=np.arange(d_head // 2), y=list(position_labels),
+        type="heatmap", z=np.mod(angles, 2 * np.pi).astype(np.float32), x=np.arange(d_head // 2),
+        y=list(position_labels),
         customdata=custom, colorscale="Twilight", zmin=0, zmax=2 * np.pi,
-        colorbar=dict(title=dict(text="angle (rad)"), thickness=12, tickvals=[0, np.pi, 2 * np.pi], ticktext=["0", "π", "2π"]),
-        hovertemplate="position %{y}, pair %{x}<br>angle %{customdata[0]:.3f} rad = %{customdata[1]:.3f} turns<extra></extra>",
+        colorbar=dict(title=dict(text="angle (rad)"), thickness=12, tickvals=[0, np.pi, 2 * np.pi],
+                      ticktext=["0", "π", "2π"]),
+        hovertemplate="position %{y}, pair %{x}<br>angle %{customdata[0]:.3f} rad = %{customdata[1]:.3f} turns"
+                      "<extra></extra>",
     )]
     layout = dict(xaxis=dict(title=dict(text="pair i (fast → slow)")),
-                  yaxis=dict(type="category", autorange="reversed", title=dict(text="position"), showticklabels=T <= 64))
-    return _figure(data, layout, title, height=min(640, 220 + 12 * T), font_scale=font_scale, background="white")
+                  yaxis=dict(type="category", autorange="reversed", title=dict(text="position"),
+                             showticklabels=T <= 64))
+    return figure(data, layout, title, height=min(640, 220 + 12 * T), font_scale=font_scale, background="white")
 
 
 def decay_figure(d_head: int, model_base: float, base: float, max_distance: int, font_scale: float = 1.0) -> go.Figure:
-    """q.k against relative distance for q = k = ones: RoPE's long-term decay, at the model's base and the chosen one."""
+    """q.k against relative distance for q = k = ones, at the model's base and the chosen one."""
     distances = np.unique(np.round(np.geomspace(1, max_distance, 400)).astype(int))
     distances = np.concatenate([[0], distances])
     data = [dict(type="scatter", mode="lines", x=distances, y=decay_curve(d_head, model_base, distances),
@@ -131,24 +105,27 @@ def decay_figure(d_head: int, model_base: float, base: float, max_distance: int,
                          hovertemplate="distance %{x}<br>score %{y:.3f}<extra></extra>"))
     layout = dict(xaxis=dict(type="log", title=dict(text="relative distance m − n (tokens, log scale)")),
                   yaxis=dict(title=dict(text="mean over pairs of cos((m−n)·θᵢ)"), range=[-0.3, 1.05]),
-                  legend=dict(orientation="h", y=1.0, x=1, xanchor="right", yanchor="bottom"))
+                  legend=legend_above())
     title = "Long-term decay: q·k of two identical vectors vs distance"
-    return _figure(data, layout, title, height=360, font_scale=font_scale, background="white")
+    return figure(data, layout, title, height=360, font_scale=font_scale, background="white")
 
 
 def scores_figure(key_labels: Sequence[str], with_rope: np.ndarray, without_rope: np.ndarray, query_label: str,
                   font_scale: float = 1.0) -> go.Figure:
     """The selected query's scaled scores against every key up to it, with and without the rotation."""
     data = [
-        dict(type="bar", x=list(key_labels), y=without_rope, name="without RoPE: q·k/√d", marker=dict(color=BEFORE_COLOUR),
+        dict(type="bar", x=list(key_labels), y=without_rope, name="without RoPE: q·k/√d",
+             marker=dict(color=BEFORE_COLOUR),
              hovertemplate="key %{x}<br>without RoPE %{y:.3f}<extra></extra>"),
-        dict(type="bar", x=list(key_labels), y=with_rope, name="with RoPE (what the model computes)", marker=dict(color=Q_COLOUR),
+        dict(type="bar", x=list(key_labels), y=with_rope, name="with RoPE (what the model computes)",
+             marker=dict(color=Q_COLOUR),
              hovertemplate="key %{x}<br>with RoPE %{y:.3f}<extra></extra>"),
     ]
-    layout = dict(barmode="group", xaxis=dict(type="category", title=dict(text="key token"), tickangle=-60, showticklabels=len(key_labels) <= 64),
-                  yaxis=dict(title=dict(text="scaled score")), legend=dict(orientation="h", y=1.0, x=1, xanchor="right", yanchor="bottom"))
-    return _figure(data, layout, f"Scores of query {query_label} against each key",
-                   height=380, font_scale=font_scale, background="white")
+    layout = dict(barmode="group", xaxis=dict(type="category", title=dict(text="key token"), tickangle=-60,
+                                              showticklabels=len(key_labels) <= 64),
+                  yaxis=dict(title=dict(text="scaled score")), legend=legend_above())
+    return figure(data, layout, f"Scores of query {query_label} against each key",
+                  height=380, font_scale=font_scale, background="white")
 
 
 def absolute_vs_relative_figure(q: np.ndarray, k: np.ndarray, distance: int, base: float, max_position: int,
@@ -167,12 +144,15 @@ def absolute_vs_relative_figure(q: np.ndarray, k: np.ndarray, distance: int, bas
     pe_k = pe * np.linalg.norm(k) / np.linalg.norm(pe[0])
     additive = [(q + pe_q[s + distance]) @ (k + pe_k[s]) / np.sqrt(d) for s in starts]
     data = [
-        dict(type="scatter", mode="lines", x=starts, y=rope, name="RoPE: rotate q and k", line=dict(color=Q_COLOUR, width=3),
+        dict(type="scatter", mode="lines", x=starts, y=rope, name="RoPE: rotate q and k",
+             line=dict(color=Q_COLOUR, width=3),
              hovertemplate="key at %{x}, query at %{x}+" + str(distance) + "<br>score %{y:.4f}<extra></extra>"),
-        dict(type="scatter", mode="lines", x=starts, y=additive, name="sinusoidal: add PE(position)", line=dict(color=K_COLOUR, width=2),
+        dict(type="scatter", mode="lines", x=starts, y=additive, name="sinusoidal: add PE(position)",
+             line=dict(color=K_COLOUR, width=2),
              hovertemplate="key at %{x}, query at %{x}+" + str(distance) + "<br>score %{y:.4f}<extra></extra>"),
     ]
-    layout = dict(xaxis=dict(title=dict(text="absolute position of the key (the query is always the same distance after it)")),
-                  yaxis=dict(title=dict(text="scaled score")), legend=dict(orientation="h", y=1.0, x=1, xanchor="right", yanchor="bottom"))
+    axis_title = "absolute position of the key (the query is always the same distance after it)"
+    layout = dict(xaxis=dict(title=dict(text=axis_title)),
+                  yaxis=dict(title=dict(text="scaled score")), legend=legend_above())
     title = f"Relative vs absolute: one q·k pair kept {distance} tokens apart, moved along the sequence"
-    return _figure(data, layout, title, height=380, font_scale=font_scale, background="white")
+    return figure(data, layout, title, height=380, font_scale=font_scale, background="white")

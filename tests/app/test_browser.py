@@ -1,61 +1,22 @@
-"""The running app: API endpoints through gradio_client, and the page in headless Chromium.
+"""The running app in headless Chromium, as a visitor uses it.
 
-Browser tests need Debian's Chromium (/usr/bin/chromium) and the `playwright` package; they
-are skipped without them, unless PLAYGROUND_REQUIRE_BROWSER=1 (as CI sets), which turns a
-missing browser into a failure. Screenshots go to artifacts/screenshots/.
+These need Debian's Chromium (/usr/bin/chromium) and the `playwright` package; they are
+skipped without them, unless PLAYGROUND_REQUIRE_BROWSER=1 (as CI sets), which turns a
+missing browser or playwright into a failure. Screenshots go to artifacts/screenshots/.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-from pathlib import Path
 from urllib.parse import urlparse
 
-import numpy as np
 import pytest
-import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+from playground import tab_attention
+
+from ..conftest import ROOT
+
 SHOTS = ROOT / "artifacts" / "screenshots"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
-
-
-def test_api_tokenize(client, runner):
-    prompt = "Tokens: 12345 and émoji 😀"
-    out = client.predict(prompt, False, api_name="/tokenize")
-    assert out["ids"] == runner.enc.encode(prompt)
-    assert b"".join(bytes.fromhex(h) for h in out["bytes"]).decode() == prompt
-    assert out["n_tokens"] == len(out["ids"])
-    assert "Type a prompt" in client.predict("   ", False, api_name="/tokenize")["error"]
-
-
-def test_api_attention(client, runner):
-    prompt = "one two three one two three"
-    out = client.predict(prompt, 6, 2, False, api_name="/attention")
-    ids = runner.enc.encode(prompt)
-    assert out["ids"] == ids and out["kv_head"] == 0
-    _, cache = runner.net.run_with_cache(torch.tensor([ids]), names_filter="blocks.6.attn.hook_pattern")
-    np.testing.assert_allclose(np.array(out["weights"]), cache["blocks.6.attn.hook_pattern"][0, 2].numpy(), atol=1e-5)
-    assert "layer must be" in client.predict(prompt, 99, 0, False, api_name="/attention")["error"]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("PLAYGROUND_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"Chromium not found at {CHROMIUM} but PLAYGROUND_REQUIRE_BROWSER=1")
-        pytest.skip("Chromium is not installed (apt-get install chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--no-first-run", "--disable-quic"],
-        )
-        yield b
-        b.close()
 
 
 @pytest.fixture
@@ -69,7 +30,8 @@ def page(browser, server):
 
 
 def assert_only_local_requests(page) -> None:
-    outside = [u for u in page.requests if urlparse(u).scheme in ("http", "https", "ws", "wss") and urlparse(u).hostname not in LOCAL_HOSTS]
+    outside = [u for u in page.requests if urlparse(u).scheme in ("http", "https", "ws",
+                                                                  "wss") and urlparse(u).hostname not in LOCAL_HOSTS]
     assert not outside, f"the page fetched from outside this machine: {outside[:5]}"
     assert page.requests, "no requests were recorded at all"
 
@@ -96,17 +58,18 @@ def slider_value(page, elem_id: str) -> int:
     return int(page.locator(f"#{elem_id} input[type=number]").input_value())
 
 
-def test_browser_tokenization_and_attention(page, server, runner):
+def test_browser_tokenization_and_attention(page, server, real):
+    enc = real[1]
     open_app(page, server)
 
     prompt = "Hello world. Hello world! 2024 ☕"
     page.locator("#prompt textarea").fill(prompt)
     page.locator("#analyze").click()
-    n = len(runner.enc.encode(prompt))
+    n = len(enc.encode(prompt))
     page.wait_for_function(f"document.querySelectorAll('#token-spans .tok').length === {n}", timeout=30_000)
     assert f"{n} tokens" in page.locator("#token-counts").inner_text()
     ids = [int(t) for t in page.locator("#token-spans .tok .id").all_inner_texts()]
-    assert ids == runner.enc.encode(prompt)
+    assert ids == enc.encode(prompt)
     page.get_by_label("Show whitespace").check()
     page.wait_for_function("document.querySelector('#token-spans').innerText.includes('·')")
     assert page.locator("#token-compare .tok").count() > 0  # cl100k_base beside it
@@ -135,9 +98,11 @@ def test_browser_tokenization_and_attention(page, server, runner):
     box = overview.bounding_box()
     natural = overview.evaluate("img => [img.naturalWidth, img.naturalHeight]")
     sx, sy = box["width"] / natural[0], box["height"] / natural[1]
-    cell = 30 + 2
-    overview.click(position={"x": (2 + 2 * cell + 15) * sx, "y": (2 + 7 * cell + 15) * sy})  # column = layer, row = head
-    page.wait_for_function("document.querySelector('#attn-summary').innerText.includes('layer 2, head 7')", timeout=30_000)
+    cell = tab_attention.OVERVIEW_CELL + 2
+    overview.click(position={"x": (2 + 2 * cell + 15) * sx,
+                             "y": (2 + 7 * cell + 15) * sy})  # column = layer, row = head
+    page.wait_for_function("document.querySelector('#attn-summary').innerText.includes('layer 2, head 7')",
+                           timeout=30_000)
     assert (slider_value(page, "attn-layer"), slider_value(page, "attn-head")) == (2, 7)
     shot(page, "attention-overview")
 
@@ -147,11 +112,12 @@ def test_browser_tokenization_and_attention(page, server, runner):
     first.wait_for(timeout=30_000)
     layer, head = (int(page.locator(f"#attn-stats [data-testid=cell-0-{c}]").inner_text()) for c in (0, 1))
     first.click()
-    page.wait_for_function(f"document.querySelector('#attn-summary').innerText.includes('layer {layer}, head {head}')", timeout=30_000)
+    page.wait_for_function(f"document.querySelector('#attn-summary').innerText.includes('layer {layer}, head {head}')",
+                           timeout=30_000)
     assert_only_local_requests(page)
 
 
-def test_browser_rope_and_logit_lens(page, server, runner):
+def test_browser_rope_and_logit_lens(page, server):
     open_app(page, server)
     page.get_by_role("tab", name="RoPE").click()
     page.wait_for_selector("#rope-pairs .js-plotly-plot", timeout=30_000)
@@ -159,7 +125,8 @@ def test_browser_rope_and_logit_lens(page, server, runner):
     assert page.locator(".katex").count() > 0  # the formulas are typeset, from the page's own bundle
     before = page.locator("#rope-pairs .gtitle").text_content()
     set_number(page, "rope-base", "3")
-    page.wait_for_function("document.querySelector('#rope-pairs .gtitle').textContent.includes('base 1e+03')", timeout=30_000)
+    page.wait_for_function("document.querySelector('#rope-pairs .gtitle').textContent.includes('base 1e+03')",
+                           timeout=30_000)
     assert "model's base" in before
     shot(page, "rope")
 
@@ -171,21 +138,24 @@ def test_browser_rope_and_logit_lens(page, server, runner):
     assert_only_local_requests(page)
 
 
-def test_browser_sampler(page, server, runner):
+def test_browser_sampler(page, server):
     open_app(page, server)
     page.get_by_role("tab", name="Sampler").click()
     page.wait_for_selector("#samp-bars .js-plotly-plot", timeout=30_000)
-    page.wait_for_function("document.querySelector('#samp-bars .gtitle').textContent.includes('49,152 of 49,152')", timeout=30_000)
+    page.wait_for_function("document.querySelector('#samp-bars .gtitle').textContent.includes('49,152 of 49,152')",
+                           timeout=30_000)
 
     set_number(page, "samp-topk", "5")
-    page.wait_for_function("document.querySelector('#samp-bars .gtitle').textContent.includes('5 of 49,152')", timeout=30_000)
+    page.wait_for_function("document.querySelector('#samp-bars .gtitle').textContent.includes('5 of 49,152')",
+                           timeout=30_000)
     assert "top-k" in page.locator("#samp-stages").inner_text()
 
     prompt_only = page.locator("#samp-text").inner_text()
     page.locator("#samp-sample").click()
     page.wait_for_selector("#samp-text .gtok", timeout=30_000)
     assert page.locator("#samp-text .gtok").count() == 1
-    page.wait_for_function("document.querySelector('#samp-bars .gtitle').textContent.includes('step 2')", timeout=30_000)
+    page.wait_for_function("document.querySelector('#samp-bars .gtitle').textContent.includes('step 2')",
+                           timeout=30_000)
     page.locator("#samp-back").click()
     page.wait_for_function("document.querySelectorAll('#samp-text .gtok').length === 0", timeout=30_000)
     assert page.locator("#samp-text").inner_text() == prompt_only
@@ -219,7 +189,8 @@ def test_browser_link_opens_prompt_tab_and_presenter_mode(page, server):
     assert_only_local_requests(page)
 
 
-def test_browser_two_sessions_see_only_their_own_prompt(browser, server, runner):
+def test_browser_two_sessions_see_only_their_own_prompt(browser, server, real):
+    enc = real[1]
     """Two visitors analyze different prompts at the same moment; each page shows its own tokens."""
     prompts = ["Apples are red and bananas are yellow.", "Zebras run across the wide savanna at dawn."]
     contexts = [browser.new_context() for _ in prompts]
@@ -232,11 +203,11 @@ def test_browser_two_sessions_see_only_their_own_prompt(browser, server, runner)
         for page in pages:  # both requests in flight together
             page.locator("#analyze").click()
         for page, prompt in zip(pages, prompts):
-            n = len(runner.enc.encode(prompt))
+            n = len(enc.encode(prompt))
             page.wait_for_function(f"document.querySelectorAll('#token-spans .tok').length === {n}", timeout=60_000)
             text = page.locator("#token-spans").inner_text()
             ids = [int(t) for t in page.locator("#token-spans .tok .id").all_inner_texts()]
-            assert ids == runner.enc.encode(prompt)
+            assert ids == enc.encode(prompt)
             other = prompts[1 - prompts.index(prompt)]
             assert other.split()[0] not in text
     finally:

@@ -15,7 +15,7 @@ from model import CheckpointError, load, load_checkpoint
 from model.loaders import GGUF_NAMES, HF_NAMES, build_model, interleaved_to_half_split, read_gguf, read_hf_dir
 from model.tokenizer import ModelEncoding
 
-from conftest import random_model, tiny_config
+from ..helpers import random_model, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -52,17 +52,21 @@ def write_hf_dir(net, spec, directory: Path) -> Path:
     (directory / "config.json").write_text(json.dumps({
         "architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": cfg.vocab_size,
         "hidden_size": cfg.d_model, "num_hidden_layers": cfg.n_layers, "num_attention_heads": cfg.n_heads,
-        "num_key_value_heads": cfg.n_kv_heads, "intermediate_size": cfg.d_mlp, "rope_theta": cfg.rope_theta,
-        "rms_norm_eps": cfg.norm_eps, "max_position_embeddings": cfg.max_seq_len, "tie_word_embeddings": cfg.tie_embeddings,
+        "num_key_value_heads": cfg.n_kv_heads, "intermediate_size": cfg.d_mlp, "rope_theta": cfg.rope_base,
+        "rms_norm_eps": cfg.norm_eps, "max_position_embeddings": cfg.max_seq_len,
+        "tie_word_embeddings": cfg.tie_embeddings,
         "hidden_act": "silu", "bos_token_id": spec.bos_token_id, "eos_token_id": spec.eos_token_id,
     }))
-    tok = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(spec.tokens)}, merges=[tuple(m.split(" ")) for m in spec.merges]))
-    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)])
+    tok = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(spec.tokens)},
+                               merges=[tuple(m.split(" ")) for m in spec.merges]))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
+                                                 pre_tokenizers.ByteLevel(add_prefix_space=False)])
     tok.decoder = decoders.ByteLevel()
     tok.add_special_tokens(list(spec.special_tokens))
     tok.save(str(directory / "tokenizer.json"))
     (directory / "tokenizer_config.json").write_text(json.dumps({
-        "bos_token": spec.tokens[spec.bos_token_id], "eos_token": spec.tokens[spec.eos_token_id], "chat_template": spec.chat_template,
+        "bos_token": spec.tokens[spec.bos_token_id], "eos_token": spec.tokens[spec.eos_token_id],
+        "chat_template": spec.chat_template,
     }))
     return directory
 
@@ -81,7 +85,8 @@ def test_hf_directory_loads_and_matches_transformers_on_the_same_directory(tmp_p
         out = ref(tokens, output_attentions=True)
     torch.testing.assert_close(logits, out.logits, atol=1e-4, rtol=1e-4)
     for layer in range(cfg.n_layers):
-        torch.testing.assert_close(cache[f"blocks.{layer}.attn.hook_pattern"], out.attentions[layer], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(cache[f"blocks.{layer}.attn.hook_pattern"], out.attentions[layer], atol=1e-5,
+                                   rtol=1e-5)
     torch.testing.assert_close(logits, net(tokens))  # and the permutation round-trips exactly
     assert enc.encode("12 apples") == ModelEncoding(spec).encode("12 apples")
     assert enc.eos_token_id == spec.eos_token_id and enc.chat_template == spec.chat_template
@@ -109,7 +114,7 @@ def write_gguf(net, spec, path: Path, qtype) -> Path:
     w.add_feed_forward_length(cfg.d_mlp)
     w.add_head_count(cfg.n_heads)
     w.add_head_count_kv(cfg.n_kv_heads)
-    w.add_rope_freq_base(cfg.rope_theta)
+    w.add_rope_freq_base(cfg.rope_base)
     w.add_layer_norm_rms_eps(cfg.norm_eps)
     w.add_vocab_size(cfg.vocab_size)
     w.add_tokenizer_model("gpt2")
@@ -142,7 +147,8 @@ def test_gguf_we_write_loads_back(tmp_path, spec, qtype_name, tol):
     net = random_model(cfg, seed=7)
     path = write_gguf(net, spec, tmp_path / f"tiny-{qtype_name}.gguf", gguf.GGMLQuantizationType[qtype_name])
     ckpt = read_gguf(path)
-    assert (ckpt.cfg.n_layers, ckpt.cfg.d_model, ckpt.cfg.n_heads, ckpt.cfg.n_kv_heads, ckpt.cfg.d_mlp) == (2, 64, 4, 2, 128)
+    assert (ckpt.cfg.n_layers, ckpt.cfg.d_model, ckpt.cfg.n_heads, ckpt.cfg.n_kv_heads, ckpt.cfg.d_mlp) == (2, 64, 4, 2,
+                                                                                                            128)
     assert ckpt.cfg.tie_embeddings and ckpt.tokenizer.pre_tokenizer == "smollm"
     loaded = build_model(ckpt)
     tokens = torch.tensor([[5, 900, 31000, 7, 42]])

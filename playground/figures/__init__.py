@@ -1,0 +1,1 @@
+"""Pure plotting functions by subject: `base` (layout, colours), `tokens`, `attention`, `lens`, `rope`, `sampler`."""

@@ -1,0 +1,47 @@
+"""The plotting base every figure module shares: fonts, colours, one figure constructor, a legend.
+
+Figures are pure functions, (arrays, labels, options) -> a Plotly figure, an RGB image or
+HTML. Nothing under `playground/figures/` imports the model or Gradio, so every function can
+be tested on its own and reused in a notebook. Heatmaps use categorical axes with unique
+labels ("3 cat") so repeated tokens stay apart, and show exact values on hover.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+
+FONT = dict(family="system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif", size=13)
+MASKED_COLOR = "#d9d9d9"  # what the causal mask hides
+SEQUENTIAL = "Viridis"
+DIVERGING = "RdBu_r"
+
+
+def legend_above(y: float = 1.0) -> dict:
+    """A horizontal legend right-aligned above the plot area, under the title."""
+    return dict(orientation="h", y=y, x=1, xanchor="right", yanchor="bottom")
+
+
+def figure(data: list[dict], layout: dict, title: str, height: int, font_scale: float = 1.0,
+           background: str = MASKED_COLOR, top: int = 50) -> go.Figure:
+    """A figure built once from plain dicts (Plotly validates once; update_* calls cost more than the data).
+
+    The plot background defaults to the mask colour, so NaN (masked) heatmap cells show as grey.
+    """
+    layout = {
+        **layout,
+        "title": dict(text=title, x=0.01, font=dict(size=int(16 * font_scale))),
+        "font": dict(FONT, size=int(FONT["size"] * font_scale)),
+        "height": int(height * font_scale),  # bigger text needs room, or the plot area shrinks away
+        "margin": dict(l=10, r=10, t=int(top * font_scale), b=10),
+        "plot_bgcolor": background,
+        "paper_bgcolor": "white",
+    }
+    return go.Figure({"data": data, "layout": layout})
+
+
+def masked_upper(matrix: np.ndarray) -> np.ndarray:
+    """The matrix with future positions (above the diagonal) set to NaN, which draws as the mask colour."""
+    out = np.array(matrix, dtype=np.float64)
+    out[np.triu_indices(out.shape[0], k=1, m=out.shape[1])] = np.nan
+    return out

@@ -1,0 +1,29 @@
+"""The app's tabs, in order: (label, id, module). The shell builds, tracks and renders tabs from this list alone.
+
+Adding a tab is one module with `build(ctx: TabContext) -> TabView` and one line here. The
+id is what `?tab=` links use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import ModuleType
+
+from . import tab_attention, tab_lens, tab_rope, tab_sampler, tab_tokenization
+
+
+@dataclass(frozen=True)
+class Tab:
+    label: str  # what the tab says
+    id: str  # for links (?tab=...) and the active-tab state
+    module: ModuleType  # has build(ctx) -> TabView
+
+
+TABS = (
+    Tab("Tokenization", "tokenization", tab_tokenization),
+    Tab("Attention", "attention", tab_attention),
+    Tab("RoPE", "rope", tab_rope),
+    Tab("Logit lens", tab_lens.TAB_ID, tab_lens),
+    Tab("Sampler", "sampler", tab_sampler),
+)
+TAB_IDS = tuple(tab.id for tab in TABS)

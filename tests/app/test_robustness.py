@@ -1,0 +1,97 @@
+"""Many visitors, odd text, limits, the command line: clear messages, a server that keeps serving, no leaks."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import psutil
+
+from ..conftest import ROOT
+from ..helpers import raw_call
+
+
+def test_awkward_text_is_handled_through_the_api(client, real):
+    enc = real[1]
+    out = client.predict("bell\x04 ring", False, api_name="/tokenize")
+    assert "replaced by U+FFFD" in out["notes"][0]
+    out = client.predict("<|im_start|>user", False, api_name="/tokenize")
+    assert out["ids"] == enc.encode("<|im_start|>user") and 1 not in out["ids"]  # typed specials stay text
+
+
+def test_the_server_keeps_serving_after_bad_input(server, client):
+    body = '{"data": ["The capital of France is", NaN, 0, 1.0, 0.0, 1.0, 1.0, "hf", false, 10]}'
+    assert "temperature" in raw_call(server, "next_token", body)["error"]
+    assert "error" in client.predict("", api_name="/next_token")
+    out = client.predict("The capital of France is", 0.7, 40, 0.9, 0.0, 1.0, 1.0, "hf", False, 200,
+                         api_name="/next_token")
+    assert out["text"][0] == " Paris" and 1 <= out["kept"] <= 40
+    assert len(out["probs"]) == out["kept"] and abs(sum(out["probs"]) - 1) < 1e-5  # every kept token is listed
+
+
+WORDS = ["alpha", "beta", "gamma", "delta", "omega"]
+PROMPTS = [f"Session {s} prompt {p}: {' '.join(WORDS[: 1 + (s + p) % 5])} {s * 7 + p}"
+           for s in range(8) for p in range(5)]
+
+
+def test_eight_concurrent_sessions_each_get_their_own_results(server, real):
+    """8 clients (8 sessions) x 5 different prompts at once: every answer is for its own prompt."""
+    net, enc = real
+    cfg = net.cfg
+    from gradio_client import Client
+
+    errors: list[str] = []
+
+    def visitor(s: int) -> None:
+        client = Client(server, verbose=False)
+        for p in range(5):
+            prompt = PROMPTS[s * 5 + p]
+            ids = enc.encode(prompt)
+            tokens = client.predict(prompt, False, api_name="/tokenize")
+            att = client.predict(prompt, s % cfg.n_layers, p % cfg.n_heads, False, api_name="/attention")
+            if tokens["ids"] != ids or att["ids"] != ids:
+                errors.append(f"session {s} got tokens of another prompt for {prompt!r}")
+            weights = np.array(att["weights"])
+            if weights.shape != (len(ids), len(ids)) or not np.allclose(weights.sum(-1), 1, atol=1e-4):
+                errors.append(f"session {s}: attention of the wrong shape for {prompt!r}")
+
+    threads = [threading.Thread(target=visitor, args=(s,)) for s in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not any(t.is_alive() for t in threads), "some sessions never finished"
+    assert not errors, errors[:3]
+
+
+def test_memory_stays_bounded_over_200_requests(client, runner):
+    L, H = runner.cfg.n_layers, runner.cfg.n_heads
+    process = psutil.Process(os.getpid())  # the test server runs in this process
+    for i in range(20):  # warm up allocator pools and caches
+        client.predict(f"warm up number {i}", i % L, i % H, False, api_name="/attention")
+    before = process.memory_info().rss
+    for i in range(200):
+        out = client.predict(f"Request {i}: the quick brown fox number {i} jumps", i % L, i % H, False,
+                             api_name="/attention")
+        assert "weights" in out
+    growth_mb = (process.memory_info().rss - before) / 2**20
+    assert growth_mb < 200, f"memory grew by {growth_mb:.0f} MB over 200 requests"
+
+
+def run_app(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, str(ROOT / "app.py"), *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_unknown_model_or_path_outside_allowed_locations_is_a_clear_error():
+    for args, expect in ((["--model", "no-such-model"], "no model called"),
+                         (["--model", "/etc/passwd"], "outside the allowed model locations")):
+        done = run_app(*args)
+        assert done.returncode == 1
+        assert expect in done.stderr and "Traceback" not in done.stderr
+
+

@@ -1,0 +1,83 @@
+"""Shared test helpers: a tiny random model with a tiny real tokenizer, float32 tolerances, bad-input tables."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+
+from model import ModelConfig, Transformer
+from model.loaders import TokenizerSpec
+from model.tokenizer import bytes_to_unicode
+
+EPS32 = float(np.finfo(np.float32).eps)
+
+# A byte-level BPE small enough to read: every byte but 0x04 (so one byte is unencodable, as
+# in SmolLM2), a few merges, and SmolLM2's special tokens and chat template.
+TINY_MERGES = ["Ġ t", "h e", "Ġt he", "Ġ c", "a t", "Ġc at", "Ġ s", "Ġs at", "Ġ o", "Ġo n", "Ġ m", "Ġm at", "e r",
+               "i n"]
+TINY_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+TINY_MISSING_BYTE = 0x04
+TINY_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def tiny_spec() -> TokenizerSpec:
+    alphabet = bytes_to_unicode()
+    tokens = ["" if b == TINY_MISSING_BYTE else alphabet[b] for b in range(256)]
+    tokens += [m.replace(" ", "") for m in TINY_MERGES] + TINY_SPECIALS
+    specials = {t: tokens.index(t) for t in TINY_SPECIALS}
+    return TokenizerSpec(tokens=tokens, merges=list(TINY_MERGES), special_tokens=specials, pre_tokenizer="smollm",
+                         bos_token_id=specials["<|im_start|>"], eos_token_id=specials["<|im_end|>"],
+                         chat_template=TINY_CHAT_TEMPLATE, name="tiny")
+
+
+def tiny_config(**overrides) -> ModelConfig:
+    fields = dict(vocab_size=len(tiny_spec().tokens), d_model=48, n_layers=2, n_heads=6, n_kv_heads=2, d_mlp=96,
+                  rope_base=10000.0, max_seq_len=64, name="tiny")
+    fields.update(overrides)
+    return ModelConfig(**fields)
+
+
+def random_model(cfg: ModelConfig, seed: int = 0) -> Transformer:
+    """A model with random weights of realistic scale (and RMSNorm weights away from 1)."""
+    torch.manual_seed(seed)
+    net = Transformer(cfg)
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if name.endswith("ln1.weight") or name.endswith("ln2.weight") or name == "ln_final.weight":
+                p.uniform_(0.5, 1.5)
+            else:
+                p.normal_(0, 0.2)
+    return net.eval().requires_grad_(False)
+
+
+def matmul_tolerance(a: torch.Tensor, b: torch.Tensor, safety: float = 8.0) -> float:
+    """How far float32 a @ b may differ between two correct computations (other CPUs, blockings, batch shapes):
+    safety * eps * sqrt(K) * max |a| @ |b|, the usual probabilistic bound on a K-term float32 sum."""
+    K = a.shape[-1]
+    return safety * EPS32 * K**0.5 * float((a.abs().double() @ b.abs().double()).max())
+
+
+# Prompts the app refuses, with a phrase its message must contain.
+BAD_PROMPTS = [
+    ("", "Type a prompt"),
+    ("   \n\t  ", "Type a prompt"),
+    ("x" * 100_000, "100,000 characters"),
+    ("word " * 600, "the limit is"),
+]
+
+
+def raw_call(server: str, endpoint: str, body: str) -> dict:
+    """POST a raw JSON body (gradio_client refuses to send NaN or Infinity; a browser or curl can)."""
+    import httpx
+
+    base = f"{server}gradio_api/call/{endpoint}"
+    event = httpx.post(base, content=body, headers={"content-type": "application/json"}, timeout=30)
+    assert event.status_code == 200, event.text
+    stream = httpx.get(f"{base}/{event.json()['event_id']}", timeout=120).text
+    data = [line[len("data: "):] for line in stream.splitlines() if line.startswith("data: ")]
+    return json.loads(data[-1])[0]

@@ -1,0 +1,112 @@
+"""The HTTP API: each endpoint's numbers equal the model's, and bad input comes back as {"error": ...}."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from model.sampling import SamplerSettings, distribution
+from playground import api
+
+from ..helpers import BAD_PROMPTS, raw_call
+
+
+@pytest.mark.parametrize("value,kwargs,message", [
+    (float("nan"), {}, "must be a number"), (math.inf, {}, "must be a number"), ("1", {}, "must be a number"),
+    (True, {}, "must be a number"), (None, {}, "must be a number"), (2.5, dict(whole=True), "must be a whole number"),
+    (-1, dict(low=0, high=3, whole=True), "must be in 0..3"), (4, dict(low=0, high=3), "must be in 0..3"),
+])
+def test_number_refuses_what_is_not_a_valid_number(value, kwargs, message):
+    with pytest.raises(ValueError, match=f"^x {message}"):
+        api.number(value, "x", **kwargs)
+
+
+def test_number_accepts_numbers():
+    assert api.number(3.0, "x", 0, 3, whole=True) == 3 and isinstance(api.number(3.0, "x", whole=True), int)
+    assert api.number(0.25, "x", 0, 1) == 0.25
+
+
+def test_tokenize(tiny_runner, tiny_enc):
+    out = api.tokenize(tiny_runner, "the cat 12", False)
+    assert out["ids"] == tiny_enc.encode("the cat 12") and out["n_tokens"] == len(out["ids"])
+    assert b"".join(bytes.fromhex(h) for h in out["bytes"]).decode() == "the cat 12"
+    chat = api.tokenize(tiny_runner, "hi", True)
+    assert chat["ids"] == tiny_enc.apply_chat_template("hi")
+
+
+def test_attention(tiny_runner, tiny_net, tiny_enc):
+    cfg = tiny_runner.cfg
+    layer, head = cfg.n_layers - 1, cfg.n_heads - 1
+    out = api.attention(tiny_runner, "the cat sat", layer, head, False)
+    ids = tiny_enc.encode("the cat sat")
+    _, cache = tiny_net.run_with_cache(torch.tensor([ids]), names_filter=f"blocks.{layer}.attn.hook_pattern")
+    np.testing.assert_allclose(np.array(out["weights"]), cache[f"blocks.{layer}.attn.hook_pattern"][0, head].numpy(),
+                               atol=1e-5)
+    assert out["ids"] == ids and out["kv_head"] == cfg.kv_head_of(head) and set(out["head_stats"]) == {
+        "first_token", "previous_token", "self", "entropy_bits"}
+
+
+def test_next_token(tiny_runner, tiny_net, tiny_enc):
+    ids = tiny_enc.encode("the cat")
+    out = api.next_token(tiny_runner, "the cat", 0.7, 5, 0.9, 0.0, 1.0, 1.0, "hf", False, 200)
+    expected = distribution(tiny_net(torch.tensor([ids]))[0, -1], SamplerSettings(temperature=0.7, top_k=5, top_p=0.9),
+                            ids)
+    assert out["kept"] == int((expected > 0).sum()) <= 5
+    assert len(out["ids"]) == out["kept"] and sum(out["probs"]) == pytest.approx(1.0,
+                                                                                 abs=1e-5)  # every kept token listed
+    np.testing.assert_allclose(out["probs"], expected[out["ids"]].numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize("prompt,message", BAD_PROMPTS)
+def test_bad_prompts_are_errors_as_data(tiny_runner, prompt, message):
+    assert message in api.tokenize(tiny_runner, prompt)["error"]
+    assert message in api.attention(tiny_runner, prompt, 0, 0)["error"]
+    assert message in api.next_token(tiny_runner, prompt)["error"]
+
+
+SETTINGS = dict(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, typical_p=1.0, repetition_penalty=1.0, order="hf")
+
+
+@pytest.mark.parametrize("change,message", [
+    (dict(temperature=float("nan")), "temperature"), (dict(temperature=math.inf), "temperature"),
+    (dict(temperature=-1.0), "temperature"), (dict(temperature="nan"), "temperature"), (dict(top_p=5.0), "top_p"),
+    (dict(top_p=0.0), "top_p"), (dict(top_k=-3), "top_k"), (dict(top_k=2.5), "top_k"),
+    (dict(top_k=float("nan")), "top_k"),
+    (dict(min_p=float("nan")), "min_p"), (dict(order="vllm"), "order"), (dict(n=10_000), "n must be"),
+    (dict(n=0), "n must be"),
+])
+def test_out_of_range_settings_are_errors_as_data(tiny_runner, change, message):
+    assert message in api.next_token(tiny_runner, "the cat", **{**SETTINGS, **change})["error"]
+
+
+@pytest.mark.parametrize("layer,head", [(float("nan"), 0), (math.inf, 0), (-1, 0), (99, 0), (0, 2.5), (0, 99), ("0",
+                                                                                                                0)])
+def test_out_of_range_heads_are_errors_as_data(tiny_runner, layer, head):
+    assert "must be" in api.attention(tiny_runner, "the cat", layer, head)["error"]
+
+
+# -- over HTTP, on the real model ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("endpoint,body,message", [
+    ("next_token", '["The capital of France is", NaN, 0, 1.0, 0.0, 1.0, 1.0, "hf", false, 10]', "temperature"),
+    ("next_token", '["The capital of France is", 1.0, 0, Infinity, 0.0, 1.0, 1.0, "hf", false, 10]', "top_p"),
+    ("attention", '["Hello", NaN, 0, false]', "layer must be"),
+    ("attention", '["Hello", 0, Infinity, false]', "head must be"),
+])
+def test_nan_and_infinity_over_http(server, endpoint, body, message):
+    assert message in raw_call(server, endpoint, '{"data": ' + body + "}")["error"]
+
+
+def test_the_real_model_through_the_client(client, runner):
+    prompt = "Tokens: 12345 and émoji 😀"
+    out = client.predict(prompt, False, api_name="/tokenize")
+    assert b"".join(bytes.fromhex(h) for h in out["bytes"]).decode() == prompt
+    out = client.predict("The capital of France is", 0.7, 40, 0.9, api_name="/next_token")
+    assert out["text"][0] == " Paris" and 1 <= out["kept"] <= 40
+    out = client.predict("one two three one two three", 6, 2, False, api_name="/attention")
+    assert out["kv_head"] == runner.cfg.kv_head_of(2) and np.allclose(np.array(out["weights"]).sum(-1), 1, atol=1e-4)
+    assert "Type a prompt" in client.predict("   ", False, api_name="/tokenize")["error"]

@@ -1,0 +1,74 @@
+"""The shell's contract: every registered tab builds and renders from a trace, and only the runner reaches the model."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import gradio as gr
+import pytest
+
+from playground.registry import TAB_IDS, TABS
+from playground.ui import Event, TabContext, TabView
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def build(spec, runner):
+    with gr.Blocks():
+        trace, large, active = gr.State(None), gr.Checkbox(False), gr.State(spec.id)
+        view = spec.module.build(TabContext(runner=runner, trace=trace, large=large, active=active))
+    return view, trace, active
+
+
+@pytest.mark.parametrize("spec", TABS, ids=lambda t: t.id)
+def test_every_tab_builds_and_renders_from_a_trace(tiny_runner, tiny_trace, spec):
+    view, trace, active = build(spec, tiny_runner)
+    assert isinstance(view, TabView) and isinstance(view.render, Event)
+    assert view.render.inputs[0] is trace  # the shell passes the new trace first
+    values = [spec.id if c is active else c.value for c in view.render.inputs[1:]]
+    shown = view.render.fn(tiny_trace, *values)
+    assert len(shown) == len(view.render.outputs)
+    drawn = [o for o in shown if o is not None and not isinstance(o,
+                                                                  dict) and not (isinstance(o, str) and not o.strip())]
+    assert drawn, f"{spec.id} drew nothing from a trace"
+    empty = view.render.fn(None, *values)  # before any analysis: no error, nothing of another prompt
+    assert len(empty) == len(view.render.outputs)
+    if view.on_show is not None:  # a tab drawn only when opened
+        assert view.on_show.inputs[0] is trace
+        opened = view.on_show.fn(tiny_trace, *[c.value for c in view.on_show.inputs[1:]])
+        assert len(opened) == len(view.on_show.outputs) and opened[0] is not None
+
+
+def test_tab_ids_are_unique_and_link_safe():
+    assert len(set(TAB_IDS)) == len(TABS)
+    assert all(tab_id.isidentifier() for tab_id in TAB_IDS)
+
+
+def python_files() -> list[Path]:
+    return [ROOT / "app.py", *sorted((ROOT / "playground").rglob("*.py"))]
+
+
+MODEL_FUNCTIONS = {"load", "load_checkpoint", "build_model", "generate", "lens_logits", "logit_lens", "Transformer"}
+PRIVATE_TO_THE_RUNNER = {"net", "_net", "enc", "_enc", "_locked", "_lock", "decode_single_token_bytes"}
+
+
+@pytest.mark.parametrize("path", python_files(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_only_the_runner_reaches_the_model(path):
+    if path.name == "runner.py":
+        return
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute):
+            where = f"{path.name}:{node.lineno}"
+            assert node.attr not in PRIVATE_TO_THE_RUNNER, f"{where} reaches past the runner (.{node.attr})"
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("model"):
+            names = {alias.name for alias in node.names}
+            where = f"{path.name}:{node.lineno}"
+            assert not names & MODEL_FUNCTIONS, f"{where} imports {names & MODEL_FUNCTIONS} from {node.module}"
+    if "figures" in path.parts:  # pure plotting: no model, no Gradio
+        imports = [n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))]
+        modules = [a.name for n in imports if isinstance(n, ast.Import) for a in n.names] + \
+                  [n.module or "" for n in imports if isinstance(n, ast.ImportFrom)]
+        assert not [m for m in modules if m.split(".")[0] in ("model", "gradio",
+                                                              "torch")], f"{path.name} imports {modules}"

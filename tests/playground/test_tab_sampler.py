@@ -1,0 +1,97 @@
+"""Sampler tab on the tiny model's trace: figures from cached logits, and generation step by step with the KV cache."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from model.sampling import distribution, stages
+from playground import tab_sampler
+from playground.tab_sampler import GenSession
+
+CONTROLS = ["HF transformers", 0.8, 40, 0.9, 0.02, 1.0, 1.1, 0.0, 0.0]
+
+
+class Click:
+    def __init__(self, row_value):
+        self.row_value = row_value
+
+
+def test_render_shows_the_chain_on_cached_logits(tiny_runner, tiny_trace):
+    sess = GenSession.start(tiny_runner, tiny_trace)
+    bars, matrix, orders, export, table, message = tab_sampler.render(tiny_runner, sess, *CONTROLS, 15, False)
+    assert message == ""
+    settings = tab_sampler.settings_from(*CONTROLS)
+    logits = torch.from_numpy(tiny_trace.next_logits)
+    final = distribution(logits, settings, tiny_trace.ids.tolist())
+    ids = table["id"].tolist()
+    np.testing.assert_allclose(np.array(bars.data[1].x, dtype=float), final[ids].numpy(), atol=1e-6)
+    np.testing.assert_allclose(table["p"].to_numpy(), np.round(final[ids].double().numpy(), 4))
+    st = stages(logits, settings, tiny_trace.ids.tolist())
+    assert [c.split("<br>")[0] for c in matrix.data[0].x] == [s.name for s in st]
+    assert "top_k=40" in export and "--top-k 40" in export
+    llama = distribution(logits, tab_sampler.settings_from("llama.cpp", *CONTROLS[1:]), tiny_trace.ids.tolist())
+    np.testing.assert_allclose(np.array(orders.data[1].y, dtype=float), llama[ids].numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize("index,value,name", [(1, float("nan"), "temperature"), (3, 0.0, "top_p"), (2, "x", "top_k"),
+                                              (6, -1.0, "repetition_penalty")])
+def test_bad_settings_get_a_message(tiny_runner, tiny_trace, index, value, name):
+    sess = GenSession.start(tiny_runner, tiny_trace)
+    controls = list(CONTROLS)
+    controls[index] = value
+    *_, message = tab_sampler.render(tiny_runner, sess, *controls, 10, False)
+    assert message.startswith("⚠️") and name in message
+
+
+def test_steps_use_the_cache_and_match_a_full_forward(tiny_runner, tiny_trace, tiny_net):
+    sess = GenSession.start(tiny_runner, tiny_trace)
+    for token in (5, 77, 101):
+        sess.push(tiny_runner, token, 0.5)
+    full = tiny_net(torch.tensor([tiny_trace.ids.tolist() + sess.generated]))[0, -1]
+    np.testing.assert_allclose(sess.logits[-1], full.numpy(), atol=1e-5)
+    assert sess.cache.length == tiny_trace.n_tokens + 3
+    sess.pop()
+    assert sess.cache.length == tiny_trace.n_tokens + 2 and len(sess.logits) == 3
+    sess.push(tiny_runner, 9, 0.5)  # a different branch after going back
+    full = tiny_net(torch.tensor([tiny_trace.ids.tolist() + sess.generated]))[0, -1]
+    np.testing.assert_allclose(sess.logits[-1], full.numpy(), atol=1e-5)
+    sess.reset()
+    assert sess.generated == [] and sess.cache.length == tiny_trace.n_tokens and len(sess.logits) == 1
+
+
+def test_sample_greedy_force_back_and_reset(tiny_runner, tiny_trace):
+    sess = GenSession.start(tiny_runner, tiny_trace)
+    settings = tab_sampler.settings_from(*CONTROLS)
+    expected = int(sess.distribution(settings).argmax())
+    sess, text, message = tab_sampler.take_greedy(tiny_runner, sess, 0, False, *CONTROLS)
+    assert message == "" and sess.generated == [expected] and 'class="gtok"' in text
+    sess, _, _ = tab_sampler.force_token(tiny_runner, sess, 0, False, *CONTROLS, Click([" cat", 261, 0.1, 0.1]))
+    assert sess.generated[-1] == 261
+    a, _, _ = tab_sampler.sample_next(tiny_runner, sess, 3, False, *CONTROLS)
+    drawn = a.generated[-1]
+    tab_sampler.back(tiny_runner, sess, False)
+    assert tab_sampler.sample_next(tiny_runner, sess, 3, False, *CONTROLS)[0].generated[-1] == drawn  # seeded
+    sess, text, _ = tab_sampler.reset(tiny_runner, sess, False)
+    assert sess.generated == [] and 'class="gtok"' not in text
+
+
+def test_generate_streams_until_the_limit(tiny_runner, tiny_trace, monkeypatch):
+    monkeypatch.setattr(tab_sampler, "MAX_NEW_TOKENS", 4)
+    sess = GenSession.start(tiny_runner, tiny_trace)
+    results = list(tab_sampler.generate_n(tiny_runner, sess, 10, 1, False, *CONTROLS))  # asks for more than the limit
+    n = len(sess.generated)
+    assert [r[1].count('class="gtok"') for r in results] == list(range(1, n + 1))  # one more token per update
+    if sess.generated[-1] != tiny_runner.eos_token_id:  # unless the model ended its text first
+        assert n == 4 and results[-1][2] == ""
+        *_, (_, _, message) = tab_sampler.generate_n(tiny_runner, sess, 1, 1, False, *CONTROLS)
+        assert "limit" in message and len(sess.generated) == 4
+
+
+def test_draw_samples_follow_the_distribution(tiny_runner, tiny_trace):
+    sess = GenSession.start(tiny_runner, tiny_trace)
+    fig = tab_sampler.draw_samples(tiny_runner, sess, 20_000, 7, 10, False, *CONTROLS)
+    probs, drawn = np.array(fig.data[0].y, dtype=float), np.array(fig.data[1].y, dtype=float)
+    assert np.abs(probs - drawn).max() < 0.02
+    assert tab_sampler.draw_samples(tiny_runner, None, 10, 0, 10, False, *CONTROLS) is None
