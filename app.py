@@ -24,9 +24,11 @@ from model.allocator import keep_freed_memory  # noqa: E402
 from model.selection import HUB_MODEL, choose_model  # noqa: E402
 from playground import api  # noqa: E402
 from playground.registry import TAB_IDS, TABS  # noqa: E402
-from playground.runner import MAX_PROMPT_TOKENS, ModelRunner, PromptError  # noqa: E402
+from playground.runner import MAX_PROMPT_TOKENS, TRACE_MEMORY_MB, ModelRunner, PromptError  # noqa: E402
 from playground.trace import Trace  # noqa: E402
-from playground.ui import MODEL_CONCURRENCY, MODEL_RUN, READ_ONLY, TabContext, bind, session_state  # noqa: E402
+from playground.ui import (  # noqa: E402
+    ANALYZE, MODEL_CONCURRENCY, MODEL_RUN, READ_ONLY, Event, TabContext, TabDrawing, bind, scriptable, session_state,
+)
 
 EXAMPLES = [
     ("Capitals (a fact to recall)", "The capital of France is Paris. The capital of Germany is", False),
@@ -49,6 +51,11 @@ body.presenter .gradio-container label, body.presenter .gradio-container .prose,
 body.presenter .gradio-container button, body.presenter .gradio-container textarea {
   font-size: 20px !important; color: #000; }
 body.presenter .tokens .tok { outline: 1px solid #000; }
+/* Phones: a figure keeps a readable width and scrolls inside its own box; the page never scrolls sideways. */
+@media (max-width: 640px) {
+  .js-plotly-plot { min-width: 560px; }
+  div:has(> .js-plotly-plot) { overflow-x: auto; }
+}
 """
 PRESENTER_JS = "(large) => { document.body.classList.toggle('presenter', !!large); return large; }"
 
@@ -66,10 +73,10 @@ def launch_options() -> dict:
     return dict(theme=theme(), css=CSS + "".join(getattr(tab.module, "CSS", "") for tab in TABS))
 
 
-def analyze(runner: ModelRunner, prompt: str, chat: bool) -> tuple[Trace | None, str]:
-    """Run the model on the prompt: (the new trace, a status line)."""
+def analyze(runner: ModelRunner, prompt: str, chat: bool, progress=gr.Progress()) -> tuple[Trace | None, str]:
+    """Run the model on the prompt: (the new trace, a status line). While it waits, its place in line shows."""
     try:
-        trace = runner.analyze(prompt, chat)
+        trace = runner.analyze(prompt, chat, progress=lambda done, what: progress(done, desc=what))
     except PromptError as e:
         return None, f"⚠️ {e}"
     notes = " ".join(trace.notes)
@@ -93,9 +100,14 @@ def link(prompt: str, chat: bool, large: bool, active: str) -> str:
     return f"Link to this view: [`?{query[:60]}{'…' if len(query) > 60 else ''}`](?{query})"
 
 
-def export(trace: Trace | None):
+def export(runner: ModelRunner, trace: Trace | None):
     """The trace's tensors as a downloadable .npz."""
-    return gr.File(value=None if trace is None else str(trace.export()), visible=trace is not None)
+    if trace is None:
+        return gr.File(value=None, visible=False), ""
+    try:
+        return gr.File(value=str(runner.export(trace)), visible=True), gr.update()
+    except PromptError as e:
+        return gr.File(value=None, visible=False), f"⚠️ {e}"
 
 
 def create_app(runner: ModelRunner, model_note: str = "") -> gr.Blocks:
@@ -112,8 +124,9 @@ def create_app(runner: ModelRunner, model_note: str = "") -> gr.Blocks:
             f"Type a prompt and press **Analyze**: the model runs once, and every tab reads that run."
         )
         with gr.Row():
-            prompt = gr.Textbox(label=f"Prompt (up to {MAX_PROMPT_TOKENS} tokens)", value=EXAMPLES[0][1], lines=3,
-                                scale=4,
+            # One line that grows to eight: Enter analyzes, Shift+Enter starts a new line.
+            prompt = gr.Textbox(label=f"Prompt (up to {MAX_PROMPT_TOKENS} tokens; Enter analyzes, Shift+Enter "
+                                      f"starts a new line)", value=EXAMPLES[0][1], lines=1, max_lines=8, scale=4,
                                 elem_id="prompt")
             with gr.Column(scale=1, min_width=200):
                 chat = gr.Checkbox(label="Wrap in the model's chat template", value=False, elem_id="chat")
@@ -123,38 +136,41 @@ def create_app(runner: ModelRunner, model_note: str = "") -> gr.Blocks:
         gr.Examples([[text, is_chat] for _, text, is_chat in EXAMPLES], [prompt, chat], label="Examples",
                     example_labels=[label for label, _, _ in EXAMPLES])
 
-        active = gr.State(TAB_IDS[0])  # which tab is showing: costly tabs draw only when seen
+        active = gr.State(TAB_IDS[0])  # which tab is showing
         ctx = TabContext(runner=runner, trace=trace, large=large, active=active)
-        views, selected = [], []
         with gr.Tabs(selected=TAB_IDS[0]) as tabs:
+            tab_items, renders = [], []
             for spec in TABS:
                 with gr.Tab(spec.label, id=spec.id) as tab:
-                    views.append(spec.module.build(ctx))
-                selected.append(tab.select(lambda id=spec.id: id, None, active, **READ_ONLY))
+                    renders.append(spec.module.build(ctx).render)
+                tab_items.append(tab)
         with gr.Row():
             share = gr.Markdown(elem_id="share-link")
             download_btn = gr.Button("Download this trace's tensors (.npz)", elem_id="download-trace", scale=0,
                                      size="sm")
             trace_file = gr.File(label="Trace tensors", elem_id="trace-file", visible=False, scale=1, height=90)
 
-        show_link = dict(fn=link, inputs=[prompt, chat, large, active], outputs=share, **READ_ONLY)
-        for event, view in zip(selected, views):
-            (view.on_show.then(event) if view.on_show else event).then(**show_link)
+        link_to_view = Event(lambda showing, *values: link(*values, showing), [prompt, chat, large], [share])
+        tabs_drawn = TabDrawing(list(TAB_IDS), renders, trace, active, gr.State({}), footer=link_to_view)
+        for spec, tab in zip(TABS, tab_items):
+            opened = tabs_drawn.on_open(spec.id)
+            tab.select(opened.fn, opened.inputs, opened.outputs, **scriptable(MODEL_RUN, f"open_{spec.id}"))
         large.change(None, large, None, js=PRESENTER_JS, **READ_ONLY)
-        download_btn.click(export, trace, trace_file, **MODEL_RUN)
+        download_btn.click(bind(export, runner), trace, [trace_file, status], **MODEL_RUN)
 
-        def then_render(event):
-            """After an analysis: every tab draws from the new trace, then the link follows."""
-            for view in views:
-                event = view.render.then(event)
-            return event.then(**show_link)
-
-        analyzing = dict(fn=bind(analyze, runner), inputs=[prompt, chat], outputs=[trace, status], **MODEL_RUN)
-        for trigger in (analyze_btn.click, prompt.submit):
-            then_render(trigger(**analyzing))
-        then_render(app.load(from_url, None, [prompt, chat, large, tabs, active], **READ_ONLY).then(**analyzing))
+        drawing = tabs_drawn.after_analyze()
+        analyzing = dict(fn=bind(analyze, runner), inputs=[prompt, chat], outputs=[trace, status])
+        drawing.then(analyze_btn.click(**analyzing, **scriptable(ANALYZE, "analyze")), name="draw")
+        drawing.then(prompt.submit(**analyzing, **ANALYZE))
+        opened = app.load(from_url, None, [prompt, chat, large, tabs, active], **READ_ONLY)
+        drawing.then(opened.then(**analyzing, **ANALYZE))
         api.register(runner)
     return app
+
+
+def queued(app: gr.Blocks, max_size: int = QUEUE_SIZE) -> gr.Blocks:
+    """The app with Gradio's queue: model runs two at a time by default, at most max_size waiting."""
+    return app.queue(default_concurrency_limit=MODEL_CONCURRENCY, max_size=max_size)
 
 
 def main() -> int:
@@ -162,8 +178,14 @@ def main() -> int:
     parser.add_argument("--model", default=None,
                         help=f"preset name, .gguf file, HF model directory or hub id "
                              f"(default: {DEFAULT_MODEL}; on a Space, {HUB_MODEL} from the hub)")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=7860)
+    # Hugging Face Spaces start `python app.py` with GRADIO_SERVER_NAME=0.0.0.0 and GRADIO_SERVER_PORT set.
+    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1",
+                        help="address to listen on (default: $GRADIO_SERVER_NAME, else 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=os.environ.get("GRADIO_SERVER_PORT") or 7860,
+                        help="port (default: $GRADIO_SERVER_PORT, else 7860)")
+    parser.add_argument("--trace-memory-mb", type=int, default=TRACE_MEMORY_MB,
+                        help="memory for all visitors' analyses together; the least recently used are dropped "
+                             f"beyond it (default: $PLAYGROUND_TRACE_MEMORY_MB, else {TRACE_MEMORY_MB})")
     parser.add_argument("--share", action="store_true", help="also serve through a public Gradio share link")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
@@ -173,10 +195,8 @@ def main() -> int:
     except CheckpointError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    app = create_app(ModelRunner(net, enc), note)
-    app.queue(default_concurrency_limit=MODEL_CONCURRENCY, max_size=QUEUE_SIZE).launch(
-        server_name=args.host, server_port=args.port, share=args.share, **launch_options()
-    )
+    app = create_app(ModelRunner(net, enc, memory_mb=args.trace_memory_mb), note)
+    queued(app).launch(server_name=args.host, server_port=args.port, share=args.share, **launch_options())
     return 0
 
 

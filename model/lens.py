@@ -81,57 +81,89 @@ def top_k(logits: Tensor, k: int, chunk: int = 64) -> tuple[Tensor, Tensor, Tens
     return top.values, columns.gather(-1, top.indices), top.values[:, 0]
 
 
-@torch.no_grad()
-def logit_lens(net: Transformer, resid: Tensor, next_ids: Tensor, k: int = 10) -> LensResult:
-    """Summaries of the lens over resid (R, T, D), whose last row is the final residual.
+class LogitLens:
+    """The lens over resid (R, T, D), whose last row is the final residual, computed a block of
+    rows at a time: `step()` does ROWS_PER_MATMUL (row, position) pairs, so a caller may pause
+    between blocks (to let others use the model) and report progress.
 
     next_ids (T,): the actual next token at each position, -1 where there is none.
     """
-    R, T, D = resid.shape
-    weight = net.output.weight.float()  # (V, D)
-    normed = normalize_like_final(net, resid).reshape(R * T, D)
 
-    final_logits = normed[-T:] @ weight.T  # (T, V): the model's own output
-    final_logp = final_logits.log_softmax(-1)
-    final_p = final_logp.exp()
-    # KL(final || row) = sum p_f log p_f - sum_v p_f[v] z_row[v] + logsumexp(z_row), and the
-    # middle term is (W^T p_f) . normed_row: a D-sized dot product, not a pass over V.
-    neg_entropy_final = (final_p * final_logp).sum(-1)  # (T,)
-    expected_dir = final_p @ weight  # (T, D)
-    tracked = torch.stack([final_logits.argmax(-1), next_ids.clamp(min=0)], dim=-1)  # (T, 2)
-    del final_logits, final_logp, final_p
+    @torch.no_grad()
+    def __init__(self, net: Transformer, resid: Tensor, next_ids: Tensor, k: int = 10) -> None:
+        R, T, D = resid.shape
+        self.shape, self.k, self.next_ids = (R, T), k, next_ids
+        self.weight = net.output.weight.float()  # (V, D)
+        self.normed = normalize_like_final(net, resid).reshape(R * T, D)
+        final_logits = self.normed[-T:] @ self.weight.T  # (T, V): the model's own output
+        final_logp = final_logits.log_softmax(-1)
+        final_p = final_logp.exp()
+        # KL(final || row) = sum p_f log p_f - sum_v p_f[v] z_row[v] + logsumexp(z_row), and the
+        # middle term is (W^T p_f) . normed_row: a D-sized dot product, not a pass over V.
+        self.neg_entropy_final = (final_p * final_logp).sum(-1)  # (T,)
+        self.expected_dir = final_p @ self.weight  # (T, D)
+        self.tracked = torch.stack([final_logits.argmax(-1), next_ids.clamp(min=0)], dim=-1)  # (T, 2)
+        n = R * T
+        self.top_ids = torch.empty(n, k, dtype=torch.long)
+        self.top_probs = torch.empty(n, k)
+        self.entropy, self.kl = torch.empty(n), torch.empty(n)
+        self.ranks = torch.empty(n, 2, dtype=torch.long)
+        self.positions = torch.arange(n) % T
+        self.next_row = 0  # the first (row, position) pair not yet done
 
-    n = R * T
-    top_ids = torch.empty(n, k, dtype=torch.long)
-    top_probs = torch.empty(n, k)
-    entropy, kl = torch.empty(n), torch.empty(n)
-    ranks = torch.empty(n, 2, dtype=torch.long)
-    positions = torch.arange(n) % T
-    for start in range(0, n, ROWS_PER_MATMUL):
-        logits = normed[start : start + ROWS_PER_MATMUL] @ weight.T  # (b, V)
+    @property
+    def done(self) -> bool:
+        return self.next_row >= len(self.positions)
+
+    @property
+    def fraction(self) -> float:
+        return self.next_row / len(self.positions)
+
+    @torch.no_grad()
+    def step(self, rows: int = ROWS_PER_MATMUL) -> None:
+        """Unembed the next block of `rows` (row, position) pairs and summarise each one's distribution."""
+        start = self.next_row
+        logits = self.normed[start : start + rows] @ self.weight.T  # (b, V)
         # The statistics take several passes over each row; a few rows at a time they stay in cache.
         for sub in range(0, len(logits), CACHE_ROWS):
-            rows = slice(start + sub, start + sub + CACHE_ROWS)
+            block = slice(start + sub, start + sub + CACHE_ROWS)
             z = logits[sub : sub + CACHE_ROWS]
-            pos = positions[rows]
-            values, ids, row_max = top_k(z, k)
+            pos = self.positions[block]
+            values, ids, row_max = top_k(z, self.k)
             e = (z - row_max[:, None]).exp_()  # one exp serves logsumexp and entropy
             total = e.sum(-1)
             lse = row_max + total.log()  # (b,)
-            entropy[rows] = lse - (e * z).sum(-1) / total  # H = logsumexp(z) - E_p[z]
-            top_ids[rows] = ids
-            top_probs[rows] = (values - lse[:, None]).exp()
-            ref = z.gather(-1, tracked[pos])  # (b, 2): logits of the tracked tokens in this row
-            ranks[rows, 0] = count_greater(z, ref[:, :1])
-            ranks[rows, 1] = count_greater(z, ref[:, 1:])
-            kl[rows] = neg_entropy_final[pos] - (expected_dir[pos] * normed[rows]).sum(-1) + lse
-    rank_next = ranks[:, 1].reshape(R, T)
-    rank_next[:, next_ids < 0] = -1
-    return LensResult(
-        top_ids=top_ids.reshape(R, T, k),
-        top_probs=top_probs.reshape(R, T, k),
-        entropy=(entropy * LOG2E).reshape(R, T),
-        kl_to_final=(kl * LOG2E).clamp(min=0).reshape(R, T),
-        rank_final=ranks[:, 0].reshape(R, T),
-        rank_next=rank_next,
-    )
+            self.entropy[block] = lse - (e * z).sum(-1) / total  # H = logsumexp(z) - E_p[z]
+            self.top_ids[block] = ids
+            self.top_probs[block] = (values - lse[:, None]).exp()
+            ref = z.gather(-1, self.tracked[pos])  # (b, 2): logits of the tracked tokens in this row
+            self.ranks[block, 0] = count_greater(z, ref[:, :1])
+            self.ranks[block, 1] = count_greater(z, ref[:, 1:])
+            self.kl[block] = self.neg_entropy_final[pos] - (self.expected_dir[pos] * self.normed[block]).sum(-1) + lse
+        self.next_row = start + len(logits)
+
+    def result(self) -> LensResult:
+        if not self.done:
+            raise RuntimeError("the lens is not finished: call step() until done")
+        R, T = self.shape
+        rank_next = self.ranks[:, 1].reshape(R, T).clone()
+        rank_next[:, self.next_ids < 0] = -1
+        return LensResult(
+            top_ids=self.top_ids.reshape(R, T, self.k),
+            top_probs=self.top_probs.reshape(R, T, self.k),
+            entropy=(self.entropy * LOG2E).reshape(R, T),
+            kl_to_final=(self.kl * LOG2E).clamp(min=0).reshape(R, T),
+            rank_final=self.ranks[:, 0].reshape(R, T),
+            rank_next=rank_next,
+        )
+
+
+def logit_lens(net: Transformer, resid: Tensor, next_ids: Tensor, k: int = 10) -> LensResult:
+    """Summaries of the lens over resid (R, T, D), whose last row is the final residual, in one go.
+
+    next_ids (T,): the actual next token at each position, -1 where there is none.
+    """
+    lens = LogitLens(net, resid, next_ids, k)
+    while not lens.done:
+        lens.step()
+    return lens.result()

@@ -206,12 +206,7 @@ class Attention(nn.Module):
     def forward(self, x: Tensor, rotations: Tensor, mask: Tensor | None, cache: KVCache | None, layer: int) -> Tensor:
         cfg = self.cfg
         B, T, _ = x.shape
-        q = self.hook_q(self.wq(x).view(B, T, cfg.n_heads, cfg.d_head))  # (B, T, H, Dh)
-        k = self.hook_k(self.wk(x).view(B, T, cfg.n_kv_heads, cfg.d_head))  # (B, T, G, Dh)
-        v = self.hook_v(self.wv(x).view(B, T, cfg.n_kv_heads, cfg.d_head))  # (B, T, G, Dh)
-        q = self.hook_rot_q(apply_rope(q, rotations))  # (B, T, H, Dh)
-        k = self.hook_rot_k(apply_rope(k, rotations))  # (B, T, G, Dh)
-
+        _, _, v, q, k = self.project(x, rotations)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # heads first
         if cache is not None:  # append this step's keys/values, then attend to all of them
             start, end = cache.length, cache.length + T
@@ -219,22 +214,32 @@ class Attention(nn.Module):
             cache.v[layer][:, :, start:end] = v
             k, v = cache.k[layer][:, :, :end], cache.v[layer][:, :, :end]  # (B, G, S, Dh)
         if self.hook_attn_scores.fns or self.hook_pattern.fns:
-            z = self.attention_stages(q, k, v, mask)  # (B, H, T, Dh)
+            z = self.pattern(q, k, mask) @ repeat_kv(v, cfg.n_groups)  # (B, H, T, Dh), one hookable step at a time
         else:  # nobody is looking at the pattern: the same maths, fused (SDPA shares K/V heads itself)
             z = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=cfg.n_groups > 1)
         z = self.hook_z(z.transpose(1, 2))  # (B, T, H, Dh)
         return self.wo(z.reshape(B, T, cfg.n_heads * cfg.d_head))  # (B, T, D)
 
-    def attention_stages(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
-        """Scores -> scale -> mask -> softmax -> weighted sum of values, one hookable step at a time."""
-        k, v = repeat_kv(k, self.cfg.n_groups), repeat_kv(v, self.cfg.n_groups)  # (B, H, S, Dh)
+    def project(self, x: Tensor, rotations: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """q, k, v of the normalised residual x (B, T, D), then q and k rotated: (q, k, v, rot_q, rot_k)."""
+        cfg = self.cfg
+        B, T, _ = x.shape
+        q = self.hook_q(self.wq(x).view(B, T, cfg.n_heads, cfg.d_head))  # (B, T, H, Dh)
+        k = self.hook_k(self.wk(x).view(B, T, cfg.n_kv_heads, cfg.d_head))  # (B, T, G, Dh)
+        v = self.hook_v(self.wv(x).view(B, T, cfg.n_kv_heads, cfg.d_head))  # (B, T, G, Dh)
+        rot_q = self.hook_rot_q(apply_rope(q, rotations))  # (B, T, H, Dh)
+        rot_k = self.hook_rot_k(apply_rope(k, rotations))  # (B, T, G, Dh)
+        return q, k, v, rot_q, rot_k
+
+    def pattern(self, q: Tensor, k: Tensor, mask: Tensor | None) -> Tensor:
+        """Scores -> scale -> mask -> softmax, one hookable step at a time: q (B, H, T, Dh), k (B, G, S, Dh)."""
+        k = repeat_kv(k, self.cfg.n_groups)  # (B, H, S, Dh)
         attn_scores = q @ k.transpose(-2, -1)  # (B, H, T, S); in place below: no one has seen it yet
         attn_scores.div_(math.sqrt(self.cfg.d_head))
         if mask is not None:  # None when a single new token may see every key
             attn_scores.masked_fill_(~mask, float("-inf"))
         attn_scores = self.hook_attn_scores(attn_scores)
-        pattern = self.hook_pattern(F.softmax(attn_scores.float(), dim=-1).to(q.dtype))  # (B, H, T, S)
-        return pattern @ v  # (B, H, T, Dh)
+        return self.hook_pattern(F.softmax(attn_scores.float(), dim=-1).to(q.dtype))  # (B, H, T, S)
 
 
 class MLP(nn.Module):
@@ -301,19 +306,23 @@ class Transformer(nn.Module):
         start = cache.length if cache is not None else 0
         if cache is not None and start + T > cache.max_len:
             raise ValueError(f"KV cache holds {cache.max_len} positions; {start + T} needed")
-        positions = torch.arange(start, start + T, device=tokens.device)
-        rotations = rope_rotations(rope_angles(positions, self.cfg.d_head, self.cfg.rope_base))  # (1, T, 1, Dh/2)
-        mask = None
-        if T > 1:
-            keys = torch.arange(start + T, device=tokens.device)
-            mask = keys[None, :] <= positions[:, None]  # (T, S): query m sees keys 0..m
-
+        rotations, mask = self.positions(start, T, tokens.device)
         x = self.hook_embed(self.tok_embeddings(tokens))  # (B, T, D)
         for block in self.blocks:
             x = block(x, rotations, mask, cache)
         if cache is not None:
             cache.length += T
         return self.output(self.ln_final(x))  # (B, T, V)
+
+    def positions(self, start: int, T: int, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor | None]:
+        """RoPE rotations (1, T, 1, Dh/2) for positions start .. start + T - 1, and the causal mask (T, S) over
+        the start + T keys (None for a single new token, which may see every key)."""
+        positions = torch.arange(start, start + T, device=device)
+        rotations = rope_rotations(rope_angles(positions, self.cfg.d_head, self.cfg.rope_base))
+        if T == 1:
+            return rotations, None
+        keys = torch.arange(start + T, device=device)
+        return rotations, keys[None, :] <= positions[:, None]  # query m sees keys 0..m
 
     # -- hooks ------------------------------------------------------------------------
 

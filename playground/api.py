@@ -16,7 +16,7 @@ from model.sampling import SamplerSettings, distribution
 
 from .runner import ModelRunner, PromptError
 from .trace import HEAD_STAT_KEYS
-from .ui import MODEL_CONCURRENCY, bind
+from .ui import ANALYSES_AT_ONCE, MODEL_CONCURRENCY, bind
 
 MAX_TOP_N = 200
 
@@ -51,7 +51,7 @@ def attention(runner: ModelRunner, prompt: str, layer: int, head: int, chat: boo
     try:
         layer = number(layer, "layer", 0, cfg.n_layers - 1, whole=True)
         head = number(head, "head", 0, cfg.n_heads - 1, whole=True)
-        trace = runner.analyze(prompt, bool(chat))
+        trace = runner.analyze(prompt, bool(chat), lens=False)  # no tab will show its lens
     except (PromptError, ValueError) as e:
         return {"error": str(e)}
     return {
@@ -88,5 +88,5 @@ def next_token(runner: ModelRunner, prompt: str, temperature: float = 1.0, top_k
 def register(runner: ModelRunner) -> None:
     """Add the endpoints to the Blocks being built (call inside `with gr.Blocks()`)."""
     gr.api(bind(tokenize, runner), api_name="tokenize")
-    gr.api(bind(attention, runner), api_name="attention", concurrency_limit=MODEL_CONCURRENCY)
+    gr.api(bind(attention, runner), api_name="attention", concurrency_limit=ANALYSES_AT_ONCE)  # batched analyses
     gr.api(bind(next_token, runner), api_name="next_token", concurrency_limit=MODEL_CONCURRENCY)

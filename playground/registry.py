@@ -17,13 +17,14 @@ class Tab:
     label: str  # what the tab says
     id: str  # for links (?tab=...) and the active-tab state
     module: ModuleType  # has build(ctx) -> TabView
+    figure: str  # elem_id of its main figure (what must fit a phone or a projector)
 
 
 TABS = (
-    Tab("Tokenization", "tokenization", tab_tokenization),
-    Tab("Attention", "attention", tab_attention),
-    Tab("RoPE", "rope", tab_rope),
-    Tab("Logit lens", tab_lens.TAB_ID, tab_lens),
-    Tab("Sampler", "sampler", tab_sampler),
+    Tab("Tokenization", "tokenization", tab_tokenization, "token-spans"),
+    Tab("Attention", "attention", tab_attention, "attn-heatmap"),
+    Tab("RoPE", "rope", tab_rope, "rope-pairs"),
+    Tab("Logit lens", tab_lens.TAB_ID, tab_lens, "lens-grid"),
+    Tab("Sampler", "sampler", tab_sampler, "samp-bars"),
 )
 TAB_IDS = tuple(tab.id for tab in TABS)

@@ -2,29 +2,55 @@
 
 Every use of the model goes through here, under one lock (hooks sit on the shared modules,
 so two runs must never overlap, and two cores are better used by one run at a time):
-analysing a prompt into a `Trace`, next-token logits for ids, a KV-cache step, hooked runs
-for interventions, the logit lens. Token text comes from here too. Nothing under
-`playground/` or `app.py` holds the model or the tokenizer itself (a test checks it).
+analysing prompts into `Trace`s, one layer's tensors recomputed from a trace, next-token
+logits, a KV-cache step, hooked runs for interventions, the logit lens. Token text comes from
+here too. Nothing under `playground/` or `app.py` holds the model or the tokenizer (a test
+checks it).
+
+Analyses that arrive together run as one batched forward: the prompts are padded on the
+right, which changes nothing for the real positions (causal attention never looks right),
+so each trace equals running its prompt alone. Whoever holds the model next takes every
+waiting analysis that fits `MAX_BATCH_TOKENS`.
+
+After an analysis, the logit lens is computed in the background, a block of rows at a time,
+whenever no analysis is waiting; opening the tab then shows it at once, and opening it
+earlier finishes the rest in the foreground.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import os
+import tempfile
 import threading
-from collections.abc import Iterable, Iterator
+import time
+import zipfile
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from model import KVCache, ModelEncoding, Transformer, UnencodableTextError
-from model.lens import LensResult, lens_logits, logit_lens
+from model.lens import ROWS_PER_MATMUL, LensResult, LogitLens, lens_logits
 from model.transformer import HookFn
 
-from .trace import LayerTensors, Trace, head_statistics
+from .figures.attention import thumbnail_levels
+from .trace import HEAD_STAT_NAMES, LayerTensors, Trace, TraceBudget, head_statistics
 
 MAX_PROMPT_TOKENS = 512
 MAX_PROMPT_CHARS = 20_000
 MODEL_WAIT_S = 30  # how long a request waits for the model while others use it
+MAX_BATCH_TOKENS = 1024  # padded tokens in one batched analysis (its logits alone are 200 MB at this size)
+THUMBNAIL = 30  # pixels per head in the overview of all heads
+TRACE_MEMORY_MB = int(os.environ.get("PLAYGROUND_TRACE_MEMORY_MB", 6144))  # all visitors' traces together
+BACKGROUND_LENS_JOBS = 4  # traces waiting for a background lens at most; older ones wait until shown
+BACKGROUND_LENS_ROWS = 128  # (row, position) pairs per hold of the model in the background: about 0.1 s
+
+Progress = Callable[[float, str], None]  # (fraction done, what is happening)
 
 
 class PromptError(ValueError):
@@ -35,31 +61,84 @@ class ModelBusyError(PromptError):
     """The shared model stayed busy longer than a request may wait."""
 
 
+class TraceDropped(PromptError):
+    """The visitor's trace was released to make room for others."""
+
+    def __init__(self) -> None:
+        super().__init__("This analysis was dropped to make room for other visitors' analyses. "
+                         "Press Analyze to run it again.")
+
+
+@dataclass(eq=False)
+class _Analysis:
+    """One prompt waiting to be analysed."""
+
+    ids: list[int]
+    prompt: str
+    chat: bool
+    notes: list[str]
+    done: threading.Event = field(default_factory=threading.Event)
+    trace: Trace | None = None
+    error: BaseException | None = None
+
+
 class ModelRunner:
     """The one shared model and tokenizer, with the app's limits and a lock around every run."""
 
     def __init__(self, net: Transformer, enc: ModelEncoding, max_tokens: int = MAX_PROMPT_TOKENS,
-                 wait_s: float = MODEL_WAIT_S):
+                 wait_s: float = MODEL_WAIT_S, memory_mb: int = TRACE_MEMORY_MB, background_lens: bool = True):
         self._net = net
         self._enc = enc
         self.max_tokens = max_tokens
         self.wait_s = wait_s
+        self.budget = TraceBudget(memory_mb * 2**20)
         self._lock = threading.Lock()
+        self._waiting: list[_Analysis] = []  # analyses not yet taken into a batch
+        self._waiting_lock = threading.Lock()
+        # Traces whose lens the background computes, newest first; the oldest fall off (computed when shown).
+        self._lens_later: deque[Trace] = deque(maxlen=BACKGROUND_LENS_JOBS)
+        self._lens_wakeup = threading.Event()
+        self._closing = threading.Event()
+        self._lens_thread = None
+        if background_lens:
+            self._lens_thread = threading.Thread(target=self._lens_worker, name="background-lens", daemon=True)
+            self._lens_thread.start()
+            atexit.register(self.close)  # a daemon thread inside torch at exit aborts the process
+
+    def close(self) -> None:
+        """Stop the background work (after its current block)."""
+        self._closing.set()
+        self._lens_wakeup.set()
+        if self._lens_thread is not None:
+            self._lens_thread.join(timeout=10)
+
+    def lens_later(self, trace: Trace) -> None:
+        """Compute the trace's logit lens in the background, when the model is idle."""
+        if self._lens_thread is not None:
+            self._lens_later.append(trace)
+            self._lens_wakeup.set()
 
     @contextlib.contextmanager
-    def _locked(self) -> Iterator[Transformer]:
+    def _locked(self, wait_s: float | None = None) -> Iterator[Transformer]:
         """The model, to one request at a time; a clear error after wait_s."""
-        if not self._lock.acquire(timeout=self.wait_s):
-            raise ModelBusyError(f"The model is busy with other requests (waited {self.wait_s:g} s). "
+        wait_s = self.wait_s if wait_s is None else wait_s
+        if not self._lock.acquire(timeout=wait_s):
+            raise ModelBusyError(f"The model is busy with other requests (waited {wait_s:g} s). "
                                  f"Try again in a moment.")
         try:
-            yield self._net
+            with torch.inference_mode():
+                yield self._net
         finally:
             self._lock.release()
 
     @property
     def cfg(self):
         return self._net.cfg
+
+    @property
+    def waiting(self) -> int:
+        """Analyses waiting for the model."""
+        return len(self._waiting)
 
     # -- text ---------------------------------------------------------------------------
 
@@ -104,54 +183,230 @@ class ModelRunner:
                               f"Try a shorter passage.")
         return ids, prompt, notes
 
-    # -- model runs, each under the lock --------------------------------------------------
+    # -- analysing prompts, batched ----------------------------------------------------------
 
-    def analyze(self, prompt: str, chat: bool = False) -> Trace:
-        """Run the model once on a prompt and keep what the tabs show."""
+    def analyze(self, prompt: str, chat: bool = False, progress: Progress | None = None, lens: bool = True) -> Trace:
+        """Run the model on a prompt (batched with any others waiting) and keep what the tabs show; with `lens`,
+        its logit lens follows in the background."""
         ids, prompt, notes = self.tokenize(prompt, chat)
-        tokens = torch.tensor([ids])
-        wanted = ("attn.hook_q", "attn.hook_k", "attn.hook_v", "attn.hook_rot_q", "attn.hook_rot_k",
-                  "attn.hook_pattern",
-                  "hook_embed", "hook_resid_post", "hook_resid_mid")
-        with self._locked() as net:
-            logits, cache = net.run_with_cache(tokens, names_filter=lambda name: name.endswith(wanted))
-        log_probs = logits[0].float().log_softmax(-1)  # (T, V)
-        surprisal = np.full(len(ids), np.nan, dtype=np.float32)
-        if len(ids) > 1:
-            picked = log_probs[:-1].gather(-1, tokens[0, 1:, None])[:, 0]
-            surprisal[1:] = (-picked / np.log(2)).numpy()
+        request = _Analysis(ids, prompt, chat, notes)
+        with self._waiting_lock:
+            self._waiting.append(request)
+        deadline = time.monotonic() + self.wait_s
+        while not request.done.is_set():
+            if self._lock.acquire(timeout=0.02):
+                try:
+                    with torch.inference_mode():
+                        self._serve_waiting()
+                finally:
+                    self._lock.release()
+            elif time.monotonic() > deadline:
+                with self._waiting_lock:
+                    if request in self._waiting:
+                        self._waiting.remove(request)
+                        raise ModelBusyError(f"The model is busy with other requests (waited {self.wait_s:g} s). "
+                                             f"Try again in a moment.")
+            elif progress is not None:
+                ahead = self._waiting.index(request) if request in self._waiting else 0
+                progress(0.0, f"Waiting for the model: {ahead} analyses ahead" if ahead else "Waiting for the model")
+        if request.error is not None:
+            raise request.error
+        trace = request.trace
+        self.budget.admit(trace)
+        if lens:
+            self.lens_later(trace)
+        return trace
 
-        def stack(hook: str) -> np.ndarray:
-            return torch.stack([cache[f"blocks.{l}.{hook}"][0] for l in range(self.cfg.n_layers)]).float().numpy()
+    def _serve_waiting(self) -> None:
+        """With the model held: take the oldest waiting analysis and the others that fit with it, and run them."""
+        with self._waiting_lock:
+            if not self._waiting:
+                return
+            batch = [self._waiting[0]]
+            longest = len(batch[0].ids)
+            for request in self._waiting[1:]:
+                padded = max(longest, len(request.ids))
+                if (len(batch) + 1) * padded <= MAX_BATCH_TOKENS:
+                    batch.append(request)
+                    longest = padded
+            for request in batch:
+                self._waiting.remove(request)
+        try:
+            for request, trace in zip(batch, self._trace_batch(batch)):
+                request.trace = trace
+        except Exception as e:  # every visitor in the batch hears of it
+            for request in batch:
+                request.error = e
+        finally:
+            for request in batch:
+                request.done.set()
 
-        pattern = stack("attn.hook_pattern")
-        return Trace(
-            prompt=prompt,
-            chat=chat,
-            ids=np.array(ids, dtype=np.int64),
-            token_bytes=[self.token_bytes(i) for i in ids],
-            special=np.array([self._enc.is_special_token(i) for i in ids]),
-            surprisal=surprisal,
-            next_logits=logits[0, -1].float().numpy(),
-            q=stack("attn.hook_q"),
-            k=stack("attn.hook_k"),
-            v=stack("attn.hook_v"),
-            rot_q=stack("attn.hook_rot_q"),
-            rot_k=stack("attn.hook_rot_k"),
-            pattern=pattern,
-            head_stats=head_statistics(pattern),
-            resid=np.concatenate([cache["hook_embed"][0].float().numpy()[None], stack("hook_resid_post")]),
-            resid_mid=stack("hook_resid_mid"),
-            notes=notes,
-        )
+    def _trace_batch(self, batch: list[_Analysis]) -> list[Trace]:
+        """One forward over the right-padded prompts; each trace keeps only its own positions."""
+        cfg, net = self.cfg, self._net
+        lengths = [len(r.ids) for r in batch]
+        T = max(lengths)
+        tokens = torch.zeros(len(batch), T, dtype=torch.long)
+        for i, r in enumerate(batch):
+            tokens[i, : lengths[i]] = torch.tensor(r.ids)
+        resid = [np.empty((cfg.n_layers + 1, n, cfg.d_model), dtype=np.float32) for n in lengths]
+        stats = [np.empty((cfg.n_layers, cfg.n_heads, len(HEAD_STAT_NAMES)), dtype=np.float32) for _ in batch]
+        thumbs = [np.empty((cfg.n_layers, cfg.n_heads, THUMBNAIL, THUMBNAIL), dtype=np.uint8) for _ in batch]
+
+        def keep_resid(row: int) -> HookFn:
+            def hook(x: torch.Tensor, point) -> None:
+                for i, n in enumerate(lengths):
+                    resid[i][row] = x[i, :n].float().numpy()
+            return hook
+
+        def summarise(layer: int) -> HookFn:
+            def hook(pattern: torch.Tensor, point) -> None:  # (B, H, T, T), seen once and never stored
+                for i, n in enumerate(lengths):
+                    own = pattern[i, :, :n, :n]  # causal: a real query never sees the padding
+                    stats[i][layer] = head_statistics(own)
+                    thumbs[i][layer] = thumbnail_levels(own.float().numpy(), THUMBNAIL)
+            return hook
+
+        hooks = [("hook_embed", keep_resid(0))]
+        for l in range(cfg.n_layers):
+            hooks += [(f"blocks.{l}.hook_resid_post", keep_resid(l + 1)),
+                      (f"blocks.{l}.attn.hook_pattern", summarise(l))]
+        logits = net.run_with_hooks(tokens, hooks)  # (B, T, V)
+        traces = []
+        for i, (r, n) in enumerate(zip(batch, lengths)):
+            log_probs = logits[i, :n].float().log_softmax(-1)
+            surprisal = np.full(n, np.nan, dtype=np.float32)
+            if n > 1:
+                picked = log_probs[:-1].gather(-1, tokens[i, 1:n, None])[:, 0]
+                surprisal[1:] = (-picked / np.log(2)).numpy()
+            traces.append(Trace(
+                prompt=r.prompt, chat=r.chat, ids=np.array(r.ids, dtype=np.int64),
+                token_bytes=[self.token_bytes(t) for t in r.ids],
+                special=np.array([self._enc.is_special_token(t) for t in r.ids]),
+                surprisal=surprisal, next_logits=logits[i, n - 1].float().numpy(), resid=resid[i],
+                head_stats=stats[i], thumbnails=thumbs[i], notes=r.notes,
+            ))
+        return traces
+
+    # -- what a trace recomputes when shown ------------------------------------------------
+
+    def _use(self, trace: Trace) -> np.ndarray:
+        """The trace's residual streams; it becomes the most recently used. TraceDropped if released."""
+        resid = trace.resid
+        if trace.dropped or resid is None:
+            raise TraceDropped()
+        self.budget.touch(trace)
+        return resid
 
     def layer(self, trace: Trace, layer: int) -> LayerTensors:
-        """One layer's attention tensors (q, k, v before and after RoPE, the pattern) for a trace."""
-        return trace.layer(layer)
+        """One layer's q, k, v (before and after RoPE) and attention pattern, recomputed from its residual with
+        the model's own code (equal to the forward's hooks), and kept for the next few calls."""
+        resid = self._use(trace)
+        kept = trace.layers.get(layer)
+        if kept is not None:
+            return kept
+        tensors = self._compute_layer(resid, layer)
+        trace.keep_layer(layer, tensors)
+        return tensors
+
+    def _compute_layer(self, resid: np.ndarray, layer: int) -> LayerTensors:
+        with self._locked() as net:
+            block = net.blocks[layer]
+            x = torch.from_numpy(resid[layer])[None]  # (1, T, D): the residual entering this layer
+            rotations, mask = net.positions(0, resid.shape[1])
+            q, k, v, rot_q, rot_k = block.attn.project(block.ln1(x), rotations)
+            pattern = block.attn.pattern(rot_q.transpose(1, 2), rot_k.transpose(1, 2), mask)
+        return LayerTensors(*(t[0].float().numpy() for t in (q, k, v, rot_q, rot_k, pattern)))
+
+    def lens_rows(self, trace: Trace, with_mid: bool) -> tuple[list[str], np.ndarray]:
+        """Row labels and residual streams (R, T, D) for the logit lens, bottom to top: the embedding, then each
+        layer (after its attention block too, with_mid)."""
+        resid = self._use(trace)
+        L = self.cfg.n_layers
+        if not with_mid:
+            return ["embed"] + [f"L{l}" for l in range(L)], resid
+        mid = self._resid_mid(trace, resid)
+        labels = ["embed"] + [name for l in range(L) for name in (f"L{l} attn", f"L{l}")]
+        interleaved = np.stack([mid, resid[1:]], axis=1).reshape(2 * L, *resid.shape[1:])
+        return labels, np.concatenate([resid[:1], interleaved])
+
+    def _resid_mid(self, trace: Trace, resid: np.ndarray) -> np.ndarray:
+        """The residual after each attention block (L, T, D), from the residual before it, computed once."""
+        if trace.resid_mid is None:
+            mid = np.empty((self.cfg.n_layers, *resid.shape[1:]), dtype=np.float32)
+            with self._locked() as net:
+                rotations, mask = net.positions(0, trace.n_tokens)
+                for l, block in enumerate(net.blocks):
+                    x = torch.from_numpy(resid[l])[None]
+                    mid[l] = (x + block.attn(block.ln1(x), rotations, mask, None, l))[0].numpy()
+            trace.resid_mid = mid
+            self.budget.admit(trace)  # it grew
+        return trace.resid_mid
+
+    def lens(self, trace: Trace, with_mid: bool, progress: Progress | None = None) -> tuple[list[str], LensResult]:
+        """Row labels and logit-lens summaries of the trace, computed once per (trace, rows) and kept in it.
+        Finishes a background computation already under way rather than starting again."""
+        key = "mid" if with_mid else "post"
+        labels, rows = self.lens_rows(trace, with_mid)
+        while key not in trace.lens:
+            self._advance_lens(trace, key, rows, progress=progress)
+        return labels, trace.lens[key]
+
+    def _advance_lens(self, trace: Trace, key: str, rows: np.ndarray, progress: Progress | None = None,
+                      blocks: int | None = None, wait_s: float | None = None,
+                      block_rows: int = ROWS_PER_MATMUL) -> None:
+        """Compute up to `blocks` blocks of `block_rows` lens rows (all with None), a block per hold of the model."""
+        with trace.lock:
+            job = trace.lens_jobs.get(key)
+            if job is None and key not in trace.lens:
+                job = trace.lens_jobs[key] = _LensJob()
+        if job is None:
+            return
+        with job.lock:  # one thread advances a job at a time; the other waits, then finds it further on
+            done = 0
+            while key not in trace.lens and (blocks is None or done < blocks):
+                if trace.dropped:
+                    raise TraceDropped()
+                with self._locked(wait_s) as net:
+                    if job.lens is None:
+                        next_ids = torch.tensor(np.append(trace.ids[1:], -1))
+                        job.lens = LogitLens(net, torch.from_numpy(rows), next_ids)
+                    else:
+                        job.lens.step(block_rows)
+                    if job.lens.done:
+                        trace.lens[key] = job.lens.result()
+                        trace.lens_jobs.pop(key, None)
+                done += 1
+                if progress is not None and job.lens is not None:
+                    progress(job.lens.fraction, "Computing the logit lens")
+
+    def _lens_worker(self) -> None:
+        """Background: the logit lens of recent traces, a block at a time, only while no analysis is waiting."""
+        while not self._closing.is_set():
+            self._lens_wakeup.wait()
+            self._lens_wakeup.clear()
+            while self._lens_later and not self._closing.is_set():
+                trace = self._lens_later.pop()  # the newest: its visitor is the likeliest to open the tab next
+                try:
+                    while "post" not in trace.lens and not trace.dropped and not self._closing.is_set():
+                        if self._waiting:
+                            time.sleep(0.05)
+                            continue
+                        self._advance_lens(trace, "post", self.lens_rows(trace, False)[1], blocks=1, wait_s=1.0,
+                                           block_rows=BACKGROUND_LENS_ROWS)
+                except PromptError:  # dropped, or the model stayed busy: it will be computed when shown
+                    pass
+
+    def lens_logits(self, resid: np.ndarray) -> torch.Tensor:
+        """Logits (..., V) that residuals (..., D) give through the final norm and the unembedding."""
+        with self._locked() as net:
+            return lens_logits(net, torch.from_numpy(np.ascontiguousarray(resid)))
+
+    # -- running the model on ids --------------------------------------------------------------
 
     def next_logits(self, ids: list[int]) -> np.ndarray:
         """The model's next-token logits (V,) after ids."""
-        with self._locked() as net, torch.inference_mode():
+        with self._locked() as net:
             return net(torch.tensor([ids]))[0, -1].float().numpy()
 
     def run_with_hooks(self, ids: list[int] | torch.Tensor, hooks: list[tuple[str, HookFn]]) -> torch.Tensor:
@@ -162,31 +417,60 @@ class ModelRunner:
 
     def generation_cache(self, trace: Trace, extra: int) -> KVCache:
         """A KV cache holding the trace's keys (after RoPE) and values, with room for `extra` more tokens."""
+        resid = self._use(trace)
         cfg, T = self.cfg, trace.n_tokens
-        cache = KVCache.empty(cfg, 1, T + extra, self._net.tok_embeddings.weight.dtype,
-                              self._net.tok_embeddings.weight.device)
-        for layer in range(cfg.n_layers):
-            cache.k[layer][0, :, :T] = torch.from_numpy(trace.rot_k[layer]).transpose(0, 1)  # (G, T, Dh)
-            cache.v[layer][0, :, :T] = torch.from_numpy(trace.v[layer]).transpose(0, 1)
+        weight = self._net.tok_embeddings.weight
+        cache = KVCache.empty(cfg, 1, T + extra, weight.dtype, weight.device)
+        with self._locked() as net:
+            rotations, _ = net.positions(0, T)
+            for l, block in enumerate(net.blocks):
+                _, _, v, _, rot_k = block.attn.project(block.ln1(torch.from_numpy(resid[l])[None]), rotations)
+                cache.k[l][:, :, :T] = rot_k.transpose(1, 2)  # (1, G, T, Dh)
+                cache.v[l][:, :, :T] = v.transpose(1, 2)
         cache.length = T
         return cache
 
     def step(self, token: int, cache: KVCache) -> np.ndarray:
         """One generation step: the next-token logits (V,) after `token`, which is appended to the cache."""
-        with self._locked() as net, torch.inference_mode():
+        with self._locked() as net:
             return net(torch.tensor([[int(token)]]), cache=cache)[0, -1].float().numpy()
 
-    def lens(self, trace: Trace, with_mid: bool) -> tuple[list[str], LensResult]:
-        """Row labels and logit-lens summaries of the trace, computed once per (trace, rows) and kept in it."""
-        labels, resid = trace.lens_rows(with_mid)
-        key = "mid" if with_mid else "post"
-        if key not in trace.lens:
-            next_ids = torch.tensor(np.append(trace.ids[1:], -1))
-            with self._locked() as net:
-                trace.lens[key] = logit_lens(net, torch.from_numpy(resid), next_ids)
-        return labels, trace.lens[key]
+    # -- export -----------------------------------------------------------------------------
 
-    def lens_logits(self, resid: np.ndarray) -> torch.Tensor:
-        """Logits (..., V) that residuals (..., D) give through the final norm and the unembedding."""
-        with self._locked() as net:
-            return lens_logits(net, torch.from_numpy(np.ascontiguousarray(resid)))
+    def export(self, trace: Trace, folder: str | Path | None = None) -> Path:
+        """The trace's tensors as an .npz file (`numpy.load` reads it): what the trace keeps, plus every layer's
+        q, k, v, rot_q, rot_k and pattern, recomputed a layer at a time into files so memory stays bounded."""
+        resid = self._use(trace)
+        path = Path(folder or tempfile.mkdtemp(prefix="trace-")) / "trace.npz"
+        small = dict(ids=trace.ids, prompt=np.array(trace.prompt), chat=np.array(trace.chat),
+                     token_bytes=np.array([b.hex() for b in trace.token_bytes]), special=trace.special,
+                     surprisal=trace.surprisal, next_logits=trace.next_logits, resid=resid,
+                     head_stats=trace.head_stats, head_stat_names=np.array(HEAD_STAT_NAMES))
+        with tempfile.TemporaryDirectory() as tmp, zipfile.ZipFile(path, "w", allowZip64=True) as npz:
+            for name, array in small.items():
+                with npz.open(f"{name}.npy", "w", force_zip64=True) as f:
+                    np.lib.format.write_array(f, np.asanyarray(array), allow_pickle=False)
+            stacked: dict[str, np.memmap] = {}
+            for l in range(self.cfg.n_layers):
+                tensors = self._compute_layer(resid, l)
+                for name, array in vars(tensors).items():
+                    if name not in stacked:
+                        shape = (self.cfg.n_layers, *array.shape)
+                        stacked[name] = np.lib.format.open_memmap(Path(tmp) / f"{name}.npy", mode="w+",
+                                                                  dtype=array.dtype, shape=shape)
+                    stacked[name][l] = array
+            for name, array in stacked.items():
+                array.flush()
+                del array
+                npz.write(Path(tmp) / f"{name}.npy", f"{name}.npy")
+            stacked.clear()
+        return path
+
+
+@dataclass(eq=False)
+class _LensJob:
+    """A logit-lens computation in progress (created on the first block, under the model's lock)."""
+
+    lens: LogitLens | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+

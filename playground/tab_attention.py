@@ -10,11 +10,13 @@ import gradio as gr
 import numpy as np
 import pandas as pd
 
-from .figures.attention import attention_heatmap, gqa_figure, mosaic, mosaic_cell, stages_figure, vectors_figure
+from .figures.attention import (
+    attention_heatmap, gqa_figure, mosaic, mosaic_cell, mosaic_of_levels, stages_figure, vectors_figure,
+)
 from .figures.tokens import axis_labels
-from .runner import ModelRunner
+from .runner import ModelRunner, PromptError
 from .trace import HEAD_STAT_NAMES, Trace, attention_stages
-from .ui import READ_ONLY, Event, TabContext, TabView, bind, font_scale, grid_side, layer_head
+from .ui import READ_ONLY, Event, TabContext, TabView, bind, font_scale, grid_side, layer_head, scriptable
 
 LAYER_CELL, OVERVIEW_CELL = 120, 30  # thumbnail sizes in pixels
 MAX_DETAIL = 128  # stages and Q/K/V show at most this many positions (the last ones)
@@ -55,7 +57,10 @@ def render_head(runner: ModelRunner, trace: Trace | None, layer: int, head: int,
     kv = cfg.kv_head_of(head)
     labels = axis_labels(trace.token_bytes)
     T = trace.n_tokens
-    tensors = runner.layer(trace, layer)
+    try:
+        tensors = runner.layer(trace, layer)
+    except PromptError as e:  # dropped to make room, or the model stayed busy
+        return gr.update(), gr.update(), gr.update(), gqa, gr.update(), f"⚠️ {e}"
     name = f"layer {layer}, head {head} (reads key/value head {kv})"
     heatmap = attention_heatmap(tensors.pattern[head], labels, f"Attention pattern, {name}", font_scale=scale)
 
@@ -84,17 +89,16 @@ def render_head(runner: ModelRunner, trace: Trace | None, layer: int, head: int,
     return heatmap, stage_fig, vector_fig, gqa, layer_grid, summary
 
 
-def render_overview(runner: ModelRunner, trace: Trace | None) -> np.ndarray | None:
-    """Every head of every layer as thumbnails: heads down, layers across. Drawn once per Analyze."""
+def render_overview(trace: Trace | None) -> np.ndarray | None:
+    """Every head of every layer as thumbnails kept in the trace: heads down, layers across."""
     if trace is None:
         return None
-    patterns = np.stack([runner.layer(trace, l).pattern for l in range(runner.cfg.n_layers)], axis=1)  # (H, L, T, T)
-    return mosaic(patterns, OVERVIEW_CELL)
+    return mosaic_of_levels(trace.thumbnails.transpose(1, 0, 2, 3), trace.n_tokens)
 
 
 def render(runner: ModelRunner, trace: Trace | None, layer: int, head: int, large: bool, sort: str):
     """After Analyze: the head's figures, the overview and the statistics table."""
-    return (*render_head(runner, trace, layer, head, large), render_overview(runner, trace),
+    return (*render_head(runner, trace, layer, head, large), render_overview(trace),
             stats_table(runner, trace, sort))
 
 
@@ -153,7 +157,8 @@ def build(ctx: TabContext) -> TabView:
     head_inputs = [ctx.trace, layer, head, ctx.large]
     head_outputs = [heatmap, stages, vectors, gqa, layer_grid, summary]
     for control in (layer, head, ctx.large):
-        control.change(bind(render_head, runner), head_inputs, head_outputs, **READ_ONLY)
+        options = scriptable(READ_ONLY, "attention_head") if control is layer else READ_ONLY
+        control.change(bind(render_head, runner), head_inputs, head_outputs, **options)
     layer_grid.select(bind(pick_in_layer, runner), None, [head], **READ_ONLY)
     overview.select(bind(pick_in_overview, runner), None, [layer, head], **READ_ONLY)
     table.select(pick_row, None, [layer, head], **READ_ONLY)

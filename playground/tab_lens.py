@@ -1,7 +1,8 @@
 """Logit-lens tab: what each layer would predict if decoding stopped there, at every position.
 
-The lens is computed from the traced residual streams the first time the tab is shown for
-a prompt (about 1.5-2.5 s for 128 tokens here, exact float32) and kept in the trace.
+The lens (exact float32, about 1.5-3 s for 128 tokens on two cores) is computed in the background
+after each Analyze while the model is idle, so the tab usually opens on a finished grid; opened
+sooner, it finishes the rest with a progress bar. It is kept in the trace.
 """
 
 from __future__ import annotations
@@ -13,14 +14,14 @@ from .figures.lens import STATISTICS, LensStat, lens_grid, rankings_watch, stati
 from .figures.tokens import axis_labels, token_label
 from .runner import ModelRunner, PromptError
 from .trace import Trace
-from .ui import READ_ONLY, Event, TabContext, TabView, bind, clamp, font_scale
+from .ui import MODEL_RUN, READ_ONLY, Event, TabContext, TabView, bind, clamp, font_scale
 
 TAB_ID = "lens"
 
 
 def watch(runner: ModelRunner, trace: Trace, position: int, with_mid: bool, extra: str, scale: float):
     """Ecco-style rankings watch: the probability of chosen tokens at one position, across the rows."""
-    labels, rows = trace.lens_rows(with_mid)
+    labels, rows = runner.lens_rows(trace, with_mid)
     logits = runner.lens_logits(rows[:, position])  # (R, V)
     probs = logits.softmax(-1)
 
@@ -44,29 +45,29 @@ def watch(runner: ModelRunner, trace: Trace, position: int, with_mid: bool, extr
 
 
 def render(runner: ModelRunner, trace: Trace | None, statistic: str, with_mid: bool, position: int, extra: str,
-           large: bool):
-    """(grid, rankings watch, note); computes the lens for this trace the first time."""
+           large: bool, progress=gr.Progress()):
+    """(grid, rankings watch, note); computes the lens for this trace the first time, showing its progress."""
     if trace is None:
         return None, None, ""
     scale = font_scale(large)
     try:
-        row_labels, lens = runner.lens(trace, with_mid)
-    except PromptError as e:  # the model stayed busy
+        row_labels, lens = runner.lens(trace, with_mid, progress=lambda done, what: progress(done, desc=what))
+        watched = watch(runner, trace, clamp(position, 0, trace.n_tokens - 1), with_mid, extra, scale)
+    except PromptError as e:  # dropped to make room, or the model stayed busy
         return gr.update(), gr.update(), f"⚠️ {e}"
     colour, shown = statistic_values(statistic, lens.top_probs.numpy(), lens.rank_final.numpy(), lens.rank_next.numpy(),
                                      lens.kl_to_final.numpy(), lens.entropy.numpy())
     next_ids = np.append(trace.ids[1:], -1)
     grid = lens_grid(row_labels, axis_labels(trace.token_bytes), lens.top_ids.numpy(), lens.top_probs.numpy(), colour,
-                     shown,
-                     statistic, next_ids, lambda i: token_label(runner.token_bytes(i), False, 12), font_scale=scale)
-    position = clamp(position, 0, trace.n_tokens - 1)
+                     shown, statistic, next_ids, lambda i: token_label(runner.token_bytes(i), False, 12),
+                     font_scale=scale)
     first_hit = np.argmax(lens.rank_final.numpy() == 0, axis=0)  # first row already predicting the final token
     note = (f"At the last position the final prediction first becomes the top-1 token at row "
             f"**{row_labels[first_hit[-1]]}**. "
             f"Rows: the residual stream after the embedding and after each layer"
             f"{' (and after each attention block)' if with_mid else ''}, each through the final RMSNorm "
             f"(its own RMS recomputed) and the unembedding.")
-    return grid, watch(runner, trace, position, with_mid, extra, scale), note
+    return grid, watched, note
 
 
 def redraw_if_shown(runner: ModelRunner, trace: Trace | None, statistic: str, with_mid: bool, position: int, extra: str,
@@ -78,15 +79,13 @@ def redraw_if_shown(runner: ModelRunner, trace: Trace | None, statistic: str, wi
 
 
 def after_analyze(runner: ModelRunner, trace: Trace | None, statistic: str, with_mid: bool, position: int, extra: str,
-                  large: bool, active: str):
-    """New prompt: move the watched position to its end; draw only if this tab is showing (the lens costs seconds)."""
+                  large: bool, progress=gr.Progress()):
+    """A new prompt, shown: move the watched position to its end and draw (the lens may already be done)."""
     if trace is None:
         return gr.update(), None, None, ""
     last = trace.n_tokens - 1
-    slider = gr.update(maximum=max(last, 1), value=last)
-    if active != TAB_ID:
-        return slider, None, None, "Open this tab to compute the lens for the new prompt."
-    return (slider, *render(runner, trace, statistic, with_mid, last, extra, large))
+    return (gr.update(maximum=max(last, 1), value=last), *render(runner, trace, statistic, with_mid, last, extra, large,
+                                                                 progress))
 
 
 def build(ctx: TabContext) -> TabView:
@@ -106,17 +105,14 @@ def build(ctx: TabContext) -> TabView:
     with gr.Row():
         position = gr.Slider(0, 1, value=1, step=1, label="Position to watch", elem_id="lens-position", scale=2)
         extra = gr.Textbox(label="Also watch these tokens (comma-separated)", placeholder=" Paris, London",
-                           elem_id="lens-tokens",
-                           scale=2)
+                           elem_id="lens-tokens", scale=2)
     watch_plot = gr.Plot(label="Rankings watch", elem_id="lens-watch", show_label=False)
 
     inputs = [ctx.trace, statistic, with_mid, position, extra, ctx.large]
     outputs = [grid, watch_plot, note]
-    draw = Event(bind(render, ctx.runner), inputs, outputs, runs_model=True)
+    draw = bind(render, ctx.runner)  # may compute a lens (seconds, with a progress bar) or read the kept one
     for control in (statistic, with_mid, position):
-        control.input(draw.fn, inputs, outputs, **READ_ONLY)
-    extra.submit(draw.fn, inputs, outputs, **READ_ONLY)
+        control.input(draw, inputs, outputs, **MODEL_RUN)
+    extra.submit(draw, inputs, outputs, **MODEL_RUN)
     ctx.large.change(bind(redraw_if_shown, ctx.runner), [*inputs, ctx.active], outputs, **READ_ONLY)
-    return TabView(render=Event(bind(after_analyze, ctx.runner), [*inputs, ctx.active], [position, *outputs],
-                                runs_model=True),
-                   on_show=draw)
+    return TabView(render=Event(bind(after_analyze, ctx.runner), inputs, [position, *outputs], runs_model=True))

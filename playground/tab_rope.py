@@ -13,9 +13,9 @@ import numpy as np
 from .figures.rope import absolute_vs_relative_figure, angle_heatmap, decay_figure, pair_rotation_figure, scores_figure
 from .figures.tokens import axis_labels
 from .rope_formulas import rotate_pairs
-from .runner import ModelRunner
+from .runner import ModelRunner, PromptError
 from .trace import Trace
-from .ui import READ_ONLY, Event, TabContext, TabView, bind, clamp, font_scale, layer_head
+from .ui import READ_ONLY, Event, TabContext, TabView, bind, clamp, font_scale, layer_head, scriptable
 
 LATEX = [{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": "$", "display": False}]
 
@@ -49,7 +49,10 @@ def render(runner: ModelRunner, trace: Trace | None, layer: int, head: int, quer
     key = clamp(key, 0, query)
     kv = cfg.kv_head_of(head)
     labels = axis_labels(trace.token_bytes)
-    tensors = runner.layer(trace, layer)
+    try:
+        tensors = runner.layer(trace, layer)
+    except PromptError as e:  # dropped to make room, or the model stayed busy
+        return gr.update(), gr.update(), decay, gr.update(), gr.update(), f"⚠️ {e}"
     q, k = tensors.q[:, head].astype(np.float64), tensors.k[:, kv].astype(np.float64)  # (T, d), before RoPE
     positions = np.arange(T)
     rot_q, rot_k = rotate_pairs(q, positions, base), rotate_pairs(k, positions, base)
@@ -109,8 +112,8 @@ def build(ctx: TabContext) -> TabView:
     inputs = [ctx.trace, layer, head, query, key, log_base, ctx.large]
     outputs = [pairs, angles, decay, scores, relative, note]
     draw = bind(render, ctx.runner)
-    for control in (layer, head, query, key, log_base):
-        control.input(draw, inputs, outputs, **READ_ONLY)  # user moves only; after Analyze, after_analyze draws
+    for control in (layer, head, query, key, log_base):  # user moves only; after Analyze, after_analyze draws
+        control.input(draw, inputs, outputs, **(scriptable(READ_ONLY, "rope") if control is query else READ_ONLY))
     ctx.large.change(draw, inputs, outputs, **READ_ONLY)
     reset.click(lambda: model_log_base, None, log_base, **READ_ONLY).then(draw, inputs, outputs, **READ_ONLY)
     return TabView(render=Event(bind(after_analyze, ctx.runner), inputs, [query, key, *outputs]))

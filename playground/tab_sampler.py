@@ -1,8 +1,9 @@
 """Sampler tab: the next-token distribution and every step of a modern sampler chain, live.
 
 Slider moves recompute the chain on cached logits (no model run). Step-by-step generation
-keeps a per-visitor `GenSession` whose KV cache starts from the trace's own keys and values,
-so each new token costs one position of compute; going back just shortens the cache.
+keeps a per-visitor `GenSession` whose KV cache starts from the keys and values of the
+trace's residual streams, so each new token costs one position of compute; going back just
+shortens the cache.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ from .figures.sampler import (
 from .figures.tokens import token_label
 from .runner import ModelRunner
 from .trace import Trace
-from .ui import MODEL_CONCURRENCY, READ_ONLY, Event, TabContext, TabView, bind, clamp, font_scale, session_state
+from .ui import (
+    MODEL_CONCURRENCY, READ_ONLY, Event, TabContext, TabView, bind, clamp, font_scale, scriptable, session_state,
+)
 
 CSS = GENERATION_CSS
 
@@ -36,46 +39,81 @@ ORDERS = ("HF transformers", "llama.cpp")
 STEP_OPTIONS = dict(concurrency_limit=2 * MODEL_CONCURRENCY, api_visibility="private")  # one short model step each
 
 
-@dataclass
+@dataclass(eq=False)
 class GenSession:
-    """One visitor's generation: the prompt, the tokens chosen so far, and what the model said after each."""
+    """One visitor's generation: the prompt, the tokens chosen so far, and the model's next-token logits now.
 
+    The KV cache is built from the trace on the first step (so a visitor who only looks at the
+    distribution holds none) and counts against the server's memory budget like the trace; if
+    it is dropped to make room, the next step rebuilds it.
+    """
+
+    trace: Trace
     prompt_ids: list[int]
     prompt_text: str
-    logits: list[np.ndarray]  # next-token logits after the prompt, then after each generated token
-    cache: KVCache
+    logits: np.ndarray  # (V,) next-token logits after the prompt and the generated tokens
     generated: list[int] = field(default_factory=list)
     chosen_p: list[float] = field(default_factory=list)  # probability each token was chosen with
+    cache: KVCache | None = None
+    dropped: bool = False
 
     @classmethod
     def start(cls, runner: ModelRunner, trace: Trace) -> GenSession:
-        """Start from an analysed prompt: its logits, and its keys/values (after RoPE) as the cache."""
-        cache = runner.generation_cache(trace, MAX_NEW_TOKENS)
-        return cls(trace.ids.tolist(), runner.decode(trace.ids.tolist()), [trace.next_logits], cache)
+        """Start from an analysed prompt and its next-token logits."""
+        return cls(trace, trace.ids.tolist(), runner.decode(trace.ids.tolist()), trace.next_logits)
+
+    @property
+    def nbytes(self) -> int:
+        return self.logits.nbytes + (0 if self.cache is None else sum(t.nbytes for t in (*self.cache.k, *self.cache.v)))
+
+    def drop(self) -> None:
+        self.cache, self.dropped = None, True
+
+    def _rebuild(self, runner: ModelRunner, tokens: list[int]) -> np.ndarray:
+        """A new cache: the prompt's keys and values from the trace, then `tokens` stepped; the logits after them."""
+        self.cache = runner.generation_cache(self.trace, MAX_NEW_TOKENS)
+        self.dropped = False
+        runner.budget.admit(self)
+        logits = self.trace.next_logits
+        for token in tokens:
+            logits = runner.step(token, self.cache)
+        return logits
 
     def push(self, runner: ModelRunner, token: int, p: float) -> None:
         """Append a token: one forward step over it with the cache."""
         if len(self.generated) >= MAX_NEW_TOKENS:
             raise ValueError(f"the limit is {MAX_NEW_TOKENS} generated tokens; press Reset to start again")
-        logits = runner.step(token, self.cache)
+        if self.cache is None:
+            self._rebuild(runner, self.generated)
+        self.logits = runner.step(token, self.cache)
         self.generated.append(token)
         self.chosen_p.append(p)
-        self.logits.append(logits)
 
-    def pop(self) -> None:
-        if self.generated:
-            self.generated.pop()
-            self.chosen_p.pop()
-            self.logits.pop()
-            self.cache.length -= 1
+    def pop(self, runner: ModelRunner) -> None:
+        """Go back one token: the cache loses two positions and the last kept token is stepped again for its logits
+        (cheaper than keeping every step's logits: 128 x 49,152 floats)."""
+        if not self.generated:
+            return
+        self.generated.pop()
+        self.chosen_p.pop()
+        if not self.generated:
+            self.reset()
+        elif self.cache is None:
+            self.logits = self._rebuild(runner, self.generated)
+        else:
+            self.cache.length -= 2
+            self.logits = runner.step(self.generated[-1], self.cache)
 
     def reset(self) -> None:
-        while self.generated:
-            self.pop()
+        self.generated.clear()
+        self.chosen_p.clear()
+        self.logits = self.trace.next_logits
+        if self.cache is not None:
+            self.cache.length = self.trace.n_tokens
 
     def distribution(self, settings: SamplerSettings) -> torch.Tensor:
         """The next-token probabilities after the chain, with this session's history."""
-        return distribution(torch.from_numpy(self.logits[-1]), settings, self.prompt_ids, self.generated)
+        return distribution(torch.from_numpy(self.logits), settings, self.prompt_ids, self.generated)
 
 
 def settings_from(order: str, temperature, top_k, top_p, min_p, typical_p, repetition, presence,
@@ -108,7 +146,7 @@ def render(runner: ModelRunner, session: GenSession | None, *values):
     except ValueError as e:
         return gr.update(), gr.update(), gr.update(), gr.update(), gr.update(), f"⚠️ {e}"
     scale = font_scale(large)
-    logits = torch.from_numpy(session.logits[-1])
+    logits = torch.from_numpy(session.logits)
     history = dict(prompt_ids=session.prompt_ids, generated_ids=session.generated)
     st = stages(logits, settings, **history)
     raw, final = st[0].probs, st[-1].probs
@@ -167,7 +205,7 @@ def _seeded_draw(seed) -> callable:
     """A choice drawn from the chain; the seed and the step number fix it, so the same choices replay the same text."""
     def choose(session: GenSession, settings: SamplerSettings) -> int:
         generator = torch.Generator().manual_seed(int(seed or 0) * 100_003 + len(session.generated))
-        return int(sample(torch.from_numpy(session.logits[-1]), settings, generator, session.prompt_ids,
+        return int(sample(torch.from_numpy(session.logits), settings, generator, session.prompt_ids,
                           session.generated))
     return choose
 
@@ -194,7 +232,10 @@ def force_token(runner: ModelRunner, session: GenSession | None, seed: int, larg
 
 def back(runner: ModelRunner, session: GenSession | None, large: bool):
     if session is not None:
-        session.pop()
+        try:
+            session.pop(runner)
+        except ValueError as e:  # dropped to make room, or the model stayed busy
+            return session, show_text(runner, session, large), f"⚠️ {e}"
     return session, show_text(runner, session, large), ""
 
 
@@ -299,7 +340,8 @@ def build(ctx: TabContext) -> TabView:
     view = Event(bind(render, runner), [session, *controls, top_n, ctx.large],
                  [bars, matrix, orders, export, table, message])
     for control in (*controls, top_n, ctx.large):
-        control.change(view.fn, view.inputs, view.outputs, **READ_ONLY)
+        options = scriptable(READ_ONLY, "sampler") if control is temperature else READ_ONLY
+        control.change(view.fn, view.inputs, view.outputs, **options)
 
     step_inputs = [session, seed, ctx.large, *controls]
     step_outputs = [session, text, message]
@@ -310,8 +352,8 @@ def build(ctx: TabContext) -> TabView:
         (generate_btn.click, generate_n, [session, n_generate, seed, ctx.large, *controls]),
     ):
         view.then(trigger(bind(handler, runner), inputs, step_outputs, **STEP_OPTIONS))
-    for button, handler in ((back_btn, back), (reset_btn, reset)):
-        view.then(button.click(bind(handler, runner), [session, ctx.large], step_outputs, **READ_ONLY))
+    view.then(back_btn.click(bind(back, runner), [session, ctx.large], step_outputs, **STEP_OPTIONS))
+    view.then(reset_btn.click(bind(reset, runner), [session, ctx.large], step_outputs, **READ_ONLY))
     draw_btn.click(bind(draw_samples, runner), [session, n_draws, seed, top_n, ctx.large, *controls], [draws],
                    **READ_ONLY)
 

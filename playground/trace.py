@@ -1,20 +1,32 @@
 """One model run per prompt, kept as a `Trace` that every tab reads.
 
-The runner fills a trace once per Analyze; it lives in the visitor's `gr.State`, and moving
-a slider reads it and never re-runs the model. Also here: the pure functions that summarise
-a trace's attention (head statistics, the four stages of one head).
+A trace keeps what cannot be cheaply recomputed and nothing more: the residual stream after
+the embedding and after every layer (float32, exact), the logits after the prompt, each
+token's surprisal, every head's statistics and a 30 x 30 thumbnail of its pattern. One
+layer's q, k, v and attention pattern are recomputed from its residual when shown (a few
+milliseconds; `ModelRunner.layer`), and the last few layers shown are kept. At 512 tokens
+that is about 37 MB a visitor instead of 440 MB.
+
+A trace may be dropped to make room for other visitors (`TraceBudget`): its large arrays
+are released, and the tabs say so plainly. Also here: the pure functions that summarise
+attention (head statistics, the four stages of one head).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import tempfile
+import itertools
+import threading
+import weakref
+from collections import OrderedDict
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
+import torch
 
 from model.lens import LensResult
+
+KEPT_LAYERS = 2  # recomputed layers kept per trace (the one shown and the one before)
+_SERIALS = itertools.count()
 
 
 @dataclass(frozen=True)
@@ -28,10 +40,14 @@ class LayerTensors:
     rot_k: np.ndarray  # (T, G, Dh) after RoPE
     pattern: np.ndarray  # (H, T, T) attention weights
 
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in (self.q, self.k, self.v, self.rot_q, self.rot_k, self.pattern))
 
-@dataclass
+
+@dataclass(eq=False)
 class Trace:
-    """Everything the tabs show about one prompt, as numpy arrays (T tokens, L layers, H heads)."""
+    """Everything the tabs show about one prompt (T tokens, L layers, H heads, D d_model)."""
 
     prompt: str  # the text encoded (unencodable characters already replaced)
     chat: bool  # the prompt was wrapped in the model's chat template
@@ -40,17 +56,17 @@ class Trace:
     special: np.ndarray  # (T,) bool: control tokens such as <|im_start|>
     surprisal: np.ndarray  # (T,) -log2 p(token | prefix) in bits; NaN at position 0
     next_logits: np.ndarray  # (V,) logits after the last position
-    q: np.ndarray  # (L, T, H, Dh) before RoPE
-    k: np.ndarray  # (L, T, G, Dh) before RoPE
-    v: np.ndarray  # (L, T, G, Dh)
-    rot_q: np.ndarray  # (L, T, H, Dh) after RoPE
-    rot_k: np.ndarray  # (L, T, G, Dh) after RoPE
-    pattern: np.ndarray  # (L, H, T, T) attention weights, float32
+    resid: np.ndarray | None  # (L + 1, T, D): after the embedding, then after each layer; None once dropped
     head_stats: np.ndarray  # (L, H, 4): see HEAD_STAT_NAMES
-    resid: np.ndarray  # (L + 1, T, D): after the embedding, then after each layer (resid_post)
-    resid_mid: np.ndarray  # (L, T, D): inside each layer, after attention and before the MLP
+    thumbnails: np.ndarray  # (L, H, c, c) uint8: each head's pattern shrunk to colour levels (the overview)
     notes: list[str] = field(default_factory=list)  # what was changed about the prompt, for the user
-    lens: dict[str, LensResult] = field(default_factory=dict)  # logit-lens results, computed on first view
+    lens: dict[str, LensResult] = field(default_factory=dict)  # logit-lens results by rows ("post", "mid")
+    resid_mid: np.ndarray | None = None  # (L, T, D) after each attention block, computed when first asked for
+    layers: OrderedDict = field(default_factory=OrderedDict)  # layer -> LayerTensors, the last few shown
+    dropped: bool = False  # its large arrays were released to make room for other visitors
+    lens_jobs: dict = field(default_factory=dict)  # rows -> a logit-lens computation in progress
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)  # guards lens_jobs and layers
+    serial: int = field(default_factory=lambda: next(_SERIALS))  # tells traces apart (which one a tab shows)
 
     @property
     def n_tokens(self) -> int:
@@ -58,53 +74,49 @@ class Trace:
 
     @property
     def n_layers(self) -> int:
-        return self.pattern.shape[0]
+        return self.head_stats.shape[0]
 
-    def layer(self, layer: int) -> LayerTensors:
-        return LayerTensors(self.q[layer], self.k[layer], self.v[layer], self.rot_q[layer], self.rot_k[layer],
-                            self.pattern[layer])
+    @property
+    def nbytes(self) -> int:
+        """Bytes held in arrays (what the memory budget counts)."""
+        arrays = [self.ids, self.special, self.surprisal, self.next_logits, self.head_stats, self.thumbnails]
+        arrays += [a for a in (self.resid, self.resid_mid) if a is not None]
+        lens = sum(t.nbytes for r in self.lens.values() for t in vars(r).values())
+        return sum(a.nbytes for a in arrays) + sum(t.nbytes for t in list(self.layers.values())) + lens
 
-    def lens_rows(self, with_mid: bool) -> tuple[list[str], np.ndarray]:
-        """Row labels and residual streams (R, T, D) for the logit lens, bottom to top:
-        the embedding, then each layer (after its attention block too, with_mid)."""
-        L = self.n_layers
-        if not with_mid:
-            return ["embed"] + [f"L{l}" for l in range(L)], self.resid
-        labels = ["embed"] + [name for l in range(L) for name in (f"L{l} attn", f"L{l}")]
-        interleaved = np.stack([self.resid_mid, self.resid[1:]], axis=1).reshape(2 * L, *self.resid.shape[1:])
-        return labels, np.concatenate([self.resid[:1], interleaved])
+    def drop(self) -> None:
+        """Release the large arrays; what is left still shows tokens and statistics, and says why the rest is gone."""
+        self.dropped = True
+        self.resid = self.resid_mid = None
+        self.layers.clear()
+        self.lens_jobs.clear()
 
-    def export(self, folder: str | Path | None = None) -> Path:
-        """Every array of the trace in an .npz file (`numpy.load` reads it), for notebooks."""
-        arrays = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if isinstance(getattr(self, f.name),
-                                                                                                np.ndarray)}
-        arrays.update(prompt=np.array(self.prompt), chat=np.array(self.chat),
-                      token_bytes=np.array([b.hex() for b in self.token_bytes]),
-                      head_stat_names=np.array(HEAD_STAT_NAMES))
-        path = Path(folder or tempfile.mkdtemp(prefix="trace-")) / "trace.npz"
-        np.savez(path, **arrays)
-        return path
+    def keep_layer(self, layer: int, tensors: LayerTensors) -> None:
+        with self.lock:
+            self.layers[layer] = tensors
+            self.layers.move_to_end(layer)
+            while len(self.layers) > KEPT_LAYERS:
+                self.layers.popitem(last=False)
 
 
 HEAD_STAT_NAMES = ("first token", "previous token", "self", "entropy (bits)")  # as shown
 HEAD_STAT_KEYS = ("first_token", "previous_token", "self", "entropy_bits")  # as the API names them
 
 
-def head_statistics(pattern: np.ndarray) -> np.ndarray:
-    """(L, H, 4) per-head means over query positions of attention to the first token, the
-    previous token and itself, and the entropy of each row in bits. Query 0 is left out of
-    the first two (it can only attend to itself); NaN when there is no such query."""
-    L, H, T, _ = pattern.shape
-    stats = np.full((L, H, 4), np.nan, dtype=np.float32)
-    rows = np.arange(T)
+def head_statistics(pattern: torch.Tensor | np.ndarray) -> np.ndarray:
+    """(..., H, 4) per-head means over query positions of attention to the first token, the
+    previous token and itself, and the entropy of each row in bits, for patterns (..., H, T, T).
+    Query 0 is left out of the first two (it can only attend to itself); NaN when there is no such query."""
+    p = torch.as_tensor(pattern).float()
+    T = p.shape[-1]
+    stats = torch.full((*p.shape[:-2], 4), float("nan"))
+    rows = torch.arange(T)
     if T > 1:
-        stats[..., 0] = pattern[:, :, 1:, 0].mean(-1)
-        stats[..., 1] = pattern[:, :, rows[1:], rows[1:] - 1].mean(-1)
-    stats[..., 2] = pattern[:, :, rows, rows].mean(-1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        plogp = np.where(pattern > 0, pattern * np.log2(pattern), 0.0)
-    stats[..., 3] = -plogp.sum(-1).mean(-1)
-    return stats
+        stats[..., 0] = p[..., 1:, 0].mean(-1)
+        stats[..., 1] = p[..., rows[1:], rows[1:] - 1].mean(-1)
+    stats[..., 2] = p[..., rows, rows].mean(-1)
+    stats[..., 3] = -torch.special.xlogy(p, p).sum(-1).mean(-1) / np.log(2)  # 0 log 0 = 0
+    return stats.numpy()
 
 
 def attention_stages(q: np.ndarray, k: np.ndarray) -> dict[str, np.ndarray]:
@@ -116,3 +128,50 @@ def attention_stages(q: np.ndarray, k: np.ndarray) -> dict[str, np.ndarray]:
     masked = np.where(causal, scaled, -np.inf)
     exp = np.exp(masked - masked.max(-1, keepdims=True))
     return {"scores": raw, "scaled": scaled, "masked": masked, "softmax": exp / exp.sum(-1, keepdims=True)}
+
+
+class TraceBudget:
+    """A server-wide limit on the bytes all visitors' traces (and other droppable state) hold.
+
+    Admitting a new one drops the least recently used others until the total fits; using one
+    (`touch`) makes it the most recent. Entries are weak: state Gradio discards (a closed page,
+    an expired session) leaves the budget by itself.
+    """
+
+    def __init__(self, limit_bytes: int) -> None:
+        self.limit = limit_bytes
+        self._entries: OrderedDict[int, weakref.ref] = OrderedDict()
+        self._mutex = threading.Lock()
+
+    def _live(self) -> list:
+        items = [(key, ref()) for key, ref in self._entries.items()]
+        for key, obj in items:
+            if obj is None or obj.dropped:
+                del self._entries[key]
+        return [obj for _, obj in items if obj is not None and not obj.dropped]
+
+    def total(self) -> int:
+        with self._mutex:
+            return sum(obj.nbytes for obj in self._live())
+
+    def admit(self, obj) -> list:
+        """Count obj (anything with nbytes, dropped and drop()); drop the least recently used others to fit.
+        Returns the ones dropped."""
+        with self._mutex:
+            self._entries[id(obj)] = weakref.ref(obj)
+            self._entries.move_to_end(id(obj))
+            live = self._live()
+            total = sum(o.nbytes for o in live)
+            evicted = []
+            for old in live[:-1]:  # oldest first, never the one just admitted
+                if total <= self.limit:
+                    break
+                total -= old.nbytes
+                old.drop()
+                evicted.append(old)
+            return evicted
+
+    def touch(self, obj) -> None:
+        with self._mutex:
+            if id(obj) in self._entries:
+                self._entries.move_to_end(id(obj))

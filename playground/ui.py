@@ -2,8 +2,8 @@
 
 A tab is a module with `build(ctx: TabContext) -> TabView` (and, if it styles HTML of its
 own, a `CSS` string). The shell hands each tab the same context (the runner, the visitor's
-trace, presenter mode, the active tab) and wires
-the view it gets back: `render` after every Analyze, `on_show` when the tab is opened.
+trace, presenter mode, the active tab) and runs the `render` it gets back when the tab
+shows a trace it has not drawn yet (`TabDrawing`).
 Handlers are module-level functions whose first argument is the runner; `bind` fixes it
 for Gradio, keeping the signature Gradio inspects for event data.
 """
@@ -24,9 +24,18 @@ from .runner import ModelRunner
 # Event options. READ_ONLY: handlers that only read a visitor's own state: no model run, so any
 # number may run at once, hidden from the API, no progress spinner. MODEL_RUN: handlers that
 # run the shared model: two at a time through Gradio's queue (the runner's lock then orders them).
+# ANALYZE: analyses, up to ANALYSES_AT_ONCE at a time, so that a burst reaches the runner together
+# and runs as one batched forward (the runner's lock still runs the model once at a time).
 MODEL_CONCURRENCY = 2
+ANALYSES_AT_ONCE = 32
 READ_ONLY = dict(concurrency_limit=None, api_visibility="private", show_progress="hidden")
 MODEL_RUN = dict(concurrency_limit=MODEL_CONCURRENCY, api_visibility="private")
+ANALYZE = dict(concurrency_limit=ANALYSES_AT_ONCE, api_visibility="private")
+
+
+def scriptable(options: dict, name: str) -> dict:
+    """The same event, callable by name from gradio_client but kept out of the API docs (for bench_audience)."""
+    return {**options, "api_visibility": "undocumented", "api_name": name}
 
 SESSION_TTL_S = 3600  # a visitor's state is dropped an hour after their last use, or when the page closes
 PRESENTER_SCALE = 1.5  # text and figure size in presenter mode
@@ -67,9 +76,10 @@ class Event:
     outputs: list
     runs_model: bool = False  # True: queued as MODEL_RUN; False: READ_ONLY
 
-    def then(self, event):
-        """Chain this handler after a Gradio event; returns the new event."""
-        return event.then(self.fn, self.inputs, self.outputs, **(MODEL_RUN if self.runs_model else READ_ONLY))
+    def then(self, event, name: str | None = None):
+        """Chain this handler after a Gradio event (callable by `name` if given); returns the new event."""
+        options = MODEL_RUN if self.runs_model else READ_ONLY
+        return event.then(self.fn, self.inputs, self.outputs, **(scriptable(options, name) if name else options))
 
 
 @dataclass(frozen=True)
@@ -84,10 +94,54 @@ class TabContext:
 
 @dataclass(frozen=True)
 class TabView:
-    """What a tab gives back: how to redraw it from a new trace, and, for costly tabs, when shown."""
+    """What a tab gives back: how to draw it from a new trace (inputs[0] is the trace). The shell runs it for the
+    tab on show after an Analyze, and for the others when they are first opened (`drawn_when_shown`)."""
 
-    render: Event  # after every Analyze (inputs[0] is the trace)
-    on_show: Event | None = None  # when the visitor opens the tab
+    render: Event
+
+
+NEVER = "never"  # a tab that has drawn no trace yet
+
+
+class TabDrawing:
+    """Every tab's render as one event, run for the tab showing: after an Analyze it draws the new trace and the
+    other tabs draw it when first opened (once per trace; `drawn` remembers which trace each tab shows), so a
+    visitor pays only for what they look at, and an Analyze costs the server two events, not one per tab.
+    A `footer` (fn(showing, *inputs) -> one value, such as the link to this view) is refreshed with it."""
+
+    def __init__(self, ids: list[str], renders: list[Event], trace: gr.State, active: gr.State, drawn: gr.State,
+                 footer: Event | None = None):
+        self.ids, self.renders, self.footer = ids, renders, footer
+        self.trace, self.active, self.drawn = trace, active, drawn
+        self.takes_progress = ["progress" in inspect.signature(r.fn).parameters for r in renders]
+        self.outputs = [drawn, *(c for r in renders for c in r.outputs), *(footer.outputs if footer else [])]
+        self.values = [c for r in renders for c in r.inputs[1:]] + (list(footer.inputs) if footer else [])
+
+    def draw(self, showing: str, trace, shown: dict, values: tuple, progress) -> tuple:
+        key = None if trace is None else trace.serial
+        out, shown = [], dict(shown or {})
+        for tab_id, render, progressive in zip(self.ids, self.renders, self.takes_progress):
+            own, values = values[: len(render.inputs) - 1], values[len(render.inputs) - 1 :]
+            if tab_id != showing or shown.get(tab_id, NEVER) == key:
+                out += [gr.update()] * len(render.outputs)  # hidden, or already showing this trace
+                continue
+            out += list(render.fn(trace, *own, **({"progress": progress} if progressive else {})))
+            shown[tab_id] = key
+        if self.footer:
+            out.append(self.footer.fn(showing, *values))
+        return (shown, *out)
+
+    def after_analyze(self) -> Event:
+        """The tab showing draws the new trace."""
+        def draw_showing(trace, shown: dict, showing: str, *values, progress=gr.Progress()):
+            return self.draw(showing, trace, shown, values, progress)
+        return Event(draw_showing, [self.trace, self.drawn, self.active, *self.values], self.outputs, runs_model=True)
+
+    def on_open(self, tab_id: str) -> Event:
+        """The tab becomes the one showing, and draws the trace if it has not yet."""
+        def open_tab(trace, shown: dict, *values, progress=gr.Progress()):
+            return (tab_id, *self.draw(tab_id, trace, shown, values, progress))
+        return Event(open_tab, [self.trace, self.drawn, *self.values], [self.active, *self.outputs], runs_model=True)
 
 
 def bind(fn: Callable, runner: ModelRunner) -> Callable:

@@ -103,14 +103,12 @@ def free_port() -> int:
 @pytest.fixture(scope="session")
 def server(runner):
     """The app on a free loopback port, for the whole test session."""
-    from app import create_app, launch_options
-    from playground.ui import MODEL_CONCURRENCY
+    from app import create_app, launch_options, queued
 
     app = create_app(runner)
     port = free_port()
-    app.queue(default_concurrency_limit=MODEL_CONCURRENCY).launch(
-        server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_options()
-    )
+    queued(app).launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                       **launch_options())
     try:
         yield f"http://127.0.0.1:{port}/"
     finally:

@@ -143,29 +143,46 @@ def _resample(matrix: np.ndarray, size: int) -> np.ndarray:
     return matrix[np.ix_(idx, idx)]
 
 
-def mosaic(patterns: np.ndarray, cell: int, gap: int = 2, highlight: tuple[int, int] | None = None) -> np.ndarray:
-    """Thumbnails of patterns (R, C, T, T) in an R x C grid, as an RGB uint8 image.
+def thumbnail_levels(patterns: np.ndarray, cell: int) -> np.ndarray:
+    """Patterns (..., T, T) shrunk to (..., cell, cell) colour levels 0-255, nearest neighbour.
 
-    Masked (future) cells are grey; `highlight` (row, col) gets a red frame.
+    Small enough to keep for every head of a prompt (30 x 30 bytes each), from which
+    `mosaic_of_levels` draws the overview without the patterns themselves.
     """
-    R, C, T, _ = patterns.shape
+    T = patterns.shape[-1]
+    idx = (np.arange(cell) * T / cell).astype(int)
+    shrunk = np.asarray(patterns)[..., idx[:, None], idx[None, :]]
+    return (np.clip(shrunk, 0, 1) * 255).astype(np.uint8)
+
+
+def mosaic_of_levels(levels: np.ndarray, n_tokens: int, gap: int = 2,
+                     highlight: tuple[int, int] | None = None) -> np.ndarray:
+    """Thumbnails (R, C, cell, cell) of colour levels in an R x C grid, as an RGB uint8 image.
+
+    Masked (future) cells of the n_tokens x n_tokens patterns are grey; `highlight` (row, col) gets a red frame.
+    """
+    R, C, cell, _ = levels.shape
     img = np.full((R * (cell + gap) + gap, C * (cell + gap) + gap, 3), 255, dtype=np.uint8)
     lut = _colormap()
-    future = _resample(np.triu(np.ones((T, T), dtype=bool), k=1), cell)
+    future = _resample(np.triu(np.ones((n_tokens, n_tokens), dtype=bool), k=1), cell)
     for r in range(R):
         for c in range(C):
-            thumb = lut[(np.clip(_resample(patterns[r, c], cell), 0, 1) * 255).astype(np.uint8)]
+            thumb = lut[levels[r, c]]
             thumb[future] = (217, 217, 217)
             y, x = gap + r * (cell + gap), gap + c * (cell + gap)
             img[y : y + cell, x : x + cell] = thumb
     if highlight is not None:
         r, c = highlight
         y, x = r * (cell + gap), c * (cell + gap)
-        img[y : y + cell + 2 * gap, x : x + gap] = img[y : y + cell + 2 * gap,
-                                                       x + cell + gap : x + cell + 2 * gap] = (214, 39, 40)
-        img[y : y + gap, x : x + cell + 2 * gap] = img[y + cell + gap : y + cell + 2 * gap,
-                                                       x : x + cell + 2 * gap] = (214, 39, 40)
+        red, size = (214, 39, 40), cell + 2 * gap
+        img[y : y + size, x : x + gap] = img[y : y + size, x + cell + gap : x + size] = red
+        img[y : y + gap, x : x + size] = img[y + cell + gap : y + size, x : x + size] = red
     return img
+
+
+def mosaic(patterns: np.ndarray, cell: int, gap: int = 2, highlight: tuple[int, int] | None = None) -> np.ndarray:
+    """Thumbnails of patterns (R, C, T, T) in an R x C grid, as an RGB uint8 image (see `mosaic_of_levels`)."""
+    return mosaic_of_levels(thumbnail_levels(patterns, cell), patterns.shape[-1], gap, highlight)
 
 
 def mosaic_cell(x: int, y: int, rows: int, cols: int, cell: int, gap: int = 2) -> tuple[int, int] | None:

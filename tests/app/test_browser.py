@@ -213,3 +213,52 @@ def test_browser_two_sessions_see_only_their_own_prompt(browser, server, real):
     finally:
         for c in contexts:
             c.close()
+
+
+def test_browser_enter_analyzes_and_shift_enter_starts_a_new_line(page, server, real):
+    enc = real[1]
+    open_app(page, server)
+    box = page.locator("#prompt textarea")
+    box.fill("")
+    box.type("First line")
+    box.press("Shift+Enter")
+    box.type("second line")
+    assert box.input_value() == "First line\nsecond line"
+    box.press("Enter")
+    n = len(enc.encode("First line\nsecond line"))
+    page.wait_for_function(f"document.querySelectorAll('#token-spans .tok').length === {n}", timeout=30_000)
+    assert box.input_value() == "First line\nsecond line"  # Enter analyzed; it added no line
+    assert_only_local_requests(page)
+
+
+def open_tab(page, label: str) -> None:
+    """Click a tab, through the 'More tabs' menu where a narrow screen folds it away."""
+    tab = page.get_by_role("tab", name=label)
+    if tab.is_visible():
+        tab.click()
+    else:
+        page.locator('button[aria-label="More tabs"]').click()
+        page.locator(".overflow-dropdown button", has_text=label).click()
+
+
+def test_browser_a_phone_uses_every_tab_without_sideways_scrolling(browser, server):
+    from playground.registry import TABS
+
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    page = context.new_page()
+    try:
+        open_app(page, server)
+        for spec in TABS:
+            open_tab(page, spec.label)
+            figure = page.locator(f"#{spec.figure}")
+            figure.locator(".js-plotly-plot, .tok").first.wait_for(timeout=60_000)
+            assert page.evaluate("document.documentElement.scrollWidth") <= 390, f"{spec.id}: the page scrolls sideways"
+            box = figure.bounding_box()
+            assert box["x"] >= 0 and box["x"] + box["width"] <= 390, f"{spec.id}: {box}"
+            figure.scroll_into_view_if_needed()
+            shot(page, f"phone-{spec.id}")
+        for selector in ("#prompt textarea", "#analyze"):
+            box = page.locator(selector).bounding_box()
+            assert box["x"] >= 0 and box["x"] + box["width"] <= 390
+    finally:
+        context.close()

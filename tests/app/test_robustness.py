@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 
 import numpy as np
 import psutil
@@ -95,3 +96,76 @@ def test_unknown_model_or_path_outside_allowed_locations_is_a_clear_error():
         assert expect in done.stderr and "Traceback" not in done.stderr
 
 
+
+
+def test_the_app_listens_where_a_space_tells_it():
+    """Spaces start `python app.py` with GRADIO_SERVER_NAME=0.0.0.0 and GRADIO_SERVER_PORT: it must listen there."""
+    import urllib.request
+
+    from ..conftest import free_port
+
+    port = free_port()
+    env = {**os.environ, "GRADIO_SERVER_NAME": "0.0.0.0", "GRADIO_SERVER_PORT": str(port), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py")], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1) as page:
+                    assert page.status == 200
+                    break
+            except OSError:
+                assert proc.poll() is None, "the app exited during start-up"
+                time.sleep(0.2)
+        listening = {(c.laddr.ip, c.laddr.port) for c in psutil.Process(proc.pid).net_connections(kind="inet")
+                     if c.status == psutil.CONN_LISTEN}
+        assert ("0.0.0.0", port) in listening, listening
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_more_requests_than_the_queue_holds_get_the_queue_message(tiny_net, tiny_enc):
+    from gradio_client import Client
+
+    from app import create_app, launch_options, queued
+    from playground.runner import ModelRunner
+
+    from ..conftest import free_port
+
+    runner = ModelRunner(tiny_net, tiny_enc, wait_s=3, background_lens=False)
+    app = create_app(runner)
+    port = free_port()
+    queued(app, max_size=2).launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                                   **launch_options())
+    try:
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        runner._lock.acquire()  # the model is busy: two requests run (and wait), two queue, the rest are turned away
+        jobs = [client.submit("the cat", 0, 0, False, api_name="/attention") for _ in range(7)]
+        outcomes = []
+        for job in jobs:
+            try:
+                outcomes.append(str(job.result(timeout=60)))
+            except Exception as e:  # what a client is told when the queue is full
+                outcomes.append(f"{type(e).__name__}: {e}")
+        runner._lock.release()
+        assert any("Queue is full" in o for o in outcomes), outcomes
+        assert client.predict("the cat", 0, 0, False, api_name="/attention")["ids"]  # and then it serves again
+    finally:
+        if runner._lock.locked():
+            runner._lock.release()
+        app.close()
+
+
+def test_a_visitor_who_leaves_mid_analysis_harms_no_one(server, client, real):
+    from gradio_client import Client
+
+    leaving = Client(server, verbose=False)
+    job = leaving.submit("A visitor who closes the page while the model runs on this prompt.", False,
+                         api_name="/analyze")
+    job.cancel()
+    leaving.close()
+    status = client.predict("Someone else's prompt, analysed right after.", False, api_name="/analyze")
+    assert "Analyzed" in status[-1] if isinstance(status, (list, tuple)) else "Analyzed" in status
+    assert client.predict("Hello", 0, 0, False, api_name="/attention")["ids"] == real[1].encode("Hello")

@@ -34,10 +34,29 @@ def test_every_tab_builds_and_renders_from_a_trace(tiny_runner, tiny_trace, spec
     assert drawn, f"{spec.id} drew nothing from a trace"
     empty = view.render.fn(None, *values)  # before any analysis: no error, nothing of another prompt
     assert len(empty) == len(view.render.outputs)
-    if view.on_show is not None:  # a tab drawn only when opened
-        assert view.on_show.inputs[0] is trace
-        opened = view.on_show.fn(tiny_trace, *[c.value for c in view.on_show.inputs[1:]])
-        assert len(opened) == len(view.on_show.outputs) and opened[0] is not None
+
+
+def test_a_tab_draws_when_shown_and_once_per_trace(tiny_runner, tiny_trace):
+    from playground.ui import TabDrawing
+
+    calls = []
+    with gr.Blocks():
+        trace, large, active, drawn = gr.State(None), gr.Checkbox(False), gr.State(TABS[0].id), gr.State({})
+        views = [spec.module.build(TabContext(runner=tiny_runner, trace=trace, large=large, active=active))
+                 for spec in TABS]
+        footer = Event(lambda showing, *values: f"showing {showing}", [large], [gr.Markdown()])
+    renders = [Event(lambda *a, r=v.render, i=spec.id, **k: calls.append(i) or r.fn(*a, **k), v.render.inputs,
+                     v.render.outputs, v.render.runs_model) for spec, v in zip(TABS, views)]
+    drawing = TabDrawing([t.id for t in TABS], renders, trace, active, drawn, footer)
+    values = [c.value for c in drawing.values]
+    after = drawing.after_analyze()
+    shown, *out = after.fn(tiny_trace, {}, TABS[1].id, *values)  # after an Analyze: only the tab showing draws
+    assert calls == [TABS[1].id] and shown == {TABS[1].id: tiny_trace.serial}
+    assert len(out) == len(drawing.outputs) - 1 and out[-1] == f"showing {TABS[1].id}"
+    active_id, shown, *out = drawing.on_open(TABS[3].id).fn(tiny_trace, shown, *values)  # another tab, opened
+    assert active_id == TABS[3].id and calls == [TABS[1].id, TABS[3].id]
+    drawing.on_open(TABS[1].id).fn(tiny_trace, shown, *values)  # back to the first: already drawn
+    assert calls == [TABS[1].id, TABS[3].id]
 
 
 def test_tab_ids_are_unique_and_link_safe():
@@ -72,3 +91,25 @@ def test_only_the_runner_reaches_the_model(path):
                   [n.module or "" for n in imports if isinstance(n, ast.ImportFrom)]
         assert not [m for m in modules if m.split(".")[0] in ("model", "gradio",
                                                               "torch")], f"{path.name} imports {modules}"
+
+
+@pytest.mark.parametrize("spec", TABS, ids=lambda t: t.id)
+def test_every_tab_says_plainly_when_a_trace_was_dropped(tiny_runner, spec):
+    trace = tiny_runner.analyze("the cat sat on the mat")
+    trace.drop()  # the memory budget made room for other visitors
+    view, _, active = build(spec, tiny_runner)
+    shown = view.render.fn(trace, *[spec.id if c is active else c.value for c in view.render.inputs[1:]])
+    texts = " ".join(o for o in shown if isinstance(o, str))
+    needs_the_residuals = spec.id in ("attention", "rope", "lens")
+    assert ("Press Analyze to run it again" in texts) == needs_the_residuals
+
+
+def test_generation_from_a_dropped_trace_says_so(tiny_runner):
+    from playground import tab_sampler
+
+    trace = tiny_runner.analyze("the cat sat on the mat")
+    session = tab_sampler.GenSession.start(tiny_runner, trace)
+    trace.drop()
+    controls = ["HF transformers", 1.0, 0, 1.0, 0.0, 1.0, 1.0, 0.0, 0.0]
+    _, _, message = tab_sampler.sample_next(tiny_runner, session, 0, False, *controls)
+    assert "Press Analyze" in message and session.generated == []

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import numpy as np
 import pytest
 import torch
 
-from playground.runner import ModelBusyError, ModelRunner, PromptError
+from playground.runner import ModelBusyError, ModelRunner, PromptError, TraceDropped
+from playground.trace import HEAD_STAT_NAMES, KEPT_LAYERS, head_statistics
 
 from ..conftest import TINY_PROMPT
 from ..helpers import BAD_PROMPTS, TINY_MISSING_BYTE
@@ -16,24 +20,34 @@ def test_trace_equals_the_model_cache(tiny_runner, tiny_trace, tiny_net, tiny_en
     tokens = torch.tensor([tiny_trace.ids.tolist()])
     logits, cache = tiny_net.run_with_cache(tokens)
     assert tiny_trace.ids.tolist() == tiny_enc.encode(TINY_PROMPT) and tiny_trace.prompt == TINY_PROMPT
+    np.testing.assert_allclose(tiny_trace.resid[0], cache["hook_embed"][0].numpy())
     for layer in range(tiny_net.cfg.n_layers):
-        tensors = tiny_runner.layer(tiny_trace, layer)
-        for name, hook in (("q", "attn.hook_q"), ("k", "attn.hook_k"), ("v", "attn.hook_v"),
-                           ("rot_q", "attn.hook_rot_q"),
-                           ("rot_k", "attn.hook_rot_k"), ("pattern", "attn.hook_pattern")):
-            np.testing.assert_allclose(getattr(tensors, name), cache[f"blocks.{layer}.{hook}"][0].numpy(), atol=1e-6,
-                                       err_msg=name)
         np.testing.assert_allclose(tiny_trace.resid[layer + 1], cache[f"blocks.{layer}.hook_resid_post"][0].numpy(),
                                    atol=1e-6)
-        np.testing.assert_allclose(tiny_trace.resid_mid[layer], cache[f"blocks.{layer}.hook_resid_mid"][0].numpy(),
-                                   atol=1e-6)
-    np.testing.assert_allclose(tiny_trace.resid[0], cache["hook_embed"][0].numpy())
     np.testing.assert_allclose(tiny_trace.next_logits, logits[0, -1].numpy(), atol=1e-5)
     log_probs = logits[0].log_softmax(-1)
     expected = [-float(log_probs[i - 1, t]) / np.log(2) for i, t in enumerate(tiny_trace.ids.tolist()) if i > 0]
     np.testing.assert_allclose(tiny_trace.surprisal[1:], expected, rtol=1e-4)
     assert np.isnan(tiny_trace.surprisal[0])
     assert b"".join(tiny_trace.token_bytes).decode() == TINY_PROMPT
+    patterns = torch.stack([cache[f"blocks.{l}.attn.hook_pattern"][0] for l in range(tiny_net.cfg.n_layers)])
+    np.testing.assert_allclose(tiny_trace.head_stats, head_statistics(patterns), atol=1e-6)
+
+
+@pytest.mark.parametrize("which", ["tiny", "real"])
+def test_layers_recomputed_from_the_residual_equal_the_forward(which, request):
+    """q, k, v, RoPE and the pattern of any layer, recomputed when shown, equal the model's own hooks (1e-6)."""
+    runner, trace = (request.getfixturevalue(f"{which}_runner" if which == "tiny" else "runner"),
+                     request.getfixturevalue(f"{which}_trace" if which == "tiny" else "trace"))
+    net = runner._net
+    _, cache = net.run_with_cache(torch.tensor([trace.ids.tolist()]),
+                                  names_filter=r"attn\.hook_(q|k|v|rot_q|rot_k|pattern)$")
+    for layer in sorted({0, runner.cfg.n_layers // 2, runner.cfg.n_layers - 1}):
+        tensors = runner.layer(trace, layer)
+        for name in ("q", "k", "v", "rot_q", "rot_k", "pattern"):
+            np.testing.assert_allclose(getattr(tensors, name), cache[f"blocks.{layer}.attn.hook_{name}"][0].numpy(),
+                                       atol=1e-6, rtol=0, err_msg=f"layer {layer} {name}")
+    assert len(trace.layers) <= KEPT_LAYERS  # only the last few shown are kept
 
 
 @pytest.mark.parametrize("prompt,message", BAD_PROMPTS)
@@ -89,8 +103,33 @@ def test_lens_is_computed_once_per_trace(tiny_runner, tiny_trace, monkeypatch):
     assert labels == ["embed"] + [f"L{l}" for l in range(tiny_trace.n_layers)]
     import playground.runner as runner_module
 
-    monkeypatch.setattr(runner_module, "logit_lens", lambda *a, **k: pytest.fail("recomputed"))
+    monkeypatch.setattr(runner_module, "LogitLens", lambda *a, **k: pytest.fail("recomputed"))
     assert tiny_runner.lens(tiny_trace, False)[1] is first
+
+
+def test_lens_rows_interleave_after_attention_and_after_each_layer(tiny_runner, tiny_trace, tiny_net):
+    L = tiny_trace.n_layers
+    labels, rows = tiny_runner.lens_rows(tiny_trace, with_mid=False)
+    assert labels == ["embed", *[f"L{l}" for l in range(L)]] and rows.shape[0] == L + 1
+    labels, rows = tiny_runner.lens_rows(tiny_trace, with_mid=True)
+    assert labels[:4] == ["embed", "L0 attn", "L0", "L1 attn"] and len(labels) == rows.shape[0] == 2 * L + 1
+    _, cache = tiny_net.run_with_cache(torch.tensor([tiny_trace.ids.tolist()]), names_filter="hook_resid_mid")
+    np.testing.assert_allclose(rows[labels.index("L1 attn")], cache["blocks.1.hook_resid_mid"][0].numpy(), atol=1e-5)
+    np.testing.assert_array_equal(rows[labels.index("L1")], tiny_trace.resid[2])
+
+
+def test_export_round_trips_every_array(tiny_runner, tiny_trace, tiny_net, tmp_path):
+    data = np.load(tiny_runner.export(tiny_trace, tmp_path))
+    _, cache = tiny_net.run_with_cache(torch.tensor([tiny_trace.ids.tolist()]), names_filter="hook_pattern")
+    patterns = torch.stack([cache[f"blocks.{l}.attn.hook_pattern"][0] for l in range(tiny_net.cfg.n_layers)])
+    np.testing.assert_array_equal(data["ids"], tiny_trace.ids)
+    np.testing.assert_allclose(data["pattern"], patterns.numpy(), atol=1e-6)
+    np.testing.assert_array_equal(data["resid"], tiny_trace.resid)
+    assert data["rot_q"].shape == (tiny_net.cfg.n_layers, tiny_trace.n_tokens, tiny_net.cfg.n_heads,
+                                   tiny_net.cfg.d_head)
+    assert str(data["prompt"]) == tiny_trace.prompt and not bool(data["chat"])
+    assert [bytes.fromhex(h) for h in data["token_bytes"]] == tiny_trace.token_bytes
+    assert list(data["head_stat_names"]) == list(HEAD_STAT_NAMES)
 
 
 def test_token_text(tiny_runner, tiny_enc):
@@ -99,3 +138,96 @@ def test_token_text(tiny_runner, tiny_enc):
     assert tiny_runner.first_token(" cat sat") == ids[1]
     assert tiny_runner.first_token("") is None
     assert tiny_runner.first_token(chr(TINY_MISSING_BYTE)) is not None  # replaced, never an exception
+
+
+# -- many visitors: batching, the memory budget, the background lens --------------------------
+
+
+def test_analyses_that_arrive_together_run_as_one_batch_equal_to_running_alone(tiny_net, tiny_enc, monkeypatch):
+    runner = ModelRunner(tiny_net, tiny_enc, background_lens=False)
+    prompts = ["the cat", "the cat sat on the mat. the cat sat on the", "on the mat the cat sat"]
+    alone = [runner.analyze(p) for p in prompts]
+    batches = []
+    traced = runner._trace_batch
+    monkeypatch.setattr(runner, "_trace_batch", lambda batch: batches.append(len(batch)) or traced(batch))
+    together: dict[str, object] = {}
+    runner._lock.acquire()  # the model is busy: the three queue up
+    threads = [threading.Thread(target=lambda p=p: together.setdefault(p, runner.analyze(p))) for p in prompts]
+    for t in threads:
+        t.start()
+    while runner.waiting < len(prompts):
+        time.sleep(0.01)
+    runner._lock.release()
+    for t in threads:
+        t.join(timeout=30)
+    assert batches == [3]  # one forward for all three, of different lengths
+    for prompt, a in zip(prompts, alone):
+        b = together[prompt]
+        np.testing.assert_array_equal(a.ids, b.ids)
+        np.testing.assert_allclose(b.resid, a.resid, atol=1e-5)
+        np.testing.assert_allclose(b.next_logits, a.next_logits, atol=1e-5)
+        np.testing.assert_allclose(b.surprisal, a.surprisal, atol=1e-4)
+        np.testing.assert_allclose(b.head_stats, a.head_stats, atol=1e-5)
+        assert np.abs(b.thumbnails.astype(int) - a.thumbnails).max() <= 1  # colour levels, rounding aside
+
+
+def test_a_batch_holds_what_fits_and_the_rest_waits(tiny_net, tiny_enc, monkeypatch):
+    import playground.runner as runner_module
+
+    monkeypatch.setattr(runner_module, "MAX_BATCH_TOKENS", 40)
+    runner = ModelRunner(tiny_net, tiny_enc, background_lens=False)
+    batches = []
+    traced = runner._trace_batch
+    monkeypatch.setattr(runner, "_trace_batch",
+                        lambda batch: batches.append([len(r.ids) for r in batch]) or traced(batch))
+    prompts = ["the cat sat on the mat " * 3, "the cat", "on the mat", "the mat sat on the cat " * 3]
+    runner._lock.acquire()
+    threads = [threading.Thread(target=runner.analyze, args=(p,)) for p in prompts]
+    for t in threads:
+        t.start()
+        while runner.waiting < threads.index(t) + 1:  # arrive in this order
+            time.sleep(0.01)
+    runner._lock.release()
+    for t in threads:
+        t.join(timeout=30)
+    assert sorted(sum(batches, [])) == sorted(len(tiny_enc.encode(p)) for p in prompts)
+    assert all(len(b) * max(b) <= 40 or len(b) == 1 for b in batches)
+    assert batches[0][0] == len(tiny_enc.encode(prompts[0]))  # the oldest goes first
+
+
+def test_the_memory_budget_drops_the_least_recently_used_trace(tiny_net, tiny_enc):
+    runner = ModelRunner(tiny_net, tiny_enc, background_lens=False)
+    first, second = runner.analyze("the cat sat"), runner.analyze("on the mat")
+    runner.layer(first, 0)  # first is now the most recently used
+    runner.budget.limit = first.nbytes + second.nbytes + 1000  # room for two
+    third = runner.analyze("the mat sat")  # as long as second; a request while the budget is full is served...
+    assert second.dropped and not first.dropped and not third.dropped  # ...by dropping the least recently used
+    assert runner.budget.total() <= runner.budget.limit
+    with pytest.raises(TraceDropped, match="Press Analyze"):
+        runner.layer(second, 0)
+    assert second.head_stats is not None and second.token_bytes  # tokens and statistics stay
+
+
+def test_the_budget_forgets_traces_nobody_holds(tiny_net, tiny_enc):
+    import gc
+
+    runner = ModelRunner(tiny_net, tiny_enc, background_lens=False)
+    runner.analyze("the cat sat")
+    gc.collect()
+    assert runner.budget.total() == 0
+
+
+def test_the_lens_is_computed_in_the_background_when_the_model_is_idle(tiny_net, tiny_enc):
+    runner = ModelRunner(tiny_net, tiny_enc, background_lens=True)
+    trace = ModelRunner(tiny_net, tiny_enc, background_lens=False).analyze("the cat sat")
+    runner._waiting.append(object())  # someone waits for the model: the background stays out of the way
+    runner.lens_later(trace)
+    time.sleep(0.3)
+    assert "post" not in trace.lens
+    runner._waiting.clear()
+    deadline = time.monotonic() + 10
+    while "post" not in trace.lens and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert "post" in trace.lens
+    _, lens = runner.lens(trace, False)  # opening the tab now costs nothing
+    assert lens is trace.lens["post"]

@@ -37,13 +37,9 @@ def test_after_attention_rows(tiny_runner, tiny_trace):
     assert "after each attention block" in note
 
 
-def test_after_analyze_draws_only_when_shown(tiny_runner, tiny_trace, monkeypatch):
+def test_after_analyze_moves_the_watch_to_the_end(tiny_runner, tiny_trace):
     last = tiny_trace.n_tokens - 1
-    slider, grid, watch, note = tab_lens.after_analyze(tiny_runner, tiny_trace, "top_prob", False, 0, "", False,
-                                                       "attention")
-    assert slider["value"] == last and grid is None and "Open this tab" in note
-    slider, grid, watch, note = tab_lens.after_analyze(tiny_runner, tiny_trace, "top_prob", False, 0, "", False,
-                                                       tab_lens.TAB_ID)
-    assert grid is not None and watch is not None
+    slider, grid, watch, note = tab_lens.after_analyze(tiny_runner, tiny_trace, "top_prob", False, 0, "", False)
+    assert slider["value"] == last and grid is not None and f"position {last}" in watch.layout.title.text
     assert tab_lens.redraw_if_shown(tiny_runner, tiny_trace, "top_prob", False, 0, "", True,
                                     "rope")[0] == {"__type__": "update"}

@@ -46,23 +46,3 @@ def test_previous_token_heads_are_found_in_the_real_model(runner, trace):
     assert np.nanmax(trace.head_stats[..., 1]) > 0.5
     for layer in (0, runner.cfg.n_layers // 2, runner.cfg.n_layers - 1):
         np.testing.assert_allclose(runner.layer(trace, layer).pattern.sum(-1), 1.0, atol=1e-5)
-
-
-def test_lens_rows_interleave_after_attention_and_after_each_layer(tiny_trace):
-    L = tiny_trace.n_layers
-    labels, rows = tiny_trace.lens_rows(with_mid=False)
-    assert labels == ["embed", *[f"L{l}" for l in range(L)]] and rows.shape[0] == L + 1
-    labels, rows = tiny_trace.lens_rows(with_mid=True)
-    assert labels[:4] == ["embed", "L0 attn", "L0", "L1 attn"] and len(labels) == rows.shape[0] == 2 * L + 1
-    np.testing.assert_array_equal(rows[labels.index("L1 attn")], tiny_trace.resid_mid[1])
-    np.testing.assert_array_equal(rows[labels.index("L1")], tiny_trace.resid[2])
-
-
-def test_export_round_trips_every_array(tiny_trace, tmp_path):
-    data = np.load(tiny_trace.export(tmp_path))
-    np.testing.assert_array_equal(data["ids"], tiny_trace.ids)
-    np.testing.assert_array_equal(data["pattern"], tiny_trace.pattern)
-    np.testing.assert_array_equal(data["resid"], tiny_trace.resid)
-    assert str(data["prompt"]) == tiny_trace.prompt and not bool(data["chat"])
-    assert [bytes.fromhex(h) for h in data["token_bytes"]] == tiny_trace.token_bytes
-    assert list(data["head_stat_names"]) == list(HEAD_STAT_NAMES)

@@ -1,0 +1,180 @@
+"""An audience on one server: N visitors at once, through the same events the page sends (run by hand).
+
+    python bench/bench_audience.py --visitors 30 --tokens 16
+    python bench/bench_audience.py --visitors 10 --tokens 500
+
+Starts the real `python app.py` and, for each visitor, a gradio_client session that does what a
+browser does: Analyze and the draw that follows it (the tab showing draws the trace), then
+opens three tabs (each draws the trace when opened) and moves one control in each (a layer
+on Attention, the query on RoPE, the temperature on the Sampler): six interactions.
+The clients run on the same machine as the server, and gradio_client costs about twice the
+server's CPU per event, so these times are pessimistic for visitors on their own machines.
+
+Two phases, each on a fresh server:
+- latency: all visitors start together; p50 / p95 / max of the analysis alone, of the page
+  ready (analysis and every tab drawn), and of the interactions; errors; peak resident memory.
+- memory: the visitors arrive one after another and stay; resident memory after each. What
+  each visitor adds is the slope after the first two (the allocator keeps freed memory, so the
+  first analyses also pay for the transient peak, once).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+WORDS = ("attention rotary position embedding residual stream layer norm query key value head token logit lens "
+         "sampler temperature probability softmax gradient weight matrix vector").split()
+
+# Every tab's controls at their starting values, in the order the page sends them (tokenization, attention, RoPE,
+# logit lens, sampler, then the link's prompt, chat and presenter mode).
+CONTROLS = (False, False, ["cl100k_base"], False,  0, 0, False, "previous token",  0, 0, 1, 0, 5.0, False,
+            "top_prob", False, 1, "", False,  "HF transformers", 1.0, 0, 1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 15, False)
+INTERACTIONS = [  # open a tab (it draws the trace), then move one of its controls
+    ("/open_attention", None), ("/attention_head", (7, 4, False)),
+    ("/open_rope", None), ("/rope", (7, 4, 3, 1, 5.0, False)),
+    ("/open_sampler", None), ("/sampler", ("HF transformers", 0.7, 40, 0.9, 0.0, 1.0, 1.0, 0.0, 0.0, 15, False)),
+]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server() -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--port", str(port)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/"
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return proc, url
+        except OSError:
+            if proc.poll() is not None:
+                raise SystemExit("the app exited during start-up")
+            time.sleep(0.1)
+
+
+def prompt_of(visitor: int, tokens: int) -> str:
+    """About `tokens` tokens of text, different for every visitor (these words are about 1.1 tokens each)."""
+    words = [WORDS[(visitor * 7 + i * 3) % len(WORDS)] for i in range(int((tokens - 5) / 1.1))]
+    return f"Visitor {visitor}: " + " ".join(words)
+
+
+def visit(url: str, visitor: int, tokens: int, times: dict, errors: list, start: threading.Barrier | None,
+          keep: list | None = None) -> None:
+    from gradio_client import Client
+
+    client = Client(url, verbose=False)
+    if keep is not None:
+        keep.append(client)  # the session stays open (its state stays on the server)
+    if start is not None:
+        start.wait()
+    try:
+        began = time.perf_counter()
+        prompt = prompt_of(visitor, tokens)
+        status = client.predict(prompt, False, api_name="/analyze")
+        times["analysis"].append(time.perf_counter() - began)
+        if "Analyzed" not in str(status):
+            errors.append(f"visitor {visitor}: {status}")
+        client.predict(*CONTROLS, prompt, False, False, api_name="/draw")
+        times["page ready"].append(time.perf_counter() - began)
+        for name, args in INTERACTIONS:
+            t = time.perf_counter()
+            client.predict(*(CONTROLS + (prompt, False, False) if args is None else args), api_name=name)
+            times["interaction"].append(time.perf_counter() - t)
+    except Exception as e:  # what a visitor would see as an error
+        errors.append(f"visitor {visitor}: {type(e).__name__}: {e}")
+
+
+def percentile(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, max(0, round(q * (len(values) - 1))))]
+
+
+def latency_phase(visitors: int, tokens: int) -> None:
+    proc, url = start_server()
+    server = psutil.Process(proc.pid)
+    times = {"analysis": [], "page ready": [], "interaction": []}
+    errors: list[str] = []
+    peak, done = [server.memory_info().rss], threading.Event()
+
+    def watch():
+        while not done.is_set():
+            peak.append(server.memory_info().rss)
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    start = threading.Barrier(visitors)
+    threads = [threading.Thread(target=visit, args=(url, v, tokens, times, errors, start)) for v in range(visitors)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    done.set()
+    watcher.join()
+    proc.terminate()
+    proc.wait()
+    print(f"latency, {visitors} visitors at once, prompts of about {tokens} tokens:")
+    for name, values in times.items():
+        if values:
+            print(f"  {name:12s} p50 {statistics.median(values):6.2f} s   p95 {percentile(values, 0.95):6.2f} s   "
+                  f"max {max(values):6.2f} s   ({len(values)} measured)")
+    print(f"  errors: {len(errors)}{'  ' + errors[0] if errors else ''}")
+    print(f"  peak resident memory of the server: {max(peak) / 2**20:.0f} MB")
+
+
+def memory_phase(visitors: int, tokens: int) -> None:
+    proc, url = start_server()
+    server = psutil.Process(proc.pid)
+    idle = server.memory_info().rss
+    times = {"analysis": [], "page ready": [], "interaction": []}
+    errors: list[str] = []
+    clients: list = []
+    rss = []
+    for v in range(visitors):
+        visit(url, v, tokens, times, errors, None, keep=clients)
+        time.sleep(0.5)  # let the background lens finish for this visitor
+        rss.append(server.memory_info().rss)
+    proc.terminate()
+    proc.wait()
+    mb = [r / 2**20 for r in rss]
+    per_visitor = (mb[-1] - mb[1]) / (visitors - 2) if visitors > 2 else float("nan")
+    print(f"memory, {visitors} visitors one after another, each staying, prompts of about {tokens} tokens:")
+    print(f"  idle {idle / 2**20:.0f} MB; after each visitor: {' '.join(f'{m:.0f}' for m in mb)} MB")
+    print(f"  each visitor adds about {per_visitor:.1f} MB (slope after the first two); errors: {len(errors)}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--visitors", type=int, default=30)
+    parser.add_argument("--tokens", type=int, default=16)
+    parser.add_argument("--phase", choices=("both", "latency", "memory"), default="both")
+    args = parser.parse_args()
+    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; "
+          f"{psutil.virtual_memory().total / 2**30:.0f} GB")
+    if args.phase in ("both", "latency"):
+        latency_phase(args.visitors, args.tokens)
+    if args.phase in ("both", "memory"):
+        memory_phase(args.visitors, args.tokens)
+
+
+if __name__ == "__main__":
+    main()
