@@ -10,6 +10,8 @@ Also: the one model run behind Analyze, and the Tokenization tab's render.
 
 from __future__ import annotations
 
+import cProfile
+import pstats
 import statistics
 import sys
 import time
@@ -19,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import gradio as gr  # noqa: E402
+import torch  # noqa: E402
 
 from model import load  # noqa: E402
 from model.allocator import keep_freed_memory  # noqa: E402
@@ -39,10 +42,30 @@ def timed(fn, repeats: int = 15) -> tuple[float, float]:
     return statistics.median(times) * 1000, max(times) * 1000
 
 
+def analyze_cost(runner: ModelRunner, net, enc) -> None:
+    """Analyze at 512 tokens against a bare run_with_cache (every hook kept), and where its time goes."""
+    prompt = enc.decode(enc.encode(TEXT * 3)[:512])
+    tokens = torch.tensor([enc.encode(prompt)])
+    with torch.inference_mode():
+        bare, _ = timed(lambda: net.run_with_cache(tokens), repeats=5)
+        forward, _ = timed(lambda: net(tokens), repeats=5)
+    ours, _ = timed(lambda: runner.analyze(prompt, lens=False), repeats=5)
+    print(f"Analyze at {tokens.shape[1]} tokens: {ours:.0f} ms; bare run_with_cache (all hooks): {bare:.0f} ms; "
+          f"ratio {ours / bare:.2f} (target <= 1.3); a plain forward: {forward:.0f} ms")
+    profile = cProfile.Profile()
+    profile.runcall(runner.analyze, prompt, lens=False)
+    stats = {f"{Path(f).name}:{name}": tottime for (f, _, name), (_, _, tottime, _, _) in
+             pstats.Stats(profile).stats.items()}
+    total = sum(stats.values())
+    print("  where it goes: " + ", ".join(f"{name} {100 * t / total:.0f}%" for name, t in
+                                          sorted(stats.items(), key=lambda kv: -kv[1])[:5]))
+
+
 def main() -> None:
     keep_freed_memory()
     net, enc = load()
-    runner = ModelRunner(net, enc)
+    runner = ModelRunner(net, enc, background_lens=False)
+    analyze_cost(runner, net, enc)
     prompt = enc.decode(enc.encode(TEXT)[:128])
     analyze_ms, _ = timed(lambda: runner.analyze(prompt), repeats=5)
     trace = runner.analyze(prompt)
@@ -72,6 +95,7 @@ def main() -> None:
     for with_mid, rows in ((False, 1 + net.cfg.n_layers), (True, 1 + 2 * net.cfg.n_layers)):
         def compute():
             trace.lens.clear()
+            trace.resid_mid = None
             runner.lens(trace, with_mid)
         median, _ = timed(compute, repeats=3)
         print(f"logit lens, {rows} rows x {trace.n_tokens} positions, exact float32: {median:.0f} ms  "

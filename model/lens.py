@@ -94,8 +94,9 @@ class LogitLens:
         R, T, D = resid.shape
         self.shape, self.k, self.next_ids = (R, T), k, next_ids
         self.weight = net.output.weight.float()  # (V, D)
-        self.normed = normalize_like_final(net, resid).reshape(R * T, D)
-        final_logits = self.normed[-T:] @ self.weight.T  # (T, V): the model's own output
+        self.norm_weight, self.eps = net.ln_final.weight.float(), net.cfg.norm_eps
+        self.resid = resid.reshape(R * T, D)  # normalised a block at a time: no copy of all the rows is kept
+        final_logits = self.normalized(slice(R * T - T, R * T)) @ self.weight.T  # (T, V): the model's own output
         final_logp = final_logits.log_softmax(-1)
         final_p = final_logp.exp()
         # KL(final || row) = sum p_f log p_f - sum_v p_f[v] z_row[v] + logsumexp(z_row), and the
@@ -111,6 +112,10 @@ class LogitLens:
         self.positions = torch.arange(n) % T
         self.next_row = 0  # the first (row, position) pair not yet done
 
+    def normalized(self, rows: slice) -> Tensor:
+        """The final RMSNorm applied to these rows, each with its own RMS (as `normalize_like_final`)."""
+        return rms_norm(self.resid[rows].float(), self.norm_weight, self.eps)
+
     @property
     def done(self) -> bool:
         return self.next_row >= len(self.positions)
@@ -123,7 +128,8 @@ class LogitLens:
     def step(self, rows: int = ROWS_PER_MATMUL) -> None:
         """Unembed the next block of `rows` (row, position) pairs and summarise each one's distribution."""
         start = self.next_row
-        logits = self.normed[start : start + rows] @ self.weight.T  # (b, V)
+        normed = self.normalized(slice(start, start + rows))  # (b, D)
+        logits = normed @ self.weight.T  # (b, V)
         # The statistics take several passes over each row; a few rows at a time they stay in cache.
         for sub in range(0, len(logits), CACHE_ROWS):
             block = slice(start + sub, start + sub + CACHE_ROWS)
@@ -139,7 +145,8 @@ class LogitLens:
             ref = z.gather(-1, self.tracked[pos])  # (b, 2): logits of the tracked tokens in this row
             self.ranks[block, 0] = count_greater(z, ref[:, :1])
             self.ranks[block, 1] = count_greater(z, ref[:, 1:])
-            self.kl[block] = self.neg_entropy_final[pos] - (self.expected_dir[pos] * self.normed[block]).sum(-1) + lse
+            own = normed[sub : sub + CACHE_ROWS]
+            self.kl[block] = self.neg_entropy_final[pos] - (self.expected_dir[pos] * own).sum(-1) + lse
         self.next_row = start + len(logits)
 
     def result(self) -> LensResult:

@@ -283,7 +283,7 @@ class ModelRunner:
                 prompt=r.prompt, chat=r.chat, ids=np.array(r.ids, dtype=np.int64),
                 token_bytes=[self.token_bytes(t) for t in r.ids],
                 special=np.array([self._enc.is_special_token(t) for t in r.ids]),
-                surprisal=surprisal, next_logits=logits[i, n - 1].float().numpy(), resid=resid[i],
+                surprisal=surprisal, next_logits=_own(logits[i, n - 1]), resid=resid[i],
                 head_stats=stats[i], thumbnails=thumbs[i], notes=r.notes,
             ))
         return traces
@@ -407,7 +407,7 @@ class ModelRunner:
     def next_logits(self, ids: list[int]) -> np.ndarray:
         """The model's next-token logits (V,) after ids."""
         with self._locked() as net:
-            return net(torch.tensor([ids]))[0, -1].float().numpy()
+            return _own(net(torch.tensor([ids]))[0, -1])
 
     def run_with_hooks(self, ids: list[int] | torch.Tensor, hooks: list[tuple[str, HookFn]]) -> torch.Tensor:
         """Logits (B, T, V) with hook functions attached for this run only (ablations, patching)."""
@@ -433,7 +433,7 @@ class ModelRunner:
     def step(self, token: int, cache: KVCache) -> np.ndarray:
         """One generation step: the next-token logits (V,) after `token`, which is appended to the cache."""
         with self._locked() as net:
-            return net(torch.tensor([[int(token)]]), cache=cache)[0, -1].float().numpy()
+            return _own(net(torch.tensor([[int(token)]]), cache=cache)[0, -1])
 
     # -- export -----------------------------------------------------------------------------
 
@@ -465,6 +465,12 @@ class ModelRunner:
                 npz.write(Path(tmp) / f"{name}.npy", f"{name}.npy")
             stacked.clear()
         return path
+
+
+def _own(t: torch.Tensor) -> np.ndarray:
+    """A float32 copy of a slice, as numpy: a view would keep the whole tensor it came from alive (a trace's
+    next-token logits would hold every position's, 100 MB at 512 tokens)."""
+    return t.float().numpy().copy()
 
 
 @dataclass(eq=False)

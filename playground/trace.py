@@ -25,7 +25,7 @@ import torch
 
 from model.lens import LensResult
 
-KEPT_LAYERS = 2  # recomputed layers kept per trace (the one shown and the one before)
+KEPT_LAYERS = 1  # recomputed layers kept per trace (the one shown: a 512-token layer is 12 MB)
 _SERIALS = itertools.count()
 
 
