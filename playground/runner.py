@@ -193,6 +193,7 @@ class ModelRunner:
         with self._waiting_lock:
             self._waiting.append(request)
         deadline = time.monotonic() + self.wait_s
+        reported = None  # the place in line last shown to the visitor
         while not request.done.is_set():
             if self._lock.acquire(timeout=0.02):
                 try:
@@ -207,8 +208,11 @@ class ModelRunner:
                         raise ModelBusyError(f"The model is busy with other requests (waited {self.wait_s:g} s). "
                                              f"Try again in a moment.")
             elif progress is not None:
-                ahead = self._waiting.index(request) if request in self._waiting else 0
-                progress(0.0, f"Waiting for the model: {ahead} analyses ahead" if ahead else "Waiting for the model")
+                with self._waiting_lock:
+                    ahead = self._waiting.index(request) if request in self._waiting else 0
+                if ahead != reported:  # only when it changes: each report is a message to the browser
+                    progress(0.0, f"Waiting for the model: {ahead} analyses ahead" if ahead else "Waiting for the model")
+                    reported = ahead
         if request.error is not None:
             raise request.error
         trace = request.trace
