@@ -211,7 +211,8 @@ class ModelRunner:
                 with self._waiting_lock:
                     ahead = self._waiting.index(request) if request in self._waiting else 0
                 if ahead != reported:  # only when it changes: each report is a message to the browser
-                    progress(0.0, f"Waiting for the model: {ahead} analyses ahead" if ahead else "Waiting for the model")
+                    progress(0.0,
+                             f"Waiting for the model: {ahead} analyses ahead" if ahead else "Waiting for the model")
                     reported = ahead
         if request.error is not None:
             raise request.error
