@@ -69,8 +69,9 @@ def theme() -> gr.themes.Base:
 
 
 def launch_options() -> dict:
-    """What launch() needs besides the address: the theme, and the page's and every tab's CSS."""
-    return dict(theme=theme(), css=CSS + "".join(getattr(tab.module, "CSS", "") for tab in TABS))
+    """What launch() needs besides the address: the theme, the page's and every tab's CSS, and the MCP server
+    (the public API endpoints as tools for agents, at /gradio_api/mcp/)."""
+    return dict(theme=theme(), css=CSS + "".join(getattr(tab.module, "CSS", "") for tab in TABS), mcp_server=True)
 
 
 def analyze(runner: ModelRunner, prompt: str, chat: bool, progress=gr.Progress()) -> tuple[Trace | None, str]:

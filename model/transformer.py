@@ -71,11 +71,14 @@ class ModelConfig:
 # The maths, as plain functions.
 
 
+def rms_scale(x: Tensor, eps: float) -> Tensor:
+    """The RMS divisor sqrt(mean(x^2) + eps), (..., 1), in float32."""
+    return (x.float().pow(2).mean(-1, keepdim=True) + eps).sqrt()
+
+
 def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
     """x / sqrt(mean(x^2) + eps) * weight, computed in float32 and cast back."""
-    if x.dtype != torch.float32:
-        return weight * rms_norm(x.float(), torch.ones_like(weight, dtype=torch.float32), eps).to(x.dtype)
-    return weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps))
+    return (x.float() / rms_scale(x, eps)).to(x.dtype) * weight
 
 
 # RoPE vocabulary, used everywhere: the base b; pair i's frequency theta_i = b ** (-2i / d_head)
@@ -176,14 +179,20 @@ class KVCache:
 
 
 class RMSNorm(nn.Module):
+    """rms_norm with TransformerLens's hooks: hook_scale is the divisor, hook_normalized is x / scale before the
+    gain (so `cache.apply_ln_to_stack` and direct logit attribution work as in TransformerLens)."""
+
     def __init__(self, dim: int, eps: float) -> None:
         super().__init__()
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(dim))
+        self.hook_scale = HookPoint()
         self.hook_normalized = HookPoint()
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.hook_normalized(rms_norm(x, self.weight, self.eps))  # (B, T, D)
+        scale = self.hook_scale(rms_scale(x, self.eps))  # (B, T, 1), float32
+        normalized = self.hook_normalized((x.float() / scale).to(x.dtype))  # (B, T, D), before the gain
+        return normalized * self.weight  # (B, T, D)
 
 
 class Attention(nn.Module):
@@ -346,10 +355,11 @@ class Transformer(nn.Module):
         return [name for name in self.hook_points if _matches(name, names_filter)]
 
     @torch.no_grad()
-    def run_with_hooks(self, tokens: Tensor, fwd_hooks: Iterable[tuple[str, HookFn]] = ()) -> Tensor:
-        """Logits for tokens with hook functions attached for this call only."""
+    def run_with_hooks(self, tokens: Tensor, fwd_hooks: Iterable[tuple[str, HookFn]] = (),
+                       cache: KVCache | None = None) -> Tensor:
+        """Logits for tokens with hook functions attached for this call only (after the cache's positions, if given)."""
         with self.hooks(fwd_hooks):
-            return self(tokens)
+            return self(tokens, cache=cache)
 
     @torch.no_grad()
     def run_with_cache(self, tokens: Tensor, names_filter: NamesFilter = None) -> tuple[Tensor, dict[str, Tensor]]:

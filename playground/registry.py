@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from types import ModuleType
 
-from . import tab_attention, tab_lens, tab_rope, tab_sampler, tab_tokenization
+from . import tab_attention, tab_intervene, tab_lens, tab_rope, tab_sampler, tab_tokenization
 
 
 @dataclass(frozen=True)
@@ -26,5 +26,6 @@ TABS = (
     Tab("RoPE", "rope", tab_rope, "rope-pairs"),
     Tab("Logit lens", tab_lens.TAB_ID, tab_lens, "lens-grid"),
     Tab("Sampler", "sampler", tab_sampler, "samp-bars"),
+    Tab("Intervene", "intervene", tab_intervene, "int-grid"),
 )
 TAB_IDS = tuple(tab.id for tab in TABS)

@@ -35,6 +35,10 @@ import numpy as np
 import torch
 
 from model import KVCache, ModelEncoding, Transformer, UnencodableTextError
+from model.interventions import (
+    ATTRIBUTION_HOOKS, Ablation, Attribution, Sweep, ablation_hooks, direct_logit_attribution, logit_difference,
+    patching_sweep, run_from,
+)
 from model.lens import ROWS_PER_MATMUL, LensResult, LogitLens, lens_logits
 from model.transformer import HookFn
 
@@ -49,6 +53,7 @@ THUMBNAIL = 30  # pixels per head in the overview of all heads
 TRACE_MEMORY_MB = int(os.environ.get("PLAYGROUND_TRACE_MEMORY_MB", 6144))  # all visitors' traces together
 BACKGROUND_LENS_JOBS = 4  # traces waiting for a background lens at most; older ones wait until shown
 BACKGROUND_LENS_ROWS = 128  # (row, position) pairs per hold of the model in the background: about 0.1 s
+TOKEN_LAYER_S = 6e-5  # seconds per token per layer in a batched run on two AVX2 cores, until measured here
 
 Progress = Callable[[float, str], None]  # (fraction done, what is happening)
 
@@ -95,6 +100,7 @@ class ModelRunner:
         self._lock = threading.Lock()
         self._waiting: list[_Analysis] = []  # analyses not yet taken into a batch
         self._waiting_lock = threading.Lock()
+        self._token_layer_s = TOKEN_LAYER_S  # measured on batched runs as they happen, for estimates
         # Traces whose lens the background computes, newest first; the oldest fall off (computed when shown).
         self._lens_later: deque[Trace] = deque(maxlen=BACKGROUND_LENS_JOBS)
         self._lens_wakeup = threading.Event()
@@ -237,14 +243,25 @@ class ModelRunner:
             for request in batch:
                 self._waiting.remove(request)
         try:
+            started = time.perf_counter()
             for request, trace in zip(batch, self._trace_batch(batch)):
                 request.trace = trace
+            self._measured(time.perf_counter() - started, len(batch) * max(len(r.ids) for r in batch))
         except Exception as e:  # every visitor in the batch hears of it
             for request in batch:
                 request.error = e
         finally:
             for request in batch:
                 request.done.set()
+
+    def _measured(self, seconds: float, tokens: int) -> None:
+        """Learn the time per token-layer from a batched run (small ones are mostly overhead: not counted)."""
+        if tokens >= 128:
+            self._token_layer_s = 0.8 * self._token_layer_s + 0.2 * seconds / (tokens * self.cfg.n_layers)
+
+    def estimate_seconds(self, token_layers: int) -> float:
+        """About how long a run of that many token-layers takes here."""
+        return token_layers * self._token_layer_s
 
     def _trace_batch(self, batch: list[_Analysis]) -> list[Trace]:
         """One forward over the right-padded prompts; each trace keeps only its own positions."""
@@ -435,10 +452,104 @@ class ModelRunner:
         cache.length = T
         return cache
 
-    def step(self, token: int, cache: KVCache) -> np.ndarray:
-        """One generation step: the next-token logits (V,) after `token`, which is appended to the cache."""
+    def step(self, token: int, cache: KVCache, attention: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """One generation step: the next-token logits (V,) after `token`, which is appended to the cache; with
+        `attention`, also what the new token attends to in every layer and head, (L, H, S) over all positions."""
+        rows: list[np.ndarray] = []
+
+        def keep_row(pattern: torch.Tensor, point) -> None:  # (1, H, 1, S)
+            rows.append(_own(pattern[0, :, -1]))
+
+        hooks = [(f"blocks.{l}.attn.hook_pattern", keep_row) for l in range(self.cfg.n_layers)] if attention else []
         with self._locked() as net:
-            return _own(net(torch.tensor([[int(token)]]), cache=cache)[0, -1])
+            logits = _own(net.run_with_hooks(torch.tensor([[int(token)]]), hooks, cache=cache)[0, -1])
+        return (logits, np.stack(rows)) if attention else logits
+
+    # -- interventions ----------------------------------------------------------------------
+
+    def ablate(self, trace: Trace, ablation: Ablation) -> np.ndarray:
+        """Next-token logits (V,) with the ablation applied, run from the first ablated layer on its residual."""
+        resid = self._use(trace)
+        if ablation.empty:
+            return trace.next_logits
+        first = ablation.first_layer
+        with self._locked() as net:
+            return _own(run_from(net, first, torch.from_numpy(resid[first])[None], ablation_hooks(ablation))[0])
+
+    def layer_sweep(self, trace: Trace, mode: str, a: int, b: int) -> dict[str, np.ndarray]:
+        """Each layer's attention block and MLP ablated in turn (zero or mean over positions): the prompt's mean
+        next-token loss and the logit difference a - b at the end, per layer, and without any ablation."""
+        resid = self._use(trace)
+        ids = torch.from_numpy(trace.ids)
+        L, T = self.cfg.n_layers, trace.n_tokens
+        out = {key: np.empty(L, dtype=np.float32) for key in ("loss_attn", "loss_mlp", "diff_attn", "diff_mlp")}
+
+        def knock_out(row: int) -> HookFn:
+            def hook(x: torch.Tensor, point) -> torch.Tensor:
+                x = x.clone()
+                x[row] = 0 if mode == "zero" else x[row].mean(0, keepdim=True)
+                return x
+            return hook
+
+        def loss_and_diff(logits: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:  # (B, T, V)
+            loss = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2),
+                                                     ids[None, 1:].expand(len(logits), -1),
+                                                     reduction="none").mean(-1) if T > 1 else torch.zeros(len(logits))
+            return loss.numpy(), (logits[:, -1, a] - logits[:, -1, b]).numpy()
+
+        with self._locked() as net:
+            base = run_from(net, 0, torch.from_numpy(resid[0])[None], last_only=False).float()
+        base_loss, base_diff = loss_and_diff(base)
+        for l in range(L):
+            with self._locked() as net:
+                x = torch.from_numpy(resid[l])[None].expand(2, -1, -1).clone()  # row 0: attention out, row 1: MLP out
+                hooks = [(f"blocks.{l}.hook_attn_out", knock_out(0)), (f"blocks.{l}.hook_mlp_out", knock_out(1))]
+                logits = run_from(net, l, x, hooks, last_only=False).float()
+            loss, diff = loss_and_diff(logits)
+            out["loss_attn"][l], out["loss_mlp"][l] = loss
+            out["diff_attn"][l], out["diff_mlp"][l] = diff
+        return {**out, "loss": float(base_loss[0]), "diff": float(base_diff[0])}
+
+    def attribute(self, ids: list[int], a: int, b: int) -> Attribution:
+        """Direct logit attribution of the logit difference a - b after ids."""
+        with self._locked() as net:
+            _, cache = net.run_with_cache(torch.tensor([ids]), names_filter=ATTRIBUTION_HOOKS)
+            direction = net.output.weight[a].float() - net.output.weight[b].float()
+            return direct_logit_attribution(net, cache, direction)
+
+    def patching(self, clean_ids: list[int], corrupted_ids: list[int], sweep: Sweep, a: int, b: int
+                 ) -> tuple[float, float, Iterator[tuple[int, np.ndarray]]]:
+        """Activation patching from the clean run into the corrupted one: (clean logit difference, corrupted one,
+        the normalised logit difference of every patch, layer by layer: 0 = as corrupted, 1 = as clean)."""
+        if len(clean_ids) != len(corrupted_ids):
+            raise PromptError(f"Patching needs prompts of the same token length: the clean prompt has "
+                              f"{len(clean_ids)} tokens, the corrupted one {len(corrupted_ids)}.")
+        L = self.cfg.n_layers
+        wanted = [f"blocks.{l}.{sweep.hook}" for l in range(L)] + [f"blocks.{l}.hook_resid_pre" for l in range(L)]
+        with self._locked() as net:
+            clean_logits, clean = net.run_with_cache(torch.tensor([clean_ids]), names_filter=wanted)
+            corrupt_logits, corrupt = net.run_with_cache(torch.tensor([corrupted_ids]), names_filter=r"hook_resid_pre$")
+        clean_diff = float(clean_logits[0, -1, a] - clean_logits[0, -1, b])
+        corrupt_diff = float(corrupt_logits[0, -1, a] - corrupt_logits[0, -1, b])
+        span = clean_diff - corrupt_diff
+        if abs(span) < 1e-6:
+            raise PromptError("The clean and corrupted prompts give the same logit difference for these two tokens, "
+                              "so there is nothing to restore: choose prompts or tokens that differ.")
+        clean_acts = [clean[f"blocks.{l}.{sweep.hook}"][0] for l in range(L)]
+        corrupt_resid = [corrupt[f"blocks.{l}.hook_resid_pre"][0] for l in range(L)]
+        metric = logit_difference(a, b)
+
+        def rows() -> Iterator[tuple[int, np.ndarray]]:
+            sweep_rows = patching_sweep(self._net, sweep, corrupt_resid, clean_acts, metric)
+            T = len(clean_ids)
+            for layer in range(L):
+                started = time.perf_counter()
+                with self._locked():  # a layer's patches per hold of the model: others get their turn between
+                    layer, values = next(sweep_rows)
+                self._measured(time.perf_counter() - started, len(values) * T * (L - layer) // L)
+                yield layer, ((values.float() - corrupt_diff) / span).numpy()
+
+        return clean_diff, corrupt_diff, rows()
 
     # -- export -----------------------------------------------------------------------------
 

@@ -21,13 +21,15 @@ from model import KVCache
 from model.sampling import SamplerSettings, distribution, draw, sample, stages, to_hf_kwargs, to_llama_cpp_flags
 
 from .figures.sampler import (
-    GENERATION_CSS, distribution_bars, generated_html, orders_figure, samples_figure, stages_matrix,
+    GENERATION_CSS, attention_row_figure, distribution_bars, generated_html, orders_figure, samples_figure,
+    stages_matrix,
 )
-from .figures.tokens import token_label
+from .figures.tokens import axis_labels, token_label
 from .runner import ModelRunner
 from .trace import Trace
 from .ui import (
-    MODEL_CONCURRENCY, READ_ONLY, Event, TabContext, TabView, bind, clamp, font_scale, scriptable, session_state,
+    MODEL_CONCURRENCY, READ_ONLY, Event, TabContext, TabView, bind, clamp, font_scale, layer_head, scriptable,
+    session_state,
 )
 
 CSS = GENERATION_CSS
@@ -56,6 +58,7 @@ class GenSession:
     chosen_p: list[float] = field(default_factory=list)  # probability each token was chosen with
     cache: KVCache | None = None
     dropped: bool = False
+    attention: np.ndarray | None = None  # (L, H, S) what the newest generated token attends to
 
     @classmethod
     def start(cls, runner: ModelRunner, trace: Trace) -> GenSession:
@@ -64,7 +67,8 @@ class GenSession:
 
     @property
     def nbytes(self) -> int:
-        return self.logits.nbytes + (0 if self.cache is None else sum(t.nbytes for t in (*self.cache.k, *self.cache.v)))
+        cache = 0 if self.cache is None else sum(t.nbytes for t in (*self.cache.k, *self.cache.v))
+        return self.logits.nbytes + cache + (0 if self.attention is None else self.attention.nbytes)
 
     def drop(self) -> None:
         self.cache, self.dropped = None, True
@@ -85,7 +89,7 @@ class GenSession:
             raise ValueError(f"the limit is {MAX_NEW_TOKENS} generated tokens; press Reset to start again")
         if self.cache is None:
             self._rebuild(runner, self.generated)
-        self.logits = runner.step(token, self.cache)
+        self.logits, self.attention = runner.step(token, self.cache, attention=True)
         self.generated.append(token)
         self.chosen_p.append(p)
 
@@ -98,16 +102,17 @@ class GenSession:
         self.chosen_p.pop()
         if not self.generated:
             self.reset()
-        elif self.cache is None:
-            self.logits = self._rebuild(runner, self.generated)
         else:
-            self.cache.length -= 2
-            self.logits = runner.step(self.generated[-1], self.cache)
+            if self.cache is None:
+                self._rebuild(runner, self.generated[:-1])
+            else:
+                self.cache.length -= 2
+            self.logits, self.attention = runner.step(self.generated[-1], self.cache, attention=True)
 
     def reset(self) -> None:
         self.generated.clear()
         self.chosen_p.clear()
-        self.logits = self.trace.next_logits
+        self.logits, self.attention = self.trace.next_logits, None
         if self.cache is not None:
             self.cache.length = self.trace.n_tokens
 
@@ -180,6 +185,19 @@ def export_markdown(settings: SamplerSettings) -> str:
             f"\n\n**llama.cpp** `llama-cli -m model.gguf {to_llama_cpp_flags(settings)}`{note}")
 
 
+def attention_view(runner: ModelRunner, session: GenSession | None, layer: int, head: int, large: bool):
+    """What the newest generated token attends to, in one layer and head (None before the first step)."""
+    if session is None or session.attention is None:
+        return None
+    layer, head = layer_head(runner.cfg, layer, head)
+    ids = session.prompt_ids + session.generated
+    labels = axis_labels([runner.token_bytes(t) for t in ids])
+    title = (f"What the new token {labels[-1]} attends to: layer {layer}, head {head} "
+             f"(grey: the prompt, blue: generated)")
+    return attention_row_figure(labels, session.attention[layer, head], len(session.prompt_ids), title,
+                                font_scale=font_scale(large))
+
+
 def show_text(runner: ModelRunner, session: GenSession | None, large: bool) -> str:
     """The prompt and the generated tokens, each shaded by the probability it was chosen with."""
     if session is None:
@@ -245,20 +263,22 @@ def reset(runner: ModelRunner, session: GenSession | None, large: bool):
     return session, show_text(runner, session, large), ""
 
 
-def generate_n(runner: ModelRunner, session: GenSession | None, n: int, seed: int, large: bool,
-               *controls) -> Iterator[tuple]:
-    """Sample up to n tokens, streaming each; stops at end-of-text, a message, or the time limit."""
+def generate_n(runner: ModelRunner, session: GenSession | None, n: int, seed: int, layer: int, head: int,
+               large: bool, *controls) -> Iterator[tuple]:
+    """Sample up to n tokens, streaming each with what it attends to (layer, head); stops at end-of-text, a
+    message, or the time limit."""
     if session is None:
-        yield session, "", "Analyze a prompt first."
+        yield session, "", "Analyze a prompt first.", None
         return
     started = time.monotonic()
     for _ in range(clamp(n or 1, 1, MAX_NEW_TOKENS)):
         session, text, message = sample_next(runner, session, seed, large, *controls)
-        yield session, text, message
+        yield session, text, message, attention_view(runner, session, layer, head, large)
         if message or (session.generated and session.generated[-1] == runner.eos_token_id):
             return
         if time.monotonic() - started > GENERATE_TIME_LIMIT_S:
-            yield session, text, f"⚠️ Stopped after {GENERATE_TIME_LIMIT_S} s, the time limit for one Generate."
+            limit = f"⚠️ Stopped after {GENERATE_TIME_LIMIT_S} s, the time limit for one Generate."
+            yield session, text, limit, gr.update()
             return
 
 
@@ -283,7 +303,7 @@ def draw_samples(runner: ModelRunner, session: GenSession | None, n: int, seed: 
 def after_analyze(runner: ModelRunner, trace: Trace | None, *values):
     """New prompt: a new generation session from its trace, then draw. values: controls, top_n, large."""
     session = None if trace is None else GenSession.start(runner, trace)
-    return (session, show_text(runner, session, values[-1]), *render(runner, session, *values))
+    return (session, show_text(runner, session, values[-1]), *render(runner, session, *values), None)
 
 
 def build(ctx: TabContext) -> TabView:
@@ -325,6 +345,12 @@ def build(ctx: TabContext) -> TabView:
             generate_btn = gr.Button("Generate", elem_id="samp-generate")
         table = gr.Dataframe(interactive=False, label="Click a token to force it as the next one", elem_id="samp-table",
                              max_height=300)
+        with gr.Row():
+            cfg = runner.cfg
+            watch_layer = gr.Slider(0, cfg.n_layers - 1, value=cfg.n_layers // 2, step=1, elem_id="samp-att-layer",
+                                    label="What the new token attends to: layer")
+            watch_head = gr.Slider(0, cfg.n_heads - 1, value=0, step=1, label="head", elem_id="samp-att-head")
+        attention = gr.Plot(elem_id="samp-attention", show_label=False)
     with gr.Accordion("Both orders on the same logits", open=False):
         orders = gr.Plot(elem_id="samp-orders", show_label=False)
     with gr.Accordion("Draw samples", open=False):
@@ -345,17 +371,23 @@ def build(ctx: TabContext) -> TabView:
 
     step_inputs = [session, seed, ctx.large, *controls]
     step_outputs = [session, text, message]
+    watching = Event(bind(attention_view, runner), [session, watch_layer, watch_head, ctx.large], [attention])
+    for control in (watch_layer, watch_head):
+        control.change(watching.fn, watching.inputs, watching.outputs, **READ_ONLY)
     for trigger, handler, inputs in (
         (sample_btn.click, sample_next, step_inputs),
         (greedy_btn.click, take_greedy, step_inputs),
         (table.select, force_token, step_inputs),
-        (generate_btn.click, generate_n, [session, n_generate, seed, ctx.large, *controls]),
     ):
-        view.then(trigger(bind(handler, runner), inputs, step_outputs, **STEP_OPTIONS))
-    view.then(back_btn.click(bind(back, runner), [session, ctx.large], step_outputs, **STEP_OPTIONS))
-    view.then(reset_btn.click(bind(reset, runner), [session, ctx.large], step_outputs, **READ_ONLY))
+        watching.then(view.then(trigger(bind(handler, runner), inputs, step_outputs, **STEP_OPTIONS)))
+    generating = generate_btn.click(bind(generate_n, runner), [session, n_generate, seed, watch_layer, watch_head,
+                                                               ctx.large, *controls], [*step_outputs, attention],
+                                    **STEP_OPTIONS)
+    view.then(generating)
+    watching.then(view.then(back_btn.click(bind(back, runner), [session, ctx.large], step_outputs, **STEP_OPTIONS)))
+    watching.then(view.then(reset_btn.click(bind(reset, runner), [session, ctx.large], step_outputs, **READ_ONLY)))
     draw_btn.click(bind(draw_samples, runner), [session, n_draws, seed, top_n, ctx.large, *controls], [draws],
                    **READ_ONLY)
 
     return TabView(render=Event(bind(after_analyze, runner), [ctx.trace, *view.inputs[1:]],
-                                [session, text, *view.outputs]))
+                                [session, text, *view.outputs, attention]))

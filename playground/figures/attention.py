@@ -156,10 +156,10 @@ def thumbnail_levels(patterns: np.ndarray, cell: int) -> np.ndarray:
 
 
 def mosaic_of_levels(levels: np.ndarray, n_tokens: int, gap: int = 2,
-                     highlight: tuple[int, int] | None = None) -> np.ndarray:
+                     highlight: tuple[int, int] | Sequence[tuple[int, int]] | None = None) -> np.ndarray:
     """Thumbnails (R, C, cell, cell) of colour levels in an R x C grid, as an RGB uint8 image.
 
-    Masked (future) cells of the n_tokens x n_tokens patterns are grey; `highlight` (row, col) gets a red frame.
+    Masked (future) cells of the n_tokens x n_tokens patterns are grey; each `highlight` (row, col) gets a red frame.
     """
     R, C, cell, _ = levels.shape
     img = np.full((R * (cell + gap) + gap, C * (cell + gap) + gap, 3), 255, dtype=np.uint8)
@@ -171,10 +171,10 @@ def mosaic_of_levels(levels: np.ndarray, n_tokens: int, gap: int = 2,
             thumb[future] = (217, 217, 217)
             y, x = gap + r * (cell + gap), gap + c * (cell + gap)
             img[y : y + cell, x : x + cell] = thumb
-    if highlight is not None:
-        r, c = highlight
+    cells = [] if not highlight else [highlight] if isinstance(highlight[0], (int, np.integer)) else highlight
+    red, size = (214, 39, 40), cell + 2 * gap
+    for r, c in cells:
         y, x = r * (cell + gap), c * (cell + gap)
-        red, size = (214, 39, 40), cell + 2 * gap
         img[y : y + size, x : x + gap] = img[y : y + size, x + cell + gap : x + size] = red
         img[y : y + gap, x : x + size] = img[y + cell + gap : y + size, x : x + size] = red
     return img

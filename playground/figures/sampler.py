@@ -97,6 +97,17 @@ def samples_figure(labels: Sequence[str], probs: np.ndarray, empirical: np.ndarr
                   font_scale=font_scale, background="white")
 
 
+def attention_row_figure(labels: Sequence[str], weights: np.ndarray, generated_from: int, title: str,
+                         font_scale: float = 1.0) -> go.Figure:
+    """What the newest token attends to: one weight per earlier position (prompt grey, generated tokens blue)."""
+    colours = [RAW_COLOUR if i < generated_from else KEPT_COLOUR for i in range(len(labels))]
+    data = [dict(type="bar", x=list(labels), y=weights, marker=dict(color=colours),
+                 hovertemplate="%{x}<br>weight %{y:.4f}<extra></extra>")]
+    layout = dict(xaxis=dict(type="category", tickangle=-60, showticklabels=len(labels) <= 64),
+                  yaxis=dict(title=dict(text="attention weight"), range=[0, 1]))
+    return figure(data, layout, title, height=340, font_scale=font_scale, background="white")
+
+
 def generated_html(prompt_text: str, pieces: Sequence[str], probs: Sequence[float], large: bool = False) -> str:
     """The prompt, then each generated token shaded by the probability it was chosen with (hover for it)."""
     out = [f'<div class="gen{" large" if large else ""}"><span class="prompt">{html.escape(prompt_text)}</span>']

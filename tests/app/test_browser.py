@@ -11,7 +11,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from playground import tab_attention
+from playground import tab_attention, tab_intervene
 
 from ..conftest import ROOT
 
@@ -251,7 +251,7 @@ def test_browser_a_phone_uses_every_tab_without_sideways_scrolling(browser, serv
         for spec in TABS:
             open_tab(page, spec.label)
             figure = page.locator(f"#{spec.figure}")
-            figure.locator(".js-plotly-plot, .tok").first.wait_for(timeout=60_000)
+            figure.locator(".js-plotly-plot, .tok, img").first.wait_for(timeout=60_000)
             assert page.evaluate("document.documentElement.scrollWidth") <= 390, f"{spec.id}: the page scrolls sideways"
             box = figure.bounding_box()
             assert box["x"] >= 0 and box["x"] + box["width"] <= 390, f"{spec.id}: {box}"
@@ -262,3 +262,31 @@ def test_browser_a_phone_uses_every_tab_without_sideways_scrolling(browser, serv
             assert box["x"] >= 0 and box["x"] + box["width"] <= 390
     finally:
         context.close()
+
+
+def test_browser_intervene_ablate_patch_attribute(page, server):
+    open_app(page, server)
+    open_tab(page, "Intervene")
+    grid = page.locator("#int-grid img")
+    grid.wait_for(timeout=60_000)
+    box = grid.bounding_box()
+    natural = grid.evaluate("img => [img.naturalWidth, img.naturalHeight]")
+    sx, sy = box["width"] / natural[0], box["height"] / natural[1]
+    cell = tab_intervene.CELL + 2
+    grid.click(position={"x": (2 + 3 * cell + 15) * sx, "y": (2 + 1 * cell + 15) * sy})  # layer 3, head 1
+    page.wait_for_function("document.querySelector('#int-picked').innerText.includes('L3H1')", timeout=30_000)
+    page.locator("#int-ablate").click()
+    page.wait_for_selector("#int-ablate-plot .js-plotly-plot", timeout=60_000)
+    assert "Logit difference" in page.locator("#int-ablate-note").inner_text()
+
+    page.get_by_text("Activation patching: where does the answer live?").click()
+    page.locator("#int-patch").click()
+    page.wait_for_function("document.querySelector('#int-patch-note').innerText.includes('done')", timeout=120_000)
+    assert page.locator("#int-patch-plot .js-plotly-plot .heatmaplayer").count() == 1
+
+    page.get_by_text("Direct logit attribution").click()
+    page.locator("#int-attribute").click()
+    page.wait_for_selector("#int-attribute-plot .js-plotly-plot", timeout=60_000)
+    assert "the parts sum to" in page.locator("#int-attribute-note").inner_text()
+    shot(page, "intervene")
+    assert_only_local_requests(page)

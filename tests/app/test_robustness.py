@@ -142,7 +142,7 @@ def test_more_requests_than_the_queue_holds_get_the_queue_message(tiny_net, tiny
     try:
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)
         runner._lock.acquire()  # the model is busy: two requests run (and wait), two queue, the rest are turned away
-        jobs = [client.submit("the cat", 0, 0, False, api_name="/attention") for _ in range(7)]
+        jobs = [client.submit("the cat", api_name="/next_token") for _ in range(7)]
         outcomes = []
         for job in jobs:
             try:
@@ -151,7 +151,7 @@ def test_more_requests_than_the_queue_holds_get_the_queue_message(tiny_net, tiny
                 outcomes.append(f"{type(e).__name__}: {e}")
         runner._lock.release()
         assert any("Queue is full" in o for o in outcomes), outcomes
-        assert client.predict("the cat", 0, 0, False, api_name="/attention")["ids"]  # and then it serves again
+        assert client.predict("the cat", api_name="/next_token")["ids"]  # and then it serves again
     finally:
         if runner._lock.locked():
             runner._lock.release()

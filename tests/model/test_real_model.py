@@ -41,7 +41,9 @@ def test_logits_and_attention_match_transformers(real, hf_model, cases):
         for layer in range(net.cfg.n_layers):
             assert (cache[f"blocks.{layer}.attn.hook_pattern"] - ref.attentions[layer]).abs().max() < 1e-4
         for layer in range(net.cfg.n_layers - 1):  # HF's last hidden state is after the final norm
-            assert (cache[f"blocks.{layer}.hook_resid_post"] - ref.hidden_states[layer + 1]).abs().max() < 1e-3
+            ours, theirs = cache[f"blocks.{layer}.hook_resid_post"], ref.hidden_states[layer + 1]
+            # float32 rounding grows with the residual's size (the first token's reaches hundreds): relative
+            assert (ours - theirs).abs().max() <= 1e-5 * theirs.abs().max(), layer
 
 
 def test_greedy_generation_matches_transformers_generate(real, hf_model):

@@ -19,11 +19,12 @@ B, T = 2, 7
 
 def expected_shapes(cfg, B, T):
     H, G, Dh, D, F_ = cfg.n_heads, cfg.n_kv_heads, cfg.d_head, cfg.d_model, cfg.d_mlp
-    shapes = {"hook_embed": (B, T, D), "ln_final.hook_normalized": (B, T, D)}
+    shapes = {"hook_embed": (B, T, D), "ln_final.hook_scale": (B, T, 1), "ln_final.hook_normalized": (B, T, D)}
     for l in range(cfg.n_layers):
         p = f"blocks.{l}."
         shapes.update({
             p + "hook_resid_pre": (B, T, D),
+            p + "ln1.hook_scale": (B, T, 1),
             p + "ln1.hook_normalized": (B, T, D),
             p + "attn.hook_q": (B, T, H, Dh),
             p + "attn.hook_k": (B, T, G, Dh),
@@ -35,6 +36,7 @@ def expected_shapes(cfg, B, T):
             p + "attn.hook_z": (B, T, H, Dh),
             p + "hook_attn_out": (B, T, D),
             p + "hook_resid_mid": (B, T, D),
+            p + "ln2.hook_scale": (B, T, 1),
             p + "ln2.hook_normalized": (B, T, D),
             p + "mlp.hook_pre": (B, T, F_),
             p + "mlp.hook_pre_linear": (B, T, F_),
@@ -81,7 +83,8 @@ def test_names_filter(tiny_net, tiny_cfg):
     _, by_list = tiny_net.run_with_cache(t, names_filter=["hook_embed", "blocks.1.mlp.hook_post"])
     assert sorted(by_list) == ["blocks.1.mlp.hook_post", "hook_embed"]
     _, by_fn = tiny_net.run_with_cache(t, names_filter=lambda n: n.startswith("blocks.0.ln"))
-    assert sorted(by_fn) == ["blocks.0.ln1.hook_normalized", "blocks.0.ln2.hook_normalized"]
+    assert sorted(by_fn) == ["blocks.0.ln1.hook_normalized", "blocks.0.ln1.hook_scale", "blocks.0.ln2.hook_normalized",
+                             "blocks.0.ln2.hook_scale"]
 
 
 def test_hooks_are_removed_after_run_with_cache_even_on_error(tiny_net, tiny_cfg):
@@ -150,7 +153,9 @@ def test_gqa_with_as_many_kv_heads_as_heads_is_plain_multi_head_attention():
     x = torch.randn(B, T, cfg.d_model)
     _, c = net.run_with_cache(tokens(cfg), names_filter=["blocks.0.ln1.hook_normalized", "blocks.0.hook_attn_out"])
     torch.testing.assert_close(
-        c["blocks.0.hook_attn_out"], reference_attention(c["blocks.0.ln1.hook_normalized"], net), atol=1e-5, rtol=1e-5
+        c["blocks.0.hook_attn_out"], reference_attention(c["blocks.0.ln1.hook_normalized"] * net.blocks[0].ln1.weight,
+                                                         net),
+        atol=1e-5, rtol=1e-5
     )
     mask = torch.ones(T, T, dtype=torch.bool).tril()
     rotations = rope_rotations(rope_angles(torch.arange(T), cfg.d_head, cfg.rope_base))

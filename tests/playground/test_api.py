@@ -110,3 +110,77 @@ def test_the_real_model_through_the_client(client, runner):
     out = client.predict("one two three one two three", 6, 2, False, api_name="/attention")
     assert out["kv_head"] == runner.cfg.kv_head_of(2) and np.allclose(np.array(out["weights"]).sum(-1), 1, atol=1e-4)
     assert "Type a prompt" in client.predict("   ", False, api_name="/tokenize")["error"]
+
+
+# -- the laboratory's endpoints -----------------------------------------------------------------
+
+
+def test_lens(tiny_runner, tiny_trace):
+    out = api.lens(tiny_runner, tiny_trace.prompt, -1, False, 3)
+    _, lens = tiny_runner.lens(tiny_runner.analyze(tiny_trace.prompt), False)
+    assert out["rows"][0] == "embed" and len(out["top"]) == tiny_runner.cfg.n_layers + 1
+    assert [t["p"] for t in out["top"][-1]] == pytest.approx(lens.top_probs[-1, -1, :3].tolist(), abs=1e-6)
+    assert out["position"] == tiny_trace.n_tokens - 1 and out["rank_of_final"][-1] == 0
+    assert "position must be" in api.lens(tiny_runner, "the cat", 99)["error"]
+
+
+def test_attribute(tiny_runner, tiny_net, tiny_enc):
+    out = api.attribute(tiny_runner, "the cat sat", " cat", " mat")
+    ids = tiny_enc.encode("the cat sat")
+    logits = tiny_net(torch.tensor([ids]))[0, -1]
+    assert out["total"] == pytest.approx(float(logits[out["a"]] - logits[out["b"]]), abs=1e-4)
+    assert sum(out["parts"]) == pytest.approx(out["total"], abs=1e-4)
+    assert "b must be" in api.attribute(tiny_runner, "the cat sat", " cat", "")["error"]
+
+
+def test_ablate(tiny_runner):
+    out = api.ablate(tiny_runner, "the cat sat", "L1H2, l0h5", [0], [], "mean", " cat", " mat")
+    assert len(out["before"]) == len(out["after"]) == 10 and out["logit_difference"]["before"] != \
+        out["logit_difference"]["after"]
+    assert sum(t["p"] for t in out["after"]) <= 1.0 + 1e-6
+
+
+@pytest.mark.parametrize("heads,attn,mode,message", [
+    ("", [], "zero", "nothing to ablate"),
+    ("L1H99", [], "zero", "head must be in"),
+    ("layer 1 head 2", [], "zero", "heads must look like"),
+    ("", [float("nan")], "zero", "attention_layers must be"),
+    ("L0H0", [], "resample", "mode must be"),
+])
+def test_ablate_bad_input(tiny_runner, heads, attn, mode, message):
+    assert message in api.ablate(tiny_runner, "the cat", heads, attn, [], mode)["error"]
+
+
+def test_patch(tiny_runner):
+    out = api.patch(tiny_runner, "the cat sat on the", "the mat sat on the", " cat", " mat", "heads")
+    assert np.array(out["values"]).shape == (tiny_runner.cfg.n_layers, tiny_runner.cfg.n_heads)
+    assert "same token length" in api.patch(tiny_runner, "the cat", "the cat sat on", " cat", " mat")["error"]
+    assert "sweep must be" in api.patch(tiny_runner, "the cat", "the mat", " cat", " mat", "everything")["error"]
+
+
+def test_the_mcp_server_offers_the_read_only_tools(server, real):
+    """An MCP client (the `mcp` package) lists the tools with their descriptions and calls one."""
+    import ast
+    import asyncio
+    import concurrent.futures
+    import json
+
+    from mcp import ClientSession
+    from mcp.client.streamable_http import streamablehttp_client
+
+    async def talk():
+        async with streamablehttp_client(f"{server}gradio_api/mcp/") as (read, write, _):
+            async with ClientSession(read, write) as session:
+                await session.initialize()
+                tools = {t.name: t for t in (await session.list_tools()).tools}
+                called = await session.call_tool("tokenize", {"prompt": "Hello world", "chat": False})
+                return tools, called
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # a loop of its own: the test session may have one running
+        tools, called = pool.submit(asyncio.run, talk()).result(timeout=60)
+    assert set(tools) == {"tokenize", "attention", "next_token", "lens", "attribute"}
+    assert all(tool.description for tool in tools.values())
+    assert "prompt" in tools["attribute"].inputSchema["properties"]
+    text = called.content[0].text  # Gradio sends the dict as JSON or as its Python repr
+    payload = json.loads(text) if text.lstrip().startswith('{"') else ast.literal_eval(text)
+    assert payload["ids"] == real[1].encode("Hello world")

@@ -88,12 +88,12 @@ def test_sample_greedy_force_back_and_reset(tiny_runner, tiny_trace):
 def test_generate_streams_until_the_limit(tiny_runner, tiny_trace, monkeypatch):
     monkeypatch.setattr(tab_sampler, "MAX_NEW_TOKENS", 4)
     sess = GenSession.start(tiny_runner, tiny_trace)
-    results = list(tab_sampler.generate_n(tiny_runner, sess, 10, 1, False, *CONTROLS))  # asks for more than the limit
+    results = list(tab_sampler.generate_n(tiny_runner, sess, 10, 1, 0, 0, False, *CONTROLS))  # more than the limit
     n = len(sess.generated)
     assert [r[1].count('class="gtok"') for r in results] == list(range(1, n + 1))  # one more token per update
     if sess.generated[-1] != tiny_runner.eos_token_id:  # unless the model ended its text first
         assert n == 4 and results[-1][2] == ""
-        *_, (_, _, message) = tab_sampler.generate_n(tiny_runner, sess, 1, 1, False, *CONTROLS)
+        *_, (_, _, message, _) = tab_sampler.generate_n(tiny_runner, sess, 1, 1, 0, 0, False, *CONTROLS)
         assert "limit" in message and len(sess.generated) == 4
 
 
@@ -103,3 +103,25 @@ def test_draw_samples_follow_the_distribution(tiny_runner, tiny_trace):
     probs, drawn = np.array(fig.data[0].y, dtype=float), np.array(fig.data[1].y, dtype=float)
     assert np.abs(probs - drawn).max() < 0.02
     assert tab_sampler.draw_samples(tiny_runner, None, 10, 0, 10, False, *CONTROLS) is None
+
+
+def test_the_new_tokens_attention_is_the_models(tiny_runner, tiny_trace, tiny_net):
+    """While generating: the new token's attention row, for any layer and head, equals the last row of the pattern
+    of a full forward over the prompt and the generated tokens."""
+    sess = GenSession.start(tiny_runner, tiny_trace)
+    assert tab_sampler.attention_view(tiny_runner, sess, 0, 0, False) is None  # nothing generated yet
+    for token in (5, 77):
+        sess.push(tiny_runner, token, 0.5)
+    ids = torch.tensor([tiny_trace.ids.tolist() + sess.generated])
+    _, cache = tiny_net.run_with_cache(ids, names_filter="hook_pattern")
+    for layer, head in ((0, 0), (1, 4)):
+        fig = tab_sampler.attention_view(tiny_runner, sess, layer, head, False)
+        np.testing.assert_allclose(np.array(fig.data[0].y, dtype=float),
+                                   cache[f"blocks.{layer}.attn.hook_pattern"][0, head, -1].numpy(), atol=1e-6)
+        assert f"layer {layer}, head {head}" in fig.layout.title.text
+    sess.pop(tiny_runner)  # going back shows the previous token's attention again
+    _, cache = tiny_net.run_with_cache(ids[:, :-1], names_filter="hook_pattern")
+    fig = tab_sampler.attention_view(tiny_runner, sess, 1, 4, False)
+    np.testing.assert_allclose(np.array(fig.data[0].y, dtype=float),
+                               cache["blocks.1.attn.hook_pattern"][0, 4, -1].numpy(),
+                               atol=1e-6)

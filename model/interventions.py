@@ -1,0 +1,217 @@
+"""Interventions on the model, TransformerLens-style: ablation, activation patching, direct logit attribution.
+
+Each intervention is a hook that writes into one activation (TransformerLens's "patch setter":
+three lines that copy a value in at an index), attached for one run only. Two things make
+them affordable on two cores:
+
+- A run that changes layer l onwards starts at layer l, from the corrupted (or clean) run's
+  residual stream entering it: the layers before are the same in every run.
+- Runs that start at the same layer go through together as one batch; each batch row has its
+  own patch (TransformerLens's `generic_activation_patch` runs one forward per index instead).
+
+Shapes: B batch, T tokens, L layers, H heads, Dh d_head, D d_model, V vocab.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .transformer import HookFn, Transformer
+
+Metric = Callable[[Tensor], Tensor]  # last-position logits (B, V) -> one number per run (B,)
+
+
+@torch.no_grad()
+def run_from(net: Transformer, layer: int, resid: Tensor, hooks: Sequence[tuple[str, HookFn]] = (),
+             last_only: bool = True) -> Tensor:
+    """Run blocks layer .. L-1 on resid (B, T, D), the residual stream entering `layer`, with hooks attached for
+    this run; logits (B, V) at the last position, or (B, T, V) for every position."""
+    rotations, mask = net.positions(0, resid.shape[1], resid.device)
+    x = resid
+    with net.hooks(hooks):
+        for block in net.blocks[layer:]:
+            x = block(x, rotations, mask, None)
+        if last_only:
+            x = x[:, -1:]
+        logits = net.output(net.ln_final(x))
+    return logits[:, -1] if last_only else logits
+
+
+def logit_difference(a: int, b: int) -> Metric:
+    """logit[a] - logit[b] at the last position: how much more the model says a than b."""
+    return lambda logits: logits[:, a] - logits[:, b]
+
+
+# ---------------------------------------------------------------------------------------
+# Ablation
+
+
+@dataclass(frozen=True)
+class Ablation:
+    """What to knock out. heads: (layer, head) pairs; attn, mlp: layers whose whole block is removed.
+    mode "zero" writes zeros; "mean" writes the activation's mean over the prompt's positions."""
+
+    heads: frozenset[tuple[int, int]] = frozenset()
+    attn: frozenset[int] = frozenset()
+    mlp: frozenset[int] = frozenset()
+    mode: str = "zero"
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("zero", "mean"):
+            raise ValueError(f"mode must be 'zero' or 'mean', got {self.mode!r}")
+
+    @property
+    def empty(self) -> bool:
+        return not (self.heads or self.attn or self.mlp)
+
+    @property
+    def first_layer(self) -> int:
+        return min([l for l, _ in self.heads] + list(self.attn) + list(self.mlp))
+
+
+def _replace(x: Tensor, index: tuple, mode: str) -> None:
+    """x[index] := 0, or its mean over positions (dim 1), in place."""
+    if mode == "zero":
+        x[index] = 0
+    else:
+        x[index] = x.mean(dim=1, keepdim=True).expand_as(x)[index]
+
+
+def ablation_hooks(ablation: Ablation) -> list[tuple[str, HookFn]]:
+    """Hooks that carry out the ablation: a head's z, a block's attention or MLP output."""
+    hooks: list[tuple[str, HookFn]] = []
+    by_layer: dict[int, list[int]] = {}
+    for layer, head in ablation.heads:
+        by_layer.setdefault(layer, []).append(head)
+    for layer, heads in sorted(by_layer.items()):
+        def heads_out(z: Tensor, hook, heads=sorted(heads)) -> Tensor:  # z: (B, T, H, Dh)
+            z = z.clone()
+            _replace(z, (slice(None), slice(None), heads), ablation.mode)
+            return z
+        hooks.append((f"blocks.{layer}.attn.hook_z", heads_out))
+    for names, layers in (("hook_attn_out", ablation.attn), ("hook_mlp_out", ablation.mlp)):
+        for layer in sorted(layers):
+            def block_out(x: Tensor, hook) -> Tensor:  # (B, T, D)
+                x = x.clone()
+                _replace(x, (slice(None),), ablation.mode)
+                return x
+            hooks.append((f"blocks.{layer}.{names}", block_out))
+    return hooks
+
+
+# ---------------------------------------------------------------------------------------
+# Activation patching: clean activations written into the corrupted run, one patch per batch row
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """One kind of activation-patching sweep: which hook, and what one patch covers."""
+
+    name: str
+    hook: str  # e.g. "hook_resid_pre", "hook_attn_out", "hook_mlp_out", "attn.hook_z"
+    per: str  # "position": each (layer, position); "head": each (layer, head), every position
+
+
+SWEEPS = {
+    "resid": Sweep("residual stream", "hook_resid_pre", "position"),
+    "attn": Sweep("attention output", "hook_attn_out", "position"),
+    "mlp": Sweep("MLP output", "hook_mlp_out", "position"),
+    "heads": Sweep("each head's output", "attn.hook_z", "head"),
+}
+
+
+def patch_setter(sweep: Sweep, clean: Tensor, indices: Sequence[int]) -> HookFn:
+    """A hook writing the clean activation (T, ...) into batch row b at indices[b]: a position, or a head."""
+    rows = torch.arange(len(indices))
+    where = torch.tensor(list(indices))
+
+    def setter(x: Tensor, hook) -> Tensor:
+        x = x.clone()
+        if sweep.per == "position":
+            x[rows, where] = clean[where]  # (B, D) at each row's own position
+        else:
+            x[rows, :, where] = clean[:, where].transpose(0, 1)  # (B, T, Dh) for each row's own head
+        return x
+    return setter
+
+
+def sweep_size(sweep: Sweep, n_layers: int, n_tokens: int, n_heads: int) -> tuple[int, int]:
+    """(rows, columns) of the sweep's result: layers by positions, or layers by heads."""
+    return n_layers, n_tokens if sweep.per == "position" else n_heads
+
+
+def sweep_cost(sweep: Sweep, n_layers: int, n_tokens: int, n_heads: int) -> int:
+    """Token-layers the sweep runs (each patch from its layer to the top): what its time is proportional to."""
+    columns = n_tokens if sweep.per == "position" else n_heads
+    return columns * n_tokens * n_layers * (n_layers + 1) // 2
+
+
+@torch.no_grad()
+def patching_sweep(net: Transformer, sweep: Sweep, corrupted_resid: Sequence[Tensor], clean: Sequence[Tensor],
+                   metric: Metric, batch: int = 64) -> Iterator[tuple[int, Tensor]]:
+    """For each layer, the metric (columns,) of every patch at that layer, yielded layer by layer.
+
+    corrupted_resid[l]: (T, D) the corrupted run's residual entering layer l; clean[l]: the clean run's
+    activation at the sweep's hook in layer l, (T, D) or (T, H, Dh).
+    """
+    T = corrupted_resid[0].shape[0]
+    columns = T if sweep.per == "position" else net.cfg.n_heads
+    for layer in range(net.cfg.n_layers):
+        values = []
+        for start in range(0, columns, batch):
+            indices = list(range(start, min(columns, start + batch)))
+            x = corrupted_resid[layer][None].expand(len(indices), -1, -1).clone()
+            setter = patch_setter(sweep, clean[layer], indices)
+            logits = run_from(net, layer, x, [(f"blocks.{layer}.{sweep.hook}", setter)])
+            values.append(metric(logits))
+        yield layer, torch.cat(values)
+
+
+# ---------------------------------------------------------------------------------------
+# Direct logit attribution
+
+
+@dataclass(frozen=True)
+class Attribution:
+    """The final residual at the last position split into parts, each projected onto a logit direction."""
+
+    labels: list[str]  # "embed", then "L{l} attn", "L{l} mlp" for each layer
+    parts: Tensor  # (1 + 2L,) each part's share of the logit difference
+    heads: Tensor  # (L, H) each head's share (they sum to its layer's attention part)
+    total: float  # the model's own logit difference
+    scale: float  # the final RMSNorm's divisor at the last position, frozen
+
+
+@torch.no_grad()
+def direct_logit_attribution(net: Transformer, cache: dict[str, Tensor], direction: Tensor) -> Attribution:
+    """Each component's contribution to direction . logits at the last position, through the final norm's frozen
+    scale (ln_final.hook_scale) and gain: part @ (gain * direction) / scale. The parts sum to the model's own
+    direction . logits, because the final norm is linear once its scale is fixed and the model has no biases.
+    cache: from run_with_cache with hook_embed, hook_attn_out, hook_mlp_out, attn.hook_z, ln_final.hook_scale."""
+    cfg = net.cfg
+    scale = cache["ln_final.hook_scale"][0, -1]  # (1,)
+    readout = net.ln_final.weight.float() * direction.float() / scale  # (D,)
+    parts = [cache["hook_embed"][0, -1] @ readout]
+    labels = ["embed"]
+    heads = torch.empty(cfg.n_layers, cfg.n_heads)
+    for l in range(cfg.n_layers):
+        parts += [cache[f"blocks.{l}.hook_attn_out"][0, -1] @ readout,
+                  cache[f"blocks.{l}.hook_mlp_out"][0, -1] @ readout]
+        labels += [f"L{l} attn", f"L{l} mlp"]
+        z = cache[f"blocks.{l}.attn.hook_z"][0, -1]  # (H, Dh)
+        w_o = net.blocks[l].attn.wo.weight.float().view(cfg.d_model, cfg.n_heads, cfg.d_head)  # (D, H, Dh)
+        heads[l] = torch.einsum("hd,mhd,m->h", z.float(), w_o, readout)  # each head's slice of W_O
+    final = net.ln_final(cache[f"blocks.{cfg.n_layers - 1}.hook_resid_post"][0, -1])  # (D,) as the model reads it out
+    return Attribution(labels, torch.stack(parts), heads, float(final.float() @ direction.float()), float(scale))
+
+
+ATTRIBUTION_HOOKS = r"hook_embed$|hook_attn_out$|hook_mlp_out$|attn\.hook_z$|ln_final\.hook_scale$|hook_resid_post$"
+
+__all__ = [
+    "ATTRIBUTION_HOOKS", "Ablation", "Attribution", "SWEEPS", "Sweep", "ablation_hooks", "direct_logit_attribution",
+    "logit_difference", "patch_setter", "patching_sweep", "run_from", "sweep_cost", "sweep_size",
+]

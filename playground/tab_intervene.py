@@ -1,0 +1,267 @@
+"""Intervene tab: ablate heads and blocks, sweep the layers, patch activations from another prompt, attribute the logit.
+
+Ablation, the layer sweep and attribution work on the analysed prompt; activation patching
+takes a clean and a corrupted prompt of the same token length. Every run goes through the
+runner (`model.interventions` does the work); a sweep shows its estimated time first, its
+progress as it goes, and can be cancelled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import gradio as gr
+import numpy as np
+import torch
+
+from model.interventions import SWEEPS, Ablation, sweep_cost, sweep_size
+
+from .figures.attention import mosaic_cell, mosaic_of_levels
+from .figures.interventions import (
+    ablation_figure, attribution_figure, head_attribution_figure, layer_sweep_figure, patching_figure,
+)
+from .figures.tokens import axis_labels, token_label
+from .runner import ModelRunner, PromptError
+from .trace import Trace
+from .ui import MODEL_RUN, READ_ONLY, Event, TabContext, TabView, bind, font_scale, session_state
+
+CELL = 30  # pixels per head in the clickable grid
+TOP = 12  # tokens shown before and after an ablation
+MAX_SWEEP_S = 120  # sweeps estimated to take longer are refused, with the estimate
+MODES = {"zero": "zero", "mean over the prompt's positions": "mean"}
+CLEAN_EXAMPLE, CORRUPTED_EXAMPLE = "The capital of France is", "The capital of Italy is"
+
+
+def token_pair(runner: ModelRunner, logits: np.ndarray, a_text: str, b_text: str) -> tuple[int, int, str]:
+    """The two tokens to compare (the first token of each text; empty: the model's two most likely), and a label."""
+    top = [int(t) for t in np.argsort(-logits)[:2]]
+    a = runner.first_token(a_text) if a_text and a_text.strip() else top[0]
+    b = runner.first_token(b_text) if b_text and b_text.strip() else next(t for t in top if t != a)
+    if a is None or b is None:
+        raise PromptError("Type a token to compare, or leave the box empty for the model's most likely ones.")
+    if a == b:
+        raise PromptError(f"Both texts start with the same token ({name(runner, a)}): choose two different tokens.")
+    return a, b, f"{name(runner, a)} − {name(runner, b)}"
+
+
+def name(runner: ModelRunner, token: int) -> str:
+    return repr(token_label(runner.token_bytes(token), False, 20))
+
+
+def head_grid(trace: Trace | None, selected: list) -> np.ndarray | None:
+    """Every head as a thumbnail (heads down, layers across), the ablated ones framed."""
+    if trace is None:
+        return None
+    return mosaic_of_levels(trace.thumbnails.transpose(1, 0, 2, 3), trace.n_tokens,
+                            highlight=[(h, l) for l, h in selected])
+
+
+def selection_text(selected: list) -> str:
+    heads = ", ".join(f"L{l}H{h}" for l, h in sorted(selected))
+    return f"Heads to ablate: {heads}" if heads else "Heads to ablate: none (click heads in the grid)"
+
+
+def render(runner: ModelRunner, trace: Trace | None, selected: list, large: bool):
+    """A new prompt: the head grid, the selection, and cleared results."""
+    return head_grid(trace, selected or []), selection_text(selected or []), "", None, None, "", None, None
+
+
+def toggle_head(runner: ModelRunner, trace: Trace | None, selected: list, evt: gr.SelectData):
+    """A click in the grid adds or removes that head."""
+    cell = mosaic_cell(evt.index[0], evt.index[1], runner.cfg.n_heads, runner.cfg.n_layers, CELL)
+    selected = [tuple(s) for s in selected or []]
+    if cell is not None:
+        head, layer = cell
+        selected = [s for s in selected if s != (layer, head)] if (layer, head) in selected else [*selected,
+                                                                                                  (layer, head)]
+    return selected, head_grid(trace, selected), selection_text(selected)
+
+
+def clear_heads(runner: ModelRunner, trace: Trace | None):
+    return [], head_grid(trace, []), selection_text([])
+
+
+def ablation_of(selected: list, attn: list, mlp: list, mode: str) -> Ablation:
+    return Ablation(heads=frozenset(tuple(s) for s in selected or []), attn=frozenset(int(l) for l in attn or []),
+                    mlp=frozenset(int(l) for l in mlp or []), mode=MODES.get(mode, mode))
+
+
+def ablate(runner: ModelRunner, trace: Trace | None, selected: list, attn: list, mlp: list, mode: str, a_text: str,
+           b_text: str, large: bool):
+    """(summary, figure): the next-token distribution before and after the ablation."""
+    if trace is None:
+        return "Analyze a prompt first.", None
+    ablation = ablation_of(selected, attn, mlp, mode)
+    if ablation.empty:
+        return "⚠️ Nothing to ablate: click heads in the grid, or pick attention or MLP blocks.", None
+    try:
+        a, b, pair = token_pair(runner, trace.next_logits, a_text, b_text)
+        after = runner.ablate(trace, ablation)
+    except PromptError as e:
+        return f"⚠️ {e}", None
+    p_before, p_after = (torch.from_numpy(x).softmax(-1).numpy() for x in (trace.next_logits, after))
+    shown = np.argsort(-np.maximum(p_before, p_after))[:TOP]
+    labels = [token_label(runner.token_bytes(int(t)), True, 20) for t in shown]
+    labels = [f"{label} ({int(t)})" if labels.count(label) > 1 else label for label, t in zip(labels, shown)]
+    before_diff, after_diff = trace.next_logits[a] - trace.next_logits[b], after[a] - after[b]
+    n_heads = len(ablation.heads)
+    what = ", ".join(filter(None, [f"{n_heads} head(s)" if n_heads else "",
+                                   f"attention of layer(s) {sorted(ablation.attn)}" if ablation.attn else "",
+                                   f"MLP of layer(s) {sorted(ablation.mlp)}" if ablation.mlp else ""]))
+    whole = " (every head of the model)" if n_heads == runner.cfg.n_layers * runner.cfg.n_heads else ""
+    mean = " (each replaced by its mean over the prompt's positions)" if ablation.mode == "mean" else ""
+    summary = (f"Ablated {what}{whole}{mean}. Logit difference {pair}: **{before_diff:+.3f} → {after_diff:+.3f}** "
+               f"({after_diff - before_diff:+.3f}); top token {name(runner, int(np.argmax(p_before)))} "
+               f"p {p_before.max():.3f} → now {name(runner, int(np.argmax(p_after)))} p {p_after.max():.3f}.")
+    title = f"Next token before and after the ablation ({ablation.mode})"
+    return summary, ablation_figure(labels, p_before[shown], p_after[shown], title, font_scale=font_scale(large))
+
+
+def sweep_layers(runner: ModelRunner, trace: Trace | None, mode: str, a_text: str, b_text: str, large: bool):
+    """(summary, figure): each layer's attention and MLP ablated in turn."""
+    if trace is None:
+        return "Analyze a prompt first.", None
+    try:
+        a, b, pair = token_pair(runner, trace.next_logits, a_text, b_text)
+        result = runner.layer_sweep(trace, MODES.get(mode, mode), a, b)
+    except PromptError as e:
+        return f"⚠️ {e}", None
+    worst = max(("attention", "MLP"), key=lambda k: result[f"loss_{'attn' if k == 'attention' else 'mlp'}"].max())
+    key = "attn" if worst == "attention" else "mlp"
+    layer = int(np.argmax(result[f"loss_{key}"]))
+    summary = (f"Without ablation: loss {result['loss']:.3f} nats per token, logit difference {pair} "
+               f"{result['diff']:+.3f}. The largest loss increase comes from ablating layer {layer}'s {worst} "
+               f"(+{result[f'loss_{key}'][layer] - result['loss']:.3f}).")
+    figure = layer_sweep_figure(result["loss_attn"], result["loss_mlp"], result["diff_attn"], result["diff_mlp"],
+                                result["loss"], result["diff"], pair, MODES.get(mode, mode),
+                                font_scale=font_scale(large))
+    return summary, figure
+
+
+def attribute(runner: ModelRunner, trace: Trace | None, a_text: str, b_text: str, large: bool):
+    """(summary, bars, heads): direct logit attribution of the pair's logit difference at the prompt's end."""
+    if trace is None:
+        return "Analyze a prompt first.", None, None
+    try:
+        a, b, pair = token_pair(runner, trace.next_logits, a_text, b_text)
+        result = runner.attribute(trace.ids.tolist(), a, b)
+    except PromptError as e:
+        return f"⚠️ {e}", None, None
+    parts = result.parts.numpy()
+    order = np.argsort(-np.abs(parts))[:3]
+    summary = (f"Logit difference {pair} = **{result.total:+.4f}**; the parts sum to {parts.sum():+.4f}. "
+               f"Largest: " + ", ".join(f"{result.labels[i]} {parts[i]:+.3f}" for i in order) +
+               f". Each part is its output at the last position divided by the final norm's scale "
+               f"({result.scale:.3f}, frozen) and read out along the gain times W_U[a] − W_U[b].")
+    scale = font_scale(large)
+    return (summary, attribution_figure(result.labels, parts, result.total, pair, font_scale=scale),
+            head_attribution_figure(result.heads.numpy(), font_scale=scale))
+
+
+def patch(runner: ModelRunner, clean: str, corrupted: str, a_text: str, b_text: str, kind: str,
+          large: bool) -> Iterator[tuple]:
+    """Activation patching, streamed layer by layer: (status, heatmap)."""
+    sweep = SWEEPS.get(kind)
+    if sweep is None:
+        yield f"⚠️ Unknown sweep {kind!r}.", None
+        return
+    try:
+        clean_ids, _, _ = runner.tokenize(clean, False)
+        corrupted_ids, _, _ = runner.tokenize(corrupted, False)
+        if len(clean_ids) != len(corrupted_ids):
+            raise PromptError(f"Patching needs prompts of the same token length: the clean prompt has {len(clean_ids)} "
+                              f"tokens, the corrupted one {len(corrupted_ids)}.")
+        cfg, T = runner.cfg, len(clean_ids)
+        estimate = runner.estimate_seconds(sweep_cost(sweep, cfg.n_layers, T, cfg.n_heads))
+        if estimate > MAX_SWEEP_S:
+            raise PromptError(f"This sweep would take about {estimate:.0f} s (the limit is {MAX_SWEEP_S} s): use "
+                              f"shorter prompts, or the per-head sweep.")
+        a = runner.first_token(a_text) if a_text and a_text.strip() else None
+        b = runner.first_token(b_text) if b_text and b_text.strip() else None
+        if a is None or b is None or a == b:
+            raise PromptError("Type the clean prompt's answer and the corrupted one's (two different tokens).")
+        yield f"Running the {sweep.name} sweep: about {estimate:.0f} s …", None
+        clean_diff, corrupt_diff, rows = runner.patching(clean_ids, corrupted_ids, sweep, a, b)
+    except PromptError as e:
+        yield f"⚠️ {e}", None
+        return
+    n_rows, n_columns = sweep_size(sweep, cfg.n_layers, T, cfg.n_heads)
+    values = np.full((n_rows, n_columns), np.nan, dtype=np.float32)
+    columns = axis_labels([runner.token_bytes(t) for t in clean_ids]) if sweep.per == "position" else \
+        [f"H{h}" for h in range(cfg.n_heads)]
+    pair = f"{name(runner, a)} − {name(runner, b)}"
+    title = (f"Patching the {sweep.name} from “{clean}” into “{corrupted}”: logit difference {pair} "
+             f"{corrupt_diff:+.2f} (corrupted) → {clean_diff:+.2f} (clean)")
+    for layer, row in rows:
+        values[layer] = row
+        done = f"layer {layer + 1} of {n_rows}" if layer + 1 < n_rows else "done"
+        yield (f"{sweep.name.capitalize()} sweep: {done}. 1 = the patch restores the clean answer, 0 = no effect.",
+               patching_figure(values, [f"L{l}" for l in range(n_rows)], columns, title,
+                               "position" if sweep.per == "position" else "head", font_scale=font_scale(large)))
+
+
+def build(ctx: TabContext) -> TabView:
+    cfg, runner = ctx.runner.cfg, ctx.runner
+    layers = list(range(cfg.n_layers))
+    gr.Markdown(
+        "Ask *what if*: knock out heads or whole blocks and see the next-token distribution change; sweep every "
+        "layer; patch activations from a clean prompt into a corrupted one to find where the answer lives; split "
+        "the final logit difference into each component's direct contribution. Hooks as in TransformerLens."
+    )
+    with gr.Row():
+        a_text = gr.Textbox(label="Token to compare (empty: the model's most likely)", elem_id="int-a", scale=1)
+        b_text = gr.Textbox(label="…against (empty: the second most likely)", elem_id="int-b", scale=1)
+        mode = gr.Radio(list(MODES), value="zero", label="Ablate by writing", elem_id="int-mode", scale=2)
+    with gr.Accordion("Ablate heads and blocks", open=True):
+        selected = session_state([])
+        with gr.Row():
+            with gr.Column(scale=3):
+                label = f"Click heads to ablate ({cfg.n_heads} heads down × {cfg.n_layers} layers across)"
+                grid = gr.Image(label=label,
+                                interactive=False, elem_id="int-grid", buttons=[], format="png")
+            with gr.Column(scale=2):
+                picked = gr.Markdown(selection_text([]), elem_id="int-picked")
+                clear = gr.Button("Clear the heads", size="sm")
+                attn = gr.Dropdown(layers, multiselect=True, label="Whole attention blocks (layers)",
+                                   elem_id="int-attn")
+                mlp = gr.Dropdown(layers, multiselect=True, label="Whole MLP blocks (layers)", elem_id="int-mlp")
+                ablate_btn = gr.Button("Ablate", variant="primary", elem_id="int-ablate")
+        ablate_note = gr.Markdown(elem_id="int-ablate-note")
+        ablate_plot = gr.Plot(elem_id="int-ablate-plot", show_label=False)
+        sweep_btn = gr.Button("Ablate each layer's attention and MLP in turn", elem_id="int-sweep")
+        sweep_note = gr.Markdown(elem_id="int-sweep-note")
+        sweep_plot = gr.Plot(elem_id="int-sweep-plot", show_label=False)
+    with gr.Accordion("Activation patching: where does the answer live?", open=False):
+        with gr.Row():
+            clean = gr.Textbox(CLEAN_EXAMPLE, label="Clean prompt", elem_id="int-clean")
+            corrupted = gr.Textbox(CORRUPTED_EXAMPLE, label="Corrupted prompt (the same number of tokens)",
+                                   elem_id="int-corrupted")
+        with gr.Row():
+            clean_answer = gr.Textbox(" Paris", label="Clean answer", elem_id="int-clean-answer")
+            corrupted_answer = gr.Textbox(" Rome", label="Corrupted answer", elem_id="int-corrupted-answer")
+            kind = gr.Radio([(s.name, key) for key, s in SWEEPS.items()], value="resid", label="Patch",
+                            elem_id="int-kind")
+        with gr.Row():
+            patch_btn = gr.Button("Patch", variant="primary", elem_id="int-patch")
+            cancel = gr.Button("Cancel", elem_id="int-cancel")
+        patch_note = gr.Markdown(elem_id="int-patch-note")
+        patch_plot = gr.Plot(elem_id="int-patch-plot", show_label=False)
+    with gr.Accordion("Direct logit attribution", open=False):
+        attribute_btn = gr.Button("Attribute the logit difference", variant="primary", elem_id="int-attribute")
+        attribute_note = gr.Markdown(elem_id="int-attribute-note")
+        attribute_plot = gr.Plot(elem_id="int-attribute-plot", show_label=False)
+        heads_plot = gr.Plot(elem_id="int-heads-plot", show_label=False)
+
+    grid.select(bind(toggle_head, runner), [ctx.trace, selected], [selected, grid, picked], **READ_ONLY)
+    clear.click(bind(clear_heads, runner), [ctx.trace], [selected, grid, picked], **READ_ONLY)
+    ablate_btn.click(bind(ablate, runner), [ctx.trace, selected, attn, mlp, mode, a_text, b_text, ctx.large],
+                     [ablate_note, ablate_plot], **MODEL_RUN)
+    sweep_btn.click(bind(sweep_layers, runner), [ctx.trace, mode, a_text, b_text, ctx.large], [sweep_note, sweep_plot],
+                    **MODEL_RUN)
+    patching = patch_btn.click(bind(patch, runner), [clean, corrupted, clean_answer, corrupted_answer, kind, ctx.large],
+                               [patch_note, patch_plot], **MODEL_RUN)
+    cancel.click(lambda: "Cancelled.", None, patch_note, cancels=[patching], **READ_ONLY)
+    attribute_btn.click(bind(attribute, runner), [ctx.trace, a_text, b_text, ctx.large],
+                        [attribute_note, attribute_plot, heads_plot], **MODEL_RUN)
+    outputs = [grid, picked, ablate_note, ablate_plot, sweep_plot, attribute_note, attribute_plot, heads_plot]
+    return TabView(render=Event(bind(render, runner), [ctx.trace, selected, ctx.large], outputs))
