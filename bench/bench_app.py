@@ -25,7 +25,9 @@ import torch  # noqa: E402
 
 from model import load  # noqa: E402
 from model.allocator import keep_freed_memory  # noqa: E402
-from playground import tab_attention, tab_lens, tab_tokenization  # noqa: E402
+from playground import (  # noqa: E402
+    tab_arithmetic, tab_attention, tab_block, tab_bpe, tab_embeddings, tab_lens, tab_tokenization,
+)
 from playground.runner import ModelRunner  # noqa: E402
 
 TEXT = ("Rotary position embeddings rotate each pair of query and key dimensions by an angle "
@@ -102,6 +104,28 @@ def main() -> None:
               f"(target < 500 ms for 30 x 128)")
     median, _ = timed(lambda: tab_lens.render(runner, trace, "rank_next", False, 100, " the", False))
     print(f"logit-lens tab redraw (statistic or position change, lens cached): {median:.0f} ms")
+
+    # The concept tabs: one interaction each, figures serialised as Gradio would (target < 100 ms each).
+    def serialised(outputs):
+        for value in outputs:
+            if hasattr(value, "to_plotly_json"):
+                plot.postprocess(value)
+        return outputs
+
+    training = tab_bpe.train(runner, tab_bpe.TEXT, 40, False)[0]
+    layers = iter(range(10**9))
+    for name, fn in (
+        ("Embeddings: another token", lambda: serialised(tab_embeddings.render_token(runner, " London", 12,
+                                                                                      tab_embeddings.WORDS, False))),
+        ("Inside a block: another layer", lambda: serialised(tab_block.render(runner, trace, next(layers) % 30, 100,
+                                                                              False))),
+        ("Arithmetic: redraw", lambda: serialised(tab_arithmetic.render(runner, trace, False))),
+        ("Train BPE: another merge shown", lambda: serialised([tab_bpe.step_view(runner, training, 7, False)])),
+        ("Train BPE: train 40 merges", lambda: serialised(tab_bpe.train(runner, tab_bpe.TEXT, 40, False))),
+        ("Train BPE: replay a word", lambda: tab_bpe.replay(runner, " tokenization")),
+    ):
+        median, worst = timed(fn, repeats=10)
+        print(f"{name}: median {median:.0f} ms, worst {worst:.0f} ms")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from types import ModuleType
 
-from . import tab_attention, tab_intervene, tab_lens, tab_rope, tab_sampler, tab_tokenization
+from . import (
+    tab_arithmetic, tab_attention, tab_block, tab_bpe, tab_embeddings, tab_intervene, tab_lens, tab_rope, tab_sampler,
+    tab_tokenization,
+)
 
 
 @dataclass(frozen=True)
@@ -27,5 +30,9 @@ TABS = (
     Tab("Logit lens", tab_lens.TAB_ID, tab_lens, "lens-grid"),
     Tab("Sampler", "sampler", tab_sampler, "samp-bars"),
     Tab("Intervene", "intervene", tab_intervene, "int-grid"),
+    Tab("Embeddings", "embeddings", tab_embeddings, "emb-neighbours"),
+    Tab("Inside a block", "block", tab_block, "blk-norms"),
+    Tab("Arithmetic", "arithmetic", tab_arithmetic, "ar-flops"),
+    Tab("Train BPE", "bpe", tab_bpe, "bpe-replay"),
 )
 TAB_IDS = tuple(tab.id for tab in TABS)

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import regex
 import torch
 
 from model import KVCache, ModelEncoding, Transformer, UnencodableTextError
@@ -39,8 +40,10 @@ from model.interventions import (
     ATTRIBUTION_HOOKS, Ablation, Attribution, Sweep, ablation_hooks, direct_logit_attribution, logit_difference,
     patching_sweep, run_from,
 )
+from model.arithmetic import measure_peak_flops
+from model.bpe import ReplayStep, merge_steps
 from model.lens import ROWS_PER_MATMUL, LensResult, LogitLens, lens_logits
-from model.transformer import HookFn
+from model.transformer import HookFn, rms_scale
 
 from .figures.attention import thumbnail_levels
 from .trace import HEAD_STAT_NAMES, LayerTensors, Trace, TraceBudget, head_statistics
@@ -101,6 +104,7 @@ class ModelRunner:
         self._waiting: list[_Analysis] = []  # analyses not yet taken into a batch
         self._waiting_lock = threading.Lock()
         self._token_layer_s = TOKEN_LAYER_S  # measured on batched runs as they happen, for estimates
+        self._norms: torch.Tensor | None = None  # every token's embedding norm, computed once
         # Traces whose lens the background computes, newest first; the oldest fall off (computed when shown).
         self._lens_later: deque[Trace] = deque(maxlen=BACKGROUND_LENS_JOBS)
         self._lens_wakeup = threading.Event()
@@ -152,6 +156,16 @@ class ModelRunner:
     def eos_token_id(self) -> int | None:
         return self._enc.eos_token_id
 
+    @property
+    def n_merges(self) -> int:
+        """Merges the tokenizer learned: its ordinary tokens that are not single bytes."""
+        return sum(len(piece) > 1 for piece in self._enc._mergeable_ranks)
+
+    @property
+    def special_ids(self) -> list[int]:
+        """Ids of the control tokens, such as <|im_start|>."""
+        return sorted(self._enc._special_tokens.values())
+
     def token_bytes(self, token: int) -> bytes:
         """The bytes one token id stands for."""
         return self._enc.decode_single_token_bytes(int(token))
@@ -159,9 +173,13 @@ class ModelRunner:
     def decode(self, ids: Iterable[int]) -> str:
         return self._enc.decode(list(ids))
 
+    def tokens(self, text: str) -> list[int]:
+        """The tokens of a piece of text (unencodable characters replaced; special-token text stays text)."""
+        return self._enc.encode(text, errors="replace")
+
     def first_token(self, text: str) -> int | None:
-        """The first token of a piece of text (unencodable characters replaced), None for no tokens."""
-        ids = self._enc.encode(text, errors="replace")
+        """The first token of a piece of text, None for no tokens."""
+        ids = self.tokens(text)
         return ids[0] if ids else None
 
     def tokenize(self, prompt: str, chat: bool) -> tuple[list[int], str, list[str]]:
@@ -551,6 +569,86 @@ class ModelRunner:
 
         return clean_diff, corrupt_diff, rows()
 
+    # -- the model's weights, read -----------------------------------------------------------
+
+    def embeddings(self, tokens: list[int], k: int = 10) -> EmbeddingView:
+        """Each token's embedding row, its nearest tokens by cosine, and the same row read as an output direction
+        (through the final norm, as the logit lens's "embed" row); every token's embedding norm; a 2-D PCA."""
+        with self._locked() as net:
+            weight = net.tok_embeddings.weight.float()  # (V, D); tied: also the unembedding
+            if self._norms is None:
+                self._norms = weight.norm(dim=-1)
+            rows = weight[tokens]  # (n, D)
+            cosine = torch.nn.functional.normalize(rows, dim=-1) @ torch.nn.functional.normalize(weight, dim=-1).T
+            cos_top = cosine.topk(k + 1, dim=-1)  # the token itself comes first
+            out = lens_logits(net, rows)  # (n, V): the embedding through the final norm and the unembedding
+            probs = out.softmax(-1)
+            out_top = probs.topk(k, dim=-1)
+            self_rank = (out > out.gather(-1, torch.tensor(tokens)[:, None])).sum(-1)
+        centred = rows - rows.mean(0, keepdim=True)
+        if len(tokens) >= 3:
+            _, singular, vt = torch.linalg.svd(centred, full_matrices=False)
+            pca, explained = centred @ vt[:2].T, singular[:2] ** 2 / (singular**2).sum()
+        else:
+            pca, explained = torch.zeros(len(tokens), 2), torch.zeros(2)
+        return EmbeddingView(np.array(tokens), rows.numpy(), self._norms.numpy(), cos_top.indices[:, 1:].numpy(),
+                             cos_top.values[:, 1:].numpy(), out_top.indices.numpy(), out_top.values.numpy(),
+                             self_rank.numpy(), pca.numpy(), explained.numpy())
+
+    def block(self, trace: Trace, layer: int, position: int) -> BlockView:
+        """Inside one block at one position: the residual, both RMSNorms (scale and gain), and the SwiGLU MLP's gate,
+        up and post activations with each neuron's write-out size, recomputed from the trace's residual."""
+        resid = self._use(trace)
+        with self._locked() as net:
+            block = net.blocks[layer]
+            x = torch.from_numpy(resid[layer])[None]  # (1, T, D) entering the layer
+            rotations, mask = net.positions(0, trace.n_tokens)
+            attn_out = block.attn(block.ln1(x), rotations, mask, None, layer)
+            mid = x + attn_out
+            normed = block.ln2(mid)
+            gate, up = block.mlp.w1(normed)[0, position], block.mlp.w3(normed)[0, position]  # (F,)
+            post = torch.nn.functional.silu(gate) * up
+            mlp_out = block.mlp.w2(post)
+            w2 = block.mlp.w2.weight.float()  # (D, F)
+            view = BlockView(
+                layer, position, _own(x[0, position]), float(rms_scale(x[0, position], net.cfg.norm_eps)),
+                _own(block.ln1.weight), _own(attn_out[0, position]), _own(mid[0, position]),
+                float(rms_scale(mid[0, position], net.cfg.norm_eps)), _own(block.ln2.weight), _own(gate), _own(up),
+                _own(post), _own(w2.norm(dim=0)), _own(mlp_out), net.cfg.norm_eps)
+        return view
+
+    def parameter_count(self) -> int:
+        """The model's parameters, counted from its weights (a tied matrix once)."""
+        with self._locked() as net:
+            return sum(p.numel() for p in net.parameters())
+
+    def norm_gains(self) -> np.ndarray:
+        """Every RMSNorm's gain: (2L + 1, D), ln1 and ln2 of each layer, then the final norm."""
+        with self._locked() as net:
+            gains = [w for b in net.blocks for w in (b.ln1.weight, b.ln2.weight)] + [net.ln_final.weight]
+            return torch.stack(gains).float().numpy()
+
+    def measure_speed(self, ids: list[int], decode_steps: int = 16) -> dict[str, float]:
+        """Measured here, now: the float32 matmul peak (a micro-benchmark), prefill tokens/s over `ids`, and decode
+        tokens/s with the KV cache. About two seconds, holding the model."""
+        with self._locked() as net:
+            peak = measure_peak_flops(0.5)
+            tokens = torch.tensor([ids])
+            net(tokens)
+            prefill = min(_timed(lambda: net(tokens)) for _ in range(3))
+            cache = KVCache.empty(net.cfg, 1, len(ids) + decode_steps + 1, net.tok_embeddings.weight.dtype, "cpu")
+            net(tokens, cache=cache)
+            step = torch.tensor([[ids[-1]]])
+            decode = _timed(lambda: [net(step, cache=cache) for _ in range(decode_steps)])
+        return {"peak_flops": peak, "prefill_tokens_per_s": len(ids) / prefill,
+                "decode_tokens_per_s": decode_steps / decode,
+                "context": len(ids)}
+
+    def merge_steps(self, text: str) -> list[tuple[bytes, list[ReplayStep]]]:
+        """How the model's tokenizer builds each piece of `text`, merge by merge (see `model.bpe.merge_steps`)."""
+        pieces = regex.findall(self._enc._pat_str, self._enc.check(text, errors="replace"))
+        return [(p.encode("utf-8"), merge_steps(p.encode("utf-8"), self._enc._mergeable_ranks)) for p in pieces]
+
     # -- export -----------------------------------------------------------------------------
 
     def export(self, trace: Trace, folder: str | Path | None = None) -> Path:
@@ -581,6 +679,49 @@ class ModelRunner:
                 npz.write(Path(tmp) / f"{name}.npy", f"{name}.npy")
             stacked.clear()
         return path
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+@dataclass(frozen=True)
+class EmbeddingView:
+    """Tokens' embedding rows and what they say (n tokens, k neighbours)."""
+
+    tokens: np.ndarray  # (n,)
+    rows: np.ndarray  # (n, D)
+    norms: np.ndarray  # (V,) every token's embedding norm
+    nearest: np.ndarray  # (n, k) nearest other tokens by cosine
+    cosine: np.ndarray  # (n, k)
+    output: np.ndarray  # (n, k) most likely tokens when the row is read out through the final norm
+    output_p: np.ndarray  # (n, k)
+    self_rank: np.ndarray  # (n,) rank of the token itself in that read-out (0 = it predicts itself)
+    pca: np.ndarray  # (n, 2) the rows projected on their first two principal components
+    explained: np.ndarray  # (2,) share of variance each explains
+
+
+@dataclass(frozen=True)
+class BlockView:
+    """One layer at one position, recomputed from the trace (D d_model, F MLP width)."""
+
+    layer: int
+    position: int
+    resid_pre: np.ndarray  # (D,) the residual entering the layer
+    scale1: float  # ln1's divisor, sqrt(mean(x^2) + eps)
+    gain1: np.ndarray  # (D,)
+    attn_out: np.ndarray  # (D,)
+    resid_mid: np.ndarray  # (D,)
+    scale2: float
+    gain2: np.ndarray  # (D,)
+    gate: np.ndarray  # (F,) w1 x, before SiLU
+    up: np.ndarray  # (F,) w3 x
+    post: np.ndarray  # (F,) silu(gate) * up
+    w2_norms: np.ndarray  # (F,) the length of each neuron's write-out column of w2
+    mlp_out: np.ndarray  # (D,)
+    eps: float
 
 
 def _own(t: torch.Tensor) -> np.ndarray:

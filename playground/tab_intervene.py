@@ -20,7 +20,7 @@ from .figures.attention import mosaic_cell, mosaic_of_levels
 from .figures.interventions import (
     ablation_figure, attribution_figure, head_attribution_figure, layer_sweep_figure, patching_figure,
 )
-from .figures.tokens import axis_labels, token_label
+from .figures.tokens import axis_labels, markdown_token, token_label
 from .runner import ModelRunner, PromptError
 from .trace import Trace
 from .ui import MODEL_RUN, READ_ONLY, Event, TabContext, TabView, bind, font_scale, session_state
@@ -45,7 +45,12 @@ def token_pair(runner: ModelRunner, logits: np.ndarray, a_text: str, b_text: str
 
 
 def name(runner: ModelRunner, token: int) -> str:
-    return repr(token_label(runner.token_bytes(token), False, 20))
+    return markdown_token(runner.token_bytes(token))
+
+
+def plain(text: str) -> str:
+    """Markdown's code marks taken out, for a figure's title."""
+    return text.replace("`", "")
 
 
 def head_grid(trace: Trace | None, selected: list) -> np.ndarray | None:
@@ -133,7 +138,7 @@ def sweep_layers(runner: ModelRunner, trace: Trace | None, mode: str, a_text: st
                f"{result['diff']:+.3f}. The largest loss increase comes from ablating layer {layer}'s {worst} "
                f"(+{result[f'loss_{key}'][layer] - result['loss']:.3f}).")
     figure = layer_sweep_figure(result["loss_attn"], result["loss_mlp"], result["diff_attn"], result["diff_mlp"],
-                                result["loss"], result["diff"], pair, MODES.get(mode, mode),
+                                result["loss"], result["diff"], plain(pair), MODES.get(mode, mode),
                                 font_scale=font_scale(large))
     return summary, figure
 
@@ -154,7 +159,7 @@ def attribute(runner: ModelRunner, trace: Trace | None, a_text: str, b_text: str
                f". Each part is its output at the last position divided by the final norm's scale "
                f"({result.scale:.3f}, frozen) and read out along the gain times W_U[a] − W_U[b].")
     scale = font_scale(large)
-    return (summary, attribution_figure(result.labels, parts, result.total, pair, font_scale=scale),
+    return (summary, attribution_figure(result.labels, parts, result.total, plain(pair), font_scale=scale),
             head_attribution_figure(result.heads.numpy(), font_scale=scale))
 
 
@@ -190,7 +195,7 @@ def patch(runner: ModelRunner, clean: str, corrupted: str, a_text: str, b_text: 
     columns = axis_labels([runner.token_bytes(t) for t in clean_ids]) if sweep.per == "position" else \
         [f"H{h}" for h in range(cfg.n_heads)]
     pair = f"{name(runner, a)} − {name(runner, b)}"
-    title = (f"Patching the {sweep.name} from “{clean}” into “{corrupted}”: logit difference {pair} "
+    title = (f"Patching the {sweep.name} from “{clean}” into “{corrupted}”: logit difference {plain(pair)} "
              f"{corrupt_diff:+.2f} (corrupted) → {clean_diff:+.2f} (clean)")
     for layer, row in rows:
         values[layer] = row

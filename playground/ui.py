@@ -97,7 +97,7 @@ class TabView:
     """What a tab gives back: how to draw it from a new trace (inputs[0] is the trace). The shell runs it for the
     tab on show after an Analyze, and for the others when they are first opened (`drawn_when_shown`)."""
 
-    render: Event
+    render: Event  # its fn returns a tuple: one value per output
 
 
 NEVER = "never"  # a tab that has drawn no trace yet

@@ -48,6 +48,11 @@ def token_label(data: bytes, visible_whitespace: bool = True, max_len: int = 16)
     return text if len(text) <= max_len else text[: max_len - 1] + "…"
 
 
+def markdown_token(data: bytes, max_len: int = 20) -> str:
+    """A token for Markdown text: as code, so that `<filename>` or `*` shows as itself."""
+    return "`" + token_label(data, True, max_len).replace("`", "ˋ") + "`"
+
+
 def axis_labels(token_bytes: Sequence[bytes]) -> list[str]:
     """Tick labels 'i token' for each position, unique by construction."""
     return [f"{i} {token_label(b)}" for i, b in enumerate(token_bytes)]

@@ -251,7 +251,7 @@ def test_browser_a_phone_uses_every_tab_without_sideways_scrolling(browser, serv
         for spec in TABS:
             open_tab(page, spec.label)
             figure = page.locator(f"#{spec.figure}")
-            figure.locator(".js-plotly-plot, .tok, img").first.wait_for(timeout=60_000)
+            figure.locator(".js-plotly-plot, .tok, img, table").first.wait_for(timeout=60_000)
             assert page.evaluate("document.documentElement.scrollWidth") <= 390, f"{spec.id}: the page scrolls sideways"
             box = figure.bounding_box()
             assert box["x"] >= 0 and box["x"] + box["width"] <= 390, f"{spec.id}: {box}"
@@ -289,4 +289,35 @@ def test_browser_intervene_ablate_patch_attribute(page, server):
     page.wait_for_selector("#int-attribute-plot .js-plotly-plot", timeout=60_000)
     assert "the parts sum to" in page.locator("#int-attribute-note").inner_text()
     shot(page, "intervene")
+    assert_only_local_requests(page)
+
+
+def test_browser_the_concept_tabs(page, server):
+    """Embeddings, Inside a block, Arithmetic and Train BPE each open on the analysed prompt and answer a control."""
+    open_app(page, server)
+    open_tab(page, "Embeddings")
+    page.wait_for_selector("#emb-neighbours .js-plotly-plot", timeout=60_000)
+    assert "embedding norm" in page.locator("#emb-note").inner_text()
+    page.wait_for_selector("#emb-pca .js-plotly-plot", timeout=30_000)
+    shot(page, "embeddings")
+
+    open_tab(page, "Inside a block")
+    page.wait_for_selector("#blk-neurons .js-plotly-plot", timeout=60_000)
+    set_number(page, "blk-layer", "3")
+    page.wait_for_function("document.querySelector('#blk-note').innerText.includes('Layer 3')", timeout=30_000)
+    shot(page, "block")
+
+    open_tab(page, "Arithmetic")
+    page.wait_for_selector("#ar-flops .js-plotly-plot", timeout=60_000)
+    assert "counted from the weights" in page.locator("#ar-params").inner_text()
+    page.locator("#ar-measure").click()
+    page.wait_for_function("document.querySelector('#ar-measured').innerText.includes('MFU')", timeout=60_000)
+    shot(page, "arithmetic")
+
+    open_tab(page, "Train BPE")
+    page.wait_for_function("document.querySelector('#bpe-replay').innerText.includes('capital')", timeout=60_000)
+    page.locator("#bpe-train").click()
+    page.wait_for_selector("#bpe-compression .js-plotly-plot", timeout=60_000)
+    assert "merges" in page.locator("#bpe-summary").inner_text()
+    shot(page, "bpe")
     assert_only_local_requests(page)

@@ -97,6 +97,6 @@ def test_sweeps_beyond_the_limit_are_refused_with_the_estimate(tiny_runner, monk
 
 def test_token_pairs(tiny_runner, tiny_trace):
     a, b, label = tab_intervene.token_pair(tiny_runner, tiny_trace.next_logits, " cat", "")
-    assert a == tiny_runner.first_token(" cat") and b != a and "' cat'" in label
+    assert a == tiny_runner.first_token(" cat") and b != a and "`·cat`" in label
     with pytest.raises(ValueError, match="different"):
         tab_intervene.token_pair(tiny_runner, tiny_trace.next_logits, " cat", " cat sat")

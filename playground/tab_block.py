@@ -1,0 +1,111 @@
+"""Inside a block tab: the residual stream's size, RMSNorm on one vector (and LayerNorm beside it), the gains, and
+the SwiGLU MLP's neurons for one layer and token.
+
+The residual norms come from the trace; one layer at one position is recomputed by the runner
+(its attention, both norms, the MLP's gate, up and post activations).
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+import numpy as np
+
+from .figures.block import activations_figure, gains_figure, neurons_figure, norm_steps_figure, residual_norms_figure
+from .figures.tokens import axis_labels
+from .runner import ModelRunner, PromptError
+from .trace import Trace
+from .ui import READ_ONLY, Event, TabContext, TabView, bind, clamp, font_scale
+
+TOP_NEURONS = 20
+SMALL = 0.01  # a neuron counts as silent when its |post| is below 1% of the largest
+
+
+def gelu(z: np.ndarray) -> np.ndarray:
+    return 0.5 * z * (1 + np.tanh(np.sqrt(2 / np.pi) * (z + 0.044715 * z**3)))
+
+
+def sparsity(post: np.ndarray) -> float:
+    """Share of neurons whose output is below SMALL of the largest one's."""
+    largest = float(np.abs(post).max()) or 1.0
+    return float((np.abs(post) < SMALL * largest).mean())
+
+
+def overview(runner: ModelRunner, trace: Trace | None, large: bool):
+    """(residual norms, gains): what does not depend on the layer and token chosen."""
+    scale, cfg = font_scale(large), runner.cfg
+    gain_labels = [f"L{l} {ln}" for l in range(cfg.n_layers) for ln in ("ln1", "ln2")] + ["final"]
+    gains = gains_figure(runner.norm_gains(), gain_labels, font_scale=scale)
+    if trace is None or trace.resid is None:
+        return None, gains
+    rows = ["embed"] + [f"L{l}" for l in range(cfg.n_layers)]
+    norms = np.linalg.norm(trace.resid, axis=-1)  # (L + 1, T)
+    return residual_norms_figure(norms, axis_labels(trace.token_bytes), rows, font_scale=scale), gains
+
+
+def render(runner: ModelRunner, trace: Trace | None, layer: int, position: int, large: bool):
+    """(note, RMSNorm steps, neurons, activations) for one layer and token."""
+    scale, cfg = font_scale(large), runner.cfg
+    if trace is None:
+        return "Analyze a prompt first.", None, None, None
+    layer, position = clamp(layer, 0, cfg.n_layers - 1), clamp(position, 0, trace.n_tokens - 1)
+    labels = axis_labels(trace.token_bytes)
+    try:
+        view = runner.block(trace, layer, position)
+    except PromptError as e:  # dropped to make room, or the model stayed busy
+        return f"⚠️ {e}", None, None, None
+    x = view.resid_pre
+    steps = norm_steps_figure(x, view.scale1, view.gain1, view.eps,
+                              f"Layer {layer}'s ln1 on token {labels[position]}: RMS {view.scale1:.3f}, "
+                              f"mean {x.mean():.3f}",
+                              font_scale=scale)
+    size = np.abs(view.post) * view.w2_norms
+    top = np.argsort(-size)[:TOP_NEURONS]
+    neurons = neurons_figure(top, size[top], view.gate[top], view.up[top], view.post[top],
+                             f"Top {TOP_NEURONS} neurons, layer {layer}, {labels[position]} (red: post < 0)",
+                             font_scale=scale)
+    relu, gel = np.maximum(view.gate, 0) * view.up, gelu(view.gate) * view.up
+    note = (f"**Layer {layer}, token {labels[position]}.** RMSNorm divides by RMS = √(mean x² + ε) = {view.scale1:.3f} "
+            f"(ln1) and {view.scale2:.3f} (ln2), then multiplies by the gain; LayerNorm would also subtract the mean "
+            f"({x.mean():+.3f}). The MLP: post = SiLU(w1·x) ⊙ (w3·x), out = w2·post, so the output is the sum of "
+            f"{cfg.d_mlp} neurons' columns of w2 scaled by post (they add up to the MLP output exactly). "
+            f"Silent neurons (|post| below 1% of the largest): SiLU {100 * sparsity(view.post):.0f}%, "
+            f"with ReLU instead {100 * sparsity(relu):.0f}% ({100 * (view.gate <= 0).mean():.0f}% exactly zero), "
+            f"with GELU {100 * sparsity(gel):.0f}%. The largest neuron writes ‖·‖ = {size[top[0]]:.3f}; the whole MLP "
+            f"output has ‖·‖ = {np.linalg.norm(view.mlp_out):.3f}.")
+    return note, steps, neurons, activations_figure(view.gate, view.post, font_scale=scale)
+
+
+def after_analyze(runner: ModelRunner, trace: Trace | None, layer: int, position: int, large: bool):
+    """A new prompt: the position slider spans it and points at its last token; everything is drawn."""
+    if trace is not None:
+        position = trace.n_tokens - 1
+    slider = gr.update() if trace is None else gr.update(maximum=max(position, 1), value=position)
+    return (slider, *overview(runner, trace, large), *render(runner, trace, layer, position, large))
+
+
+def build(ctx: TabContext) -> TabView:
+    cfg = ctx.runner.cfg
+    gr.Markdown(
+        "Inside one transformer block: the residual stream every block reads and writes, the RMSNorm before "
+        "attention and before the MLP (divide by the root mean square, multiply by a learned gain; no mean "
+        "subtracted, unlike LayerNorm), and the SwiGLU MLP, whose output is a sum of its neurons' write-outs."
+    )
+    with gr.Row():
+        layer = gr.Slider(0, cfg.n_layers - 1, value=cfg.n_layers // 2, step=1, label="Layer", elem_id="blk-layer")
+        position = gr.Slider(0, 1, value=1, step=1, label="Token (position)", elem_id="blk-position")
+    note = gr.Markdown(elem_id="blk-note")
+    norms = gr.Plot(elem_id="blk-norms", show_label=False)
+    steps = gr.Plot(elem_id="blk-steps", show_label=False)
+    with gr.Row():
+        neurons = gr.Plot(elem_id="blk-neurons", show_label=False)
+        activations = gr.Plot(elem_id="blk-activations", show_label=False)
+    with gr.Accordion("Every RMSNorm's gain", open=False):
+        gains = gr.Plot(elem_id="blk-gains", show_label=False)
+
+    inputs = [ctx.trace, layer, position, ctx.large]
+    chosen = [note, steps, neurons, activations]
+    draw = bind(render, ctx.runner)
+    for control in (layer, position):
+        control.input(draw, inputs, chosen, **READ_ONLY)
+    ctx.large.change(bind(after_analyze, ctx.runner), inputs, [position, norms, gains, *chosen], **READ_ONLY)
+    return TabView(render=Event(bind(after_analyze, ctx.runner), inputs, [position, norms, gains, *chosen]))
