@@ -36,9 +36,13 @@ def matmul_weights(cfg: ModelConfig) -> int:
 
 
 def flops_per_token(cfg: ModelConfig, context: int) -> dict[str, int]:
-    """FLOPs for one token that attends to `context` keys: the matrix products and attention."""
-    return {"matrix products": 2 * matmul_weights(cfg),
-            "attention": 4 * cfg.n_layers * context * cfg.n_heads * cfg.d_head}
+    """FLOPs for one token that attends to `context` keys, by part: the MLPs, the attention projections (q, k, v, o),
+    attention over the context (scores and weighted values) and the unembedding. They sum to 2 x matmul_weights
+    plus the attention term."""
+    counts = parameter_counts(cfg)
+    return {"MLP": 2 * counts["MLP"], "attention projections": 2 * counts["attention"],
+            "attention over the context": 4 * cfg.n_layers * context * cfg.n_heads * cfg.d_head,
+            "unembedding": 2 * cfg.vocab_size * cfg.d_model}
 
 
 def forward_flops(cfg: ModelConfig, tokens: int) -> int:

@@ -38,6 +38,13 @@ def parameters_markdown(runner: ModelRunner) -> str:
             f"{runner.parameter_count():,} |")
 
 
+def crossover(cfg) -> int:
+    """The context at which attention (projections and over the context) costs as much as the MLPs."""
+    parts = flops_per_token(cfg, 0)
+    per_key = flops_per_token(cfg, 1)["attention over the context"]
+    return max(0, int(np.ceil((parts["MLP"] - parts["attention projections"]) / per_key)))
+
+
 def render(runner: ModelRunner, trace: Trace | None, large: bool):
     """(parameters, FLOPs text, FLOPs plot, KV-cache text, KV-cache plot) for the analysed prompt's context."""
     cfg, scale = runner.cfg, font_scale(large)
@@ -45,16 +52,19 @@ def render(runner: ModelRunner, trace: Trace | None, large: bool):
     n_mm = matmul_weights(cfg)
     here = flops_per_token(cfg, context)
     total = sum(here.values())
+    attention = here["attention projections"] + here["attention over the context"]
     flops = (f"**FLOPs per token** = 2 × (weights in matrix products) + 4 · L · S · H · Dh for S keys = "
              f"2 × {n_mm:,} + 4 · {cfg.n_layers} · S · {cfg.n_heads} · {cfg.d_head}. At this prompt's S = {context}: "
-             f"{here['matrix products'] / 1e6:.1f} M + {here['attention'] / 1e6:.2f} M = **{total / 1e6:.1f} MFLOP** "
-             f"(attention {100 * here['attention'] / total:.1f}%). (Kaplan et al. write the scores as "
-             f"2·n_layer·n_ctx·d_attn; the weighted sum of values costs as much again. The unembedding counts although "
-             f"its weights are the embedding's: {cfg.vocab_size * cfg.d_model:,} of them.)")
+             f"**{total / 1e6:.1f} MFLOP**: MLPs {100 * here['MLP'] / total:.0f}%, attention "
+             f"{100 * attention / total:.0f}% (over the context: "
+             f"{100 * here['attention over the context'] / total:.1f}%), "
+             f"unembedding {100 * here['unembedding'] / total:.0f}%. Attention overtakes the MLPs at "
+             f"S ≈ {crossover(cfg):,}. (Kaplan et al. write the scores as 2·n_layer·n_ctx·d_attn; the weighted sum of "
+             f"values costs as much again. The unembedding counts although its weights are the embedding's.)")
     contexts = np.unique(np.geomspace(1, cfg.max_seq_len, 200).astype(int))
-    parts = [flops_per_token(cfg, int(c)) for c in contexts]
-    plot = flops_figure(contexts, np.array([p["matrix products"] for p in parts], float),
-                        np.array([p["attention"] for p in parts], float), context, font_scale=scale)
+    per_context = [flops_per_token(cfg, int(c)) for c in contexts]
+    plot = flops_figure(contexts, {name: np.array([p[name] for p in per_context], float) for name in here}, context,
+                        font_scale=scale)
     layouts = {"multi-head (G = H)": cfg.n_heads, f"grouped-query (G = {cfg.n_kv_heads}, this model)": cfg.n_kv_heads,
                "multi-query (G = 1)": 1}
     per_token = [kv_cache_bytes(cfg, 1, 4, g) for g in layouts.values()]

@@ -66,7 +66,9 @@ def render_token(runner: ModelRunner, text: str, k: int, words: str, large: bool
     norms_fig = norms_figure(norms, specials, marked, "Every token's embedding norm (special tokens: diamonds)",
                              font_scale=scale)
     pca = None
-    if len(chosen) >= 3:  # the projection is of the chosen tokens only (the first row is the token above)
+    if len(chosen) < 3:
+        note += " Type at least three tokens to project (comma-separated)."
+    else:  # the projection is of the chosen tokens only (the first row is the token above)
         rows = runner.embeddings(chosen, 1)
         pca = pca_figure(rows.pca, [label(runner, t) for t in chosen], rows.explained, font_scale=scale)
     return note, neighbours, readout, norms_fig, pca

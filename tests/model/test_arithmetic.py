@@ -41,3 +41,12 @@ def test_kv_cache_bytes_are_what_the_cache_allocates(tiny_cfg):
 
 def test_the_peak_is_measured():
     assert measure_peak_flops(seconds=0.05, size=128) > 1e6
+
+
+def test_flops_per_token_parts_add_up(real):
+    from model.arithmetic import flops_per_token, matmul_weights
+
+    cfg = real[0].cfg
+    for context in (1, 128, 4096):
+        parts = flops_per_token(cfg, context)
+        assert sum(parts.values()) == 2 * matmul_weights(cfg) + 4 * cfg.n_layers * context * cfg.n_heads * cfg.d_head
