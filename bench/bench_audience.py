@@ -37,14 +37,18 @@ ROOT = Path(__file__).resolve().parents[1]
 WORDS = ("attention rotary position embedding residual stream layer norm query key value head token logit lens "
          "sampler temperature probability softmax gradient weight matrix vector").split()
 
-# Every tab's controls at their starting values, in the order the page sends them (tokenization, attention, RoPE,
-# logit lens, sampler, then the link's prompt, chat and presenter mode).
+# Every tab's controls at their starting values, in the order the page sends them: the tabs in registry order
+# (tokenization, attention, RoPE, logit lens, sampler, intervene, embeddings, inside a block, arithmetic, train BPE),
+# then the link's prompt, chat and presenter mode. State components are not sent.
 CONTROLS = (False, False, ["cl100k_base"], False,  0, 0, False, "previous token",  0, 0, 1, 0, 5.0, False,
-            "top_prob", False, 1, "", False,  "HF transformers", 1.0, 0, 1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 15, False)
+            "top_prob", False, 1, "", False,
+            "HF transformers", 1.0, 0, 1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 64, 15, False,
+            False,  " Paris", 12, " Paris, London, Berlin, cat, dog, red", False,  15, 1, False,  False,  " capital")
 INTERACTIONS = [  # open a tab (it draws the trace), then move one of its controls
     ("/open_attention", None), ("/attention_head", (7, 4, False)),
     ("/open_rope", None), ("/rope", (7, 4, 3, 1, 5.0, False)),
-    ("/open_sampler", None), ("/sampler", ("HF transformers", 0.7, 40, 0.9, 0.0, 1.0, 1.0, 0.0, 0.0, 15, False)),
+    ("/open_sampler", None),
+    ("/sampler", ("HF transformers", 0.7, 40, 0.9, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 64, 15, False)),
 ]
 
 

@@ -4,11 +4,14 @@ Two chains over the same knobs:
 
 - ``order="hf"``: exactly Hugging Face transformers' logits processors, in generate()'s order:
   repetition penalty (on prompt + generated tokens) -> temperature -> top-k (ties at the
-  boundary kept) -> top-p -> min-p -> typical-p. transformers has no presence or frequency
-  penalty, so in this order they do nothing (and `to_hf_kwargs` says so).
-- ``order="llama.cpp"``: llama.cpp's default sampler chain: penalties (repetition as HF;
-  presence and frequency as OpenAI defines them, on generated tokens) -> top-k -> typical ->
-  top-p -> min-p -> temperature *last*. Each filter sees the softmax of the tokens still in.
+  boundary kept) -> top-p -> min-p -> typical-p -> epsilon -> eta. transformers has no
+  presence, frequency or top-n-sigma step, so in this order they do nothing.
+- ``order="llama.cpp"``: llama.cpp's default sampler chain: penalties -> top-n-sigma -> top-k
+  -> typical -> top-p -> min-p -> temperature *last*. Its one penalties step works on a window
+  of the last `repeat_last_n` tokens of prompt *and* output (llama-cli and llama-completion
+  accept the prompt into it): repetition (a logit <= 0 is multiplied, else divided), then
+  frequency x count and presence once per token in the window. Each filter sees the softmax
+  of the tokens still in. There is no epsilon or eta step in llama.cpp.
 
 A temperature of 0 means greedy. Every filter keeps at least one token. Removed tokens
 have logit -inf. With the same seed and settings, `sample` picks the same tokens every time.
@@ -36,8 +39,12 @@ class SamplerSettings:
     min_p: float = 0.0  # drop tokens below min_p * p(most likely); 0 = off
     typical_p: float = 1.0  # keep the most "typical" tokens up to this mass; 1.0 = off
     repetition_penalty: float = 1.0  # divide (positive) or multiply (negative) logits of seen tokens; 1.0 = off
-    presence_penalty: float = 0.0  # subtract once from each generated token's logit (llama.cpp order only)
-    frequency_penalty: float = 0.0  # subtract per occurrence in the generated tokens (llama.cpp order only)
+    presence_penalty: float = 0.0  # subtract once from each token in the penalty window (llama.cpp order only)
+    frequency_penalty: float = 0.0  # subtract per occurrence in the penalty window (llama.cpp order only)
+    epsilon: float = 0.0  # drop tokens below this probability (HF epsilon_cutoff); 0 = off (HF order only)
+    eta: float = 0.0  # drop tokens below min(eta, sqrt(eta) exp(-entropy)) (HF eta_cutoff); 0 = off (HF order only)
+    top_n_sigma: float = 0.0  # keep logits within n standard deviations of the top one; 0 = off (llama.cpp only)
+    repeat_last_n: int = 64  # llama.cpp's penalty window, in tokens; -1 = the whole context, 0 = no penalties
     order: Order = "hf"
 
     def __post_init__(self) -> None:
@@ -54,6 +61,11 @@ class SamplerSettings:
                                  "a finite number"),
             "frequency_penalty": (_number(self.frequency_penalty) and math.isfinite(self.frequency_penalty),
                                   "a finite number"),
+            "epsilon": (_number(self.epsilon) and 0 <= self.epsilon < 1, "in [0, 1)"),
+            "eta": (_number(self.eta) and 0 <= self.eta < 1, "in [0, 1)"),
+            "top_n_sigma": (_number(self.top_n_sigma) and 0 <= self.top_n_sigma < math.inf, "a number >= 0"),
+            "repeat_last_n": (isinstance(self.repeat_last_n, int) and not isinstance(self.repeat_last_n, bool)
+                              and self.repeat_last_n >= -1, "a whole number >= -1"),
             "order": (self.order in ("hf", "llama.cpp"), "'hf' or 'llama.cpp'"),
         }
         for name, (ok, allowed) in rules.items():
@@ -84,12 +96,55 @@ def repetition_penalty(logits: Tensor, history: Tensor, penalty: float) -> Tenso
     return out
 
 
-def presence_frequency_penalty(logits: Tensor, generated: Tensor, presence: float, frequency: float) -> Tensor:
-    """OpenAI: logit[j] -= count[j] * frequency + (count[j] > 0) * presence, counting generated tokens."""
-    if (presence == 0 and frequency == 0) or generated.numel() == 0:
+def llama_penalties(logits: Tensor, window: Tensor, repeat: float, frequency: float, presence: float) -> Tensor:
+    """llama.cpp's penalties step over the window's tokens: repetition (a logit <= 0 multiplied, else divided),
+    then minus count x frequency and presence once, for each token in the window."""
+    if window.numel() == 0 or (repeat == 1.0 and frequency == 0 and presence == 0):
         return logits
-    counts = torch.bincount(generated, minlength=logits.shape[-1]).to(logits.dtype)
-    return logits - counts * frequency - (counts > 0).to(logits.dtype) * presence
+    counts = torch.bincount(window, minlength=logits.shape[-1]).to(logits.dtype)
+    seen = counts > 0
+    z = torch.where(seen & (logits <= 0), logits * repeat, torch.where(seen, logits / repeat, logits))
+    return z - counts * frequency - seen.to(logits.dtype) * presence
+
+
+def penalty_window(settings: SamplerSettings, prompt_ids: Sequence[int], generated_ids: Sequence[int]) -> list[int]:
+    """The tokens llama.cpp's penalties see: the last repeat_last_n of prompt and output (-1: all, 0: none)."""
+    history = [*prompt_ids, *generated_ids]
+    n = settings.repeat_last_n
+    return history if n == -1 else history[len(history) - n :] if n > 0 else []
+
+
+def epsilon_filter(logits: Tensor, epsilon: float) -> Tensor:
+    """HF EpsilonLogitsWarper: drop tokens with probability below epsilon; keep the top one."""
+    if epsilon <= 0:
+        return logits
+    remove = logits.softmax(-1) < epsilon
+    remove &= logits < logits.max(-1, keepdim=True).values
+    return logits.masked_fill(remove, NEG_INF)
+
+
+def eta_filter(logits: Tensor, eta: float) -> Tensor:
+    """HF EtaLogitsWarper: drop tokens below min(eta, sqrt(eta) exp(-entropy)); keep the top one."""
+    if eta <= 0:
+        return logits
+    logp = logits.log_softmax(-1)
+    p = logp.exp()
+    entropy = -(p * logp).nan_to_num().sum(-1, keepdim=True)
+    cutoff = torch.minimum(torch.tensor(eta), math.sqrt(eta) * torch.exp(-entropy))
+    remove = (p < cutoff) & (logits < logits.max(-1, keepdim=True).values)
+    return logits.masked_fill(remove, NEG_INF)
+
+
+def top_n_sigma(logits: Tensor, n: float) -> Tensor:
+    """llama.cpp: keep tokens whose logit is within n standard deviations (of the finite logits) of the largest."""
+    if n <= 0:
+        return logits
+    finite = torch.isfinite(logits)
+    values = logits[finite]
+    if values.numel() <= 1:
+        return logits
+    threshold = values.max() - n * values.std(unbiased=False)
+    return logits.masked_fill(logits < threshold, NEG_INF)
 
 
 def temperature(logits: Tensor, t: float) -> Tensor:
@@ -191,12 +246,11 @@ Step = tuple[str, Callable[[Tensor], Tensor]]
 def chain(settings: SamplerSettings, prompt_ids: Sequence[int] = (), generated_ids: Sequence[int] = ()) -> list[Step]:
     """The active steps, in order, as (name, function of logits)."""
     s = settings
-    history = torch.tensor([*prompt_ids, *generated_ids], dtype=torch.long)
-    generated = torch.tensor(list(generated_ids), dtype=torch.long)
     steps: list[Step] = []
-    if s.repetition_penalty != 1.0:
-        steps.append(("repetition penalty", lambda z: repetition_penalty(z, history, s.repetition_penalty)))
     if s.order == "hf":
+        history = torch.tensor([*prompt_ids, *generated_ids], dtype=torch.long)
+        if s.repetition_penalty != 1.0:
+            steps.append(("repetition penalty", lambda z: repetition_penalty(z, history, s.repetition_penalty)))
         if s.temperature != 1.0:
             steps.append(("temperature", lambda z: temperature(z, s.temperature)))
         if s.top_k:
@@ -207,10 +261,17 @@ def chain(settings: SamplerSettings, prompt_ids: Sequence[int] = (), generated_i
             steps.append(("min-p", lambda z: min_p_filter(z, s.min_p)))
         if s.typical_p < 1.0:
             steps.append(("typical-p", lambda z: typical_hf(z, s.typical_p)))
+        if s.epsilon > 0:
+            steps.append(("epsilon", lambda z: epsilon_filter(z, s.epsilon)))
+        if s.eta > 0:
+            steps.append(("eta", lambda z: eta_filter(z, s.eta)))
         return steps
-    if s.presence_penalty or s.frequency_penalty:
-        steps.append(("presence/frequency", lambda z: presence_frequency_penalty(z, generated, s.presence_penalty,
-                                                                                 s.frequency_penalty)))
+    window = torch.tensor(penalty_window(s, prompt_ids, generated_ids), dtype=torch.long)
+    if window.numel() and (s.repetition_penalty != 1.0 or s.presence_penalty or s.frequency_penalty):
+        steps.append(("penalties", lambda z: llama_penalties(z, window, s.repetition_penalty, s.frequency_penalty,
+                                                             s.presence_penalty)))
+    if s.top_n_sigma > 0:
+        steps.append(("top-n-sigma", lambda z: top_n_sigma(z, s.top_n_sigma)))
     if s.top_k:
         steps.append(("top-k", lambda z: top_k_exact(z, s.top_k)))
     if s.typical_p < 1.0:
@@ -301,18 +362,42 @@ def to_hf_kwargs(settings: SamplerSettings) -> dict:
             kwargs["min_p"] = s.min_p
         if s.typical_p < 1.0:
             kwargs["typical_p"] = s.typical_p
+        if s.epsilon > 0:
+            kwargs["epsilon_cutoff"] = s.epsilon
+        if s.eta > 0:
+            kwargs["eta_cutoff"] = s.eta
     if s.repetition_penalty != 1.0:
         kwargs["repetition_penalty"] = s.repetition_penalty
     return kwargs
 
 
-def to_llama_cpp_flags(settings: SamplerSettings) -> str:
-    """llama.cpp command-line flags for the llama.cpp-order chain (penalties over the whole history)."""
+def hf_leaves_out(settings: SamplerSettings) -> list[str]:
+    """Settings transformers' generate() has no equivalent for, so its kwargs cannot carry them."""
     s = settings
+    return [name for name, on in (("presence_penalty", s.presence_penalty != 0), ("frequency_penalty",
+                                                                                  s.frequency_penalty != 0),
+                                  ("top_n_sigma", s.top_n_sigma > 0)) if on]
+
+
+def llama_cpp_leaves_out(settings: SamplerSettings) -> list[str]:
+    """Settings llama.cpp has no step for."""
+    return [name for name, on in (("epsilon", settings.epsilon > 0), ("eta", settings.eta > 0)) if on]
+
+
+LLAMA_CPP_PROGRAM = "llama-completion"  # plain completion: llama-cli turns a GGUF with a chat template into a chat
+
+
+def to_llama_cpp_flags(settings: SamplerSettings) -> str:
+    """llama.cpp command-line flags for the llama.cpp-order chain (the penalty window over prompt and output)."""
+    s = settings
+    samplers = ["penalties", *(["top_n_sigma"] if s.top_n_sigma > 0 else []), "top_k", "typ_p", "top_p", "min_p",
+                "temperature"]
     flags = [
         f"--temp {s.temperature:g}", f"--top-k {s.top_k}", f"--top-p {s.top_p:g}", f"--min-p {s.min_p:g}",
-        f"--typical {s.typical_p:g}", f"--repeat-penalty {s.repetition_penalty:g}", "--repeat-last-n -1",
+        f"--typical {s.typical_p:g}", f"--repeat-penalty {s.repetition_penalty:g}",
+        f"--repeat-last-n {s.repeat_last_n}",
         f"--presence-penalty {s.presence_penalty:g}", f"--frequency-penalty {s.frequency_penalty:g}",
-        "--samplers 'penalties;top_k;typ_p;top_p;min_p;temperature'",
+        *([f"--top-n-sigma {s.top_n_sigma:g}"] if s.top_n_sigma > 0 else []),
+        f"--samplers '{';'.join(samplers)}'",
     ]
     return " ".join(flags)

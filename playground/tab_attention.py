@@ -15,7 +15,7 @@ from .figures.attention import (
 )
 from .figures.tokens import axis_labels
 from .runner import ModelRunner, PromptError
-from .trace import HEAD_STAT_NAMES, Trace, attention_stages
+from .trace import HEAD_STAT_NAMES, Trace, attention_stages, uniform_entropy
 from .ui import READ_ONLY, Event, TabContext, TabView, bind, font_scale, grid_side, layer_head, scriptable
 
 LAYER_CELL, OVERVIEW_CELL = 120, 30  # thumbnail sizes in pixels
@@ -84,7 +84,8 @@ def render_head(runner: ModelRunner, trace: Trace | None, layer: int, head: int,
     stats = trace.head_stats[layer, head]
     summary = (
         f"**{name}** · to first token {stats[0]:.3f} · to previous token {stats[1]:.3f} · "
-        f"to self {stats[2]:.3f} · entropy {stats[3]:.2f} bits (uniform over {T} tokens: {np.log2(T):.2f})"
+        f"to self {stats[2]:.3f} · entropy {stats[3]:.2f} bits (a causal head spreading evenly: "
+        f"{uniform_entropy(T):.2f})"
     )
     return heatmap, stage_fig, vector_fig, gqa, layer_grid, summary
 
@@ -150,7 +151,7 @@ def build(ctx: TabContext) -> TabView:
     with gr.Accordion("Head statistics: find previous-token heads, attention sinks, focused heads", open=False):
         sort = gr.Dropdown(list(SORTS), value="previous token", label="Sort by")
         table = gr.Dataframe(interactive=False, elem_id="attn-stats", max_height=420)
-        gr.Markdown("Means over query positions (the first query is left out of *first token* and *previous token*). "
+        gr.Markdown("Means over query positions, the first query left out (it can only attend to itself). "
                     "Click a row to open that head.")
 
     runner = ctx.runner

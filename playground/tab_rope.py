@@ -67,7 +67,8 @@ def render(runner: ModelRunner, trace: Trace | None, layer: int, head: int, quer
                            font_scale=scale)
     with_rope = rot_k[: query + 1] @ rot_q[query] / np.sqrt(cfg.d_head)
     without = k[: query + 1] @ q[query] / np.sqrt(cfg.d_head)
-    scores = scores_figure(labels[: query + 1], with_rope, without, labels[query], font_scale=scale)
+    scores = scores_figure(labels[: query + 1], with_rope, without, labels[query], font_scale=scale,
+                           model_base=bool(np.isclose(base, cfg.rope_base)), base=base)
     relative = absolute_vs_relative_figure(q[query], k[key], query - key, base, max_position=256, font_scale=scale)
     note = (f"Query **{labels[query]}** (position {query}), key **{labels[key]}** (position {key}), "
             f"distance {query - key}. "

@@ -18,7 +18,10 @@ import pandas as pd
 import torch
 
 from model import KVCache
-from model.sampling import SamplerSettings, distribution, draw, sample, stages, to_hf_kwargs, to_llama_cpp_flags
+from model.sampling import (
+    LLAMA_CPP_PROGRAM, SamplerSettings, distribution, draw, hf_leaves_out, llama_cpp_leaves_out, sample, stages,
+    to_hf_kwargs, to_llama_cpp_flags,
+)
 
 from .figures.sampler import (
     GENERATION_CSS, attention_row_figure, distribution_bars, generated_html, orders_figure, samples_figure,
@@ -121,17 +124,19 @@ class GenSession:
         return distribution(torch.from_numpy(self.logits), settings, self.prompt_ids, self.generated)
 
 
-def settings_from(order: str, temperature, top_k, top_p, min_p, typical_p, repetition, presence,
-                  frequency) -> SamplerSettings:
+def settings_from(order: str, temperature, top_k, top_p, min_p, typical_p, repetition, presence, frequency,
+                  epsilon=0.0, eta=0.0, top_n_sigma=0.0, repeat_last_n=64) -> SamplerSettings:
     """SamplerSettings from the controls' values (ValueError with a readable message when out of range)."""
-    try:
-        top_k = int(top_k)
-    except (TypeError, ValueError):
-        raise ValueError(f"top_k must be a whole number >= 0, got {top_k!r}") from None
-    return SamplerSettings(temperature=float(temperature), top_k=top_k, top_p=float(top_p), min_p=float(min_p),
+    whole = {}
+    for name, value in (("top_k", top_k), ("repeat_last_n", repeat_last_n)):
+        try:
+            whole[name] = int(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{name} must be a whole number, got {value!r}") from None
+    return SamplerSettings(temperature=float(temperature), top_p=float(top_p), min_p=float(min_p),
                            typical_p=float(typical_p), repetition_penalty=float(repetition),
-                           presence_penalty=float(presence),
-                           frequency_penalty=float(frequency),
+                           presence_penalty=float(presence), frequency_penalty=float(frequency), epsilon=float(epsilon),
+                           eta=float(eta), top_n_sigma=float(top_n_sigma), **whole,
                            order="llama.cpp" if str(order).startswith("llama") else "hf")
 
 
@@ -178,11 +183,21 @@ def render(runner: ModelRunner, session: GenSession | None, *values):
 def export_markdown(settings: SamplerSettings) -> str:
     """The settings as Hugging Face generate() keyword arguments and llama.cpp flags."""
     kwargs = ", ".join(f"{k}={v!r}" for k, v in to_hf_kwargs(settings).items())
-    note = ""
-    if settings.order == "hf" and (settings.presence_penalty or settings.frequency_penalty):
-        note = "\n\nHF transformers has no presence or frequency penalty: in HF order they do nothing."
+    notes = []
+    if hf_leaves_out(settings):
+        notes.append(f"transformers has no {', '.join(hf_leaves_out(settings))}: these kwargs leave "
+                     f"{'them' if len(hf_leaves_out(settings)) > 1 else 'it'} out"
+                     f"{' (in HF order they do nothing here too)' if settings.order == 'hf' else ''}.")
+    if llama_cpp_leaves_out(settings):
+        notes.append(f"llama.cpp has no {', '.join(llama_cpp_leaves_out(settings))} step: these flags leave "
+                     f"{'them' if len(llama_cpp_leaves_out(settings)) > 1 else 'it'} out.")
+    if settings.order == "hf":
+        notes.append("In HF order the repetition penalty counts every prompt and output token; in llama.cpp order the "
+                     f"penalties count only the last {settings.repeat_last_n} (`--repeat-last-n`).")
     return (f"**Hugging Face** `model.generate(input_ids, max_new_tokens=..., {kwargs})`"
-            f"\n\n**llama.cpp** `llama-cli -m model.gguf {to_llama_cpp_flags(settings)}`{note}")
+            f"\n\n**llama.cpp** `{LLAMA_CPP_PROGRAM} -m model.gguf -p \"…\" {to_llama_cpp_flags(settings)}` "
+            f"(`llama-completion`: a plain completion; `llama-cli` would start a chat, since the GGUF has a chat "
+            f"template)" + "".join(f"\n\n{n}" for n in notes))
 
 
 def attention_view(runner: ModelRunner, session: GenSession | None, layer: int, head: int, large: bool):
@@ -239,12 +254,14 @@ def take_greedy(runner: ModelRunner, session: GenSession | None, seed: int, larg
 
 
 def force_token(runner: ModelRunner, session: GenSession | None, seed: int, large: bool, order: str, temperature, top_k,
-                top_p, min_p, typical_p, repetition, presence, frequency, evt: gr.SelectData):
+                top_p, min_p, typical_p, repetition, presence, frequency, epsilon, eta, top_n_sigma, repeat_last_n,
+                evt: gr.SelectData):
     """A click on a table row appends that token (Gradio passes event data only to named parameters)."""
     row = evt.row_value
     if not row:
         return session, gr.update(), ""
-    controls = (order, temperature, top_k, top_p, min_p, typical_p, repetition, presence, frequency)
+    controls = (order, temperature, top_k, top_p, min_p, typical_p, repetition, presence, frequency, epsilon, eta,
+                top_n_sigma, repeat_last_n)
     return _push(runner, session, large, controls, lambda s, settings: int(row[1]))
 
 
@@ -326,6 +343,14 @@ def build(ctx: TabContext) -> TabView:
         presence = gr.Slider(-2, 2, value=0.0, step=0.1, label="Presence penalty (llama.cpp)", elem_id="samp-presence")
         frequency = gr.Slider(-2, 2, value=0.0, step=0.1, label="Frequency penalty (llama.cpp)",
                               elem_id="samp-frequency")
+    with gr.Row():
+        epsilon = gr.Slider(0, 0.2, value=0.0, step=0.0005, label="Epsilon cutoff (HF; 0 = off)",
+                            elem_id="samp-epsilon")
+        eta = gr.Slider(0, 0.2, value=0.0, step=0.0005, label="Eta cutoff (HF; 0 = off)", elem_id="samp-eta")
+        top_n_sigma = gr.Slider(0, 5, value=0.0, step=0.1, label="Top-n-sigma (llama.cpp; 0 = off)",
+                                elem_id="samp-sigma")
+        repeat_last_n = gr.Slider(-1, 512, value=64, step=1, label="Penalty window, tokens (llama.cpp; -1 = all)",
+                                  elem_id="samp-lastn")
     top_n = gr.Slider(5, 40, value=15, step=1, label="Tokens shown", elem_id="samp-topn")
     message = gr.Markdown(elem_id="samp-message")
     with gr.Row():
@@ -362,7 +387,8 @@ def build(ctx: TabContext) -> TabView:
     with gr.Accordion("Export these settings", open=False):
         export = gr.Markdown(elem_id="samp-export")
 
-    controls = [order, temperature, top_k, top_p, min_p, typical, rep, presence, frequency]
+    controls = [order, temperature, top_k, top_p, min_p, typical, rep, presence, frequency, epsilon, eta, top_n_sigma,
+                repeat_last_n]
     view = Event(bind(render, runner), [session, *controls, top_n, ctx.large],
                  [bars, matrix, orders, export, table, message])
     for control in (*controls, top_n, ctx.large):

@@ -104,19 +104,25 @@ HEAD_STAT_KEYS = ("first_token", "previous_token", "self", "entropy_bits")  # as
 
 
 def head_statistics(pattern: torch.Tensor | np.ndarray) -> np.ndarray:
-    """(..., H, 4) per-head means over query positions of attention to the first token, the
-    previous token and itself, and the entropy of each row in bits, for patterns (..., H, T, T).
-    Query 0 is left out of the first two (it can only attend to itself); NaN when there is no such query."""
+    """(..., H, 4) per-head means over query positions of attention to the first token, the previous token and
+    itself, and the entropy of each row in bits, for patterns (..., H, T, T). Query 0 is left out of all four (it
+    can only attend to itself, which says nothing about the head); NaN for a one-token prompt."""
     p = torch.as_tensor(pattern).float()
     T = p.shape[-1]
     stats = torch.full((*p.shape[:-2], 4), float("nan"))
-    rows = torch.arange(T)
     if T > 1:
+        rows = torch.arange(1, T)
         stats[..., 0] = p[..., 1:, 0].mean(-1)
-        stats[..., 1] = p[..., rows[1:], rows[1:] - 1].mean(-1)
-    stats[..., 2] = p[..., rows, rows].mean(-1)
-    stats[..., 3] = -torch.special.xlogy(p, p).sum(-1).mean(-1) / np.log(2)  # 0 log 0 = 0
+        stats[..., 1] = p[..., rows, rows - 1].mean(-1)
+        stats[..., 2] = p[..., rows, rows].mean(-1)
+        stats[..., 3] = -torch.special.xlogy(p[..., 1:, :], p[..., 1:, :]).sum(-1).mean(-1) / np.log(2)  # 0 log 0 = 0
     return stats.numpy()
+
+
+def uniform_entropy(n_tokens: int) -> float:
+    """The entropy statistic of a causal head that spreads every query evenly over the keys it may see (query t over
+    t + 1 keys), averaged over queries 1 .. T-1 as `head_statistics` does: the reference for "diffuse"."""
+    return float(np.mean(np.log2(np.arange(2, n_tokens + 1)))) if n_tokens > 1 else float("nan")
 
 
 def attention_stages(q: np.ndarray, k: np.ndarray) -> dict[str, np.ndarray]:

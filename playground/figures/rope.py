@@ -106,18 +106,20 @@ def decay_figure(d_head: int, model_base: float, base: float, max_distance: int,
     layout = dict(xaxis=dict(type="log", title=dict(text="relative distance m − n (tokens, log scale)")),
                   yaxis=dict(title=dict(text="mean over pairs of cos((m−n)·θᵢ)"), range=[-0.3, 1.05]),
                   legend=legend_above())
-    title = "Long-term decay: q·k of two identical vectors vs distance"
+    title = "Mean of cos((m−n)·θᵢ) over the pairs: q·k of the all-ones vector against distance (not RoFormer's bound)"
     return figure(data, layout, title, height=360, font_scale=font_scale, background="white")
 
 
 def scores_figure(key_labels: Sequence[str], with_rope: np.ndarray, without_rope: np.ndarray, query_label: str,
-                  font_scale: float = 1.0) -> go.Figure:
-    """The selected query's scaled scores against every key up to it, with and without the rotation."""
+                  font_scale: float = 1.0, model_base: bool = True, base: float = 0.0) -> go.Figure:
+    """The selected query's scaled scores against every key up to it, with and without the rotation (at the model's
+    base it is what the model computes; at another base it is not)."""
+    rotated = "with RoPE (what the model computes)" if model_base else f"with RoPE at base {base:.3g} (not the model's)"
     data = [
         dict(type="bar", x=list(key_labels), y=without_rope, name="without RoPE: q·k/√d",
              marker=dict(color=BEFORE_COLOUR),
              hovertemplate="key %{x}<br>without RoPE %{y:.3f}<extra></extra>"),
-        dict(type="bar", x=list(key_labels), y=with_rope, name="with RoPE (what the model computes)",
+        dict(type="bar", x=list(key_labels), y=with_rope, name=rotated,
              marker=dict(color=Q_COLOUR),
              hovertemplate="key %{x}<br>with RoPE %{y:.3f}<extra></extra>"),
     ]

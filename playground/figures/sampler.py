@@ -14,10 +14,10 @@ from .base import SEQUENTIAL, figure, legend_above
 KEPT_COLOUR = "#2b7bba"
 RAW_COLOUR = "#c9c9c9"
 STEP_COLOURS = {  # the step that removed a token
-    "repetition penalty": qualitative.Set2[0], "presence/frequency": qualitative.Set2[1],
-    "temperature": qualitative.Set2[2],
+    "repetition penalty": qualitative.Set2[0], "penalties": qualitative.Set2[1], "temperature": qualitative.Set2[2],
     "top-k": qualitative.Set2[3], "top-p": qualitative.Set2[4], "min-p": qualitative.Set2[5],
-    "typical-p": qualitative.Set2[6],
+    "typical-p": qualitative.Set2[6], "epsilon": qualitative.Set2[7], "eta": qualitative.Dark2[0],
+    "top-n-sigma": qualitative.Dark2[1],
 }
 
 

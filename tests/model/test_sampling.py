@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import torch
 from transformers import (
-    LogitsProcessorList, MinPLogitsWarper, RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper, TopKLogitsWarper,
-    TopPLogitsWarper, TypicalLogitsWarper,
+    EpsilonLogitsWarper, EtaLogitsWarper, LogitsProcessorList, MinPLogitsWarper, RepetitionPenaltyLogitsProcessor,
+    TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper, TypicalLogitsWarper,
 )
 
 from model import generate
 from model.sampling import (
-    SamplerSettings, distribution, draw, sample, stages, to_hf_kwargs, to_llama_cpp_flags,
+    SamplerSettings, chain, distribution, draw, sample, stages, to_hf_kwargs, to_llama_cpp_flags,
 )
 
 from ..conftest import REAL_PROMPT
@@ -39,19 +39,26 @@ def hf_reference(logits: torch.Tensor, s: SamplerSettings, history: list[int]) -
         procs.append(MinPLogitsWarper(s.min_p))
     if s.typical_p < 1.0:
         procs.append(TypicalLogitsWarper(s.typical_p))
+    if s.epsilon > 0:
+        procs.append(EpsilonLogitsWarper(s.epsilon))
+    if s.eta > 0:
+        procs.append(EtaLogitsWarper(s.eta))
     ids = torch.tensor([history]) if history else torch.zeros((1, 0), dtype=torch.long)
     return procs(ids, logits[None].clone())[0].softmax(-1)
 
 
-def llama_reference(logits: np.ndarray, s: SamplerSettings, history: list[int], generated: list[int]) -> np.ndarray:
-    """llama.cpp's default chain written from its documented semantics, on plain numpy, one token list at a time."""
+def llama_reference(logits: np.ndarray, s: SamplerSettings, history: list[int]) -> np.ndarray:
+    """llama.cpp's default chain written from its source (src/llama-sampling.cpp) on plain numpy: the penalties
+    sampler holds the last penalty_last_n accepted tokens, prompt included (llama-completion accepts the prompt)."""
     z = logits.astype(np.float64).copy()
-    if s.repetition_penalty != 1.0:
-        for t in set(history):
-            z[t] = z[t] * s.repetition_penalty if z[t] < 0 else z[t] / s.repetition_penalty
-    for t in set(generated):
-        z[t] -= generated.count(t) * s.frequency_penalty + s.presence_penalty
-    cand = sorted(range(len(z)), key=lambda t: (-z[t], t))  # candidates, most likely first
+    n = s.repeat_last_n
+    window = history if n == -1 else history[-n:] if n > 0 else []
+    for t in set(window):  # llama_sampler_penalties_apply
+        z[t] = z[t] * s.repetition_penalty if z[t] <= 0 else z[t] / s.repetition_penalty
+        z[t] -= window.count(t) * s.frequency_penalty + s.presence_penalty
+    if s.top_n_sigma > 0:  # llama_sampler_top_n_sigma_apply: max - n * (population) std of the finite logits
+        z[z < z.max() - s.top_n_sigma * z.std()] = -np.inf
+    cand = sorted((t for t in range(len(z)) if np.isfinite(z[t])), key=lambda t: (-z[t], t))  # most likely first
 
     def probs(c):
         e = np.exp(np.array([z[t] for t in c]) - max(z[t] for t in c))
@@ -109,6 +116,10 @@ SETTINGS = [
     SamplerSettings(repetition_penalty=1.3),
     SamplerSettings(repetition_penalty=0.8, temperature=0.9, top_p=0.8),
     SamplerSettings(temperature=0.8, top_k=50, top_p=0.9, min_p=0.02, typical_p=0.9, repetition_penalty=1.2),
+    SamplerSettings(epsilon=3e-3),
+    SamplerSettings(eta=5e-3, temperature=1.2),
+    SamplerSettings(epsilon=1e-3, eta=2e-3, top_p=0.95, repetition_penalty=1.1),
+    SamplerSettings(epsilon=0.9),  # above every probability: the top token stays
 ]
 
 
@@ -136,19 +147,37 @@ def test_hf_order_on_real_logits(real):
         assert 0.5 * (ours - ref).abs().sum() < 1e-5, settings
 
 
-@pytest.mark.parametrize("settings", [
-    *[SamplerSettings(**{**s.__dict__, "order": "llama.cpp"}) for s in SETTINGS],
+LLAMA_ONLY = [  # settings with no epsilon or eta, which llama.cpp does not have
+    *[SamplerSettings(**{**s.__dict__, "order": "llama.cpp"}) for s in SETTINGS if not (s.epsilon or s.eta)],
     SamplerSettings(order="llama.cpp", presence_penalty=0.8, frequency_penalty=0.3, temperature=0.9),
     SamplerSettings(order="llama.cpp", presence_penalty=-0.5, repetition_penalty=1.1, top_k=20, top_p=0.7, min_p=0.1,
                     typical_p=0.8),
-], ids=str)
+    SamplerSettings(order="llama.cpp", presence_penalty=0.6, frequency_penalty=0.4, repeat_last_n=3),
+    SamplerSettings(order="llama.cpp", presence_penalty=0.6, repetition_penalty=1.3, repeat_last_n=-1),
+    SamplerSettings(order="llama.cpp", presence_penalty=0.6, repetition_penalty=1.3, repeat_last_n=0),
+    SamplerSettings(order="llama.cpp", top_n_sigma=1.5, temperature=0.7),
+    SamplerSettings(order="llama.cpp", top_n_sigma=0.5, top_k=40, repetition_penalty=1.2),
+]
+
+
+@pytest.mark.parametrize("settings", LLAMA_ONLY, ids=str)
 def test_llama_order_matches_reference(settings):
     for seed in (0, 1):
         logits = random_logits(seed)
-        prompt, generated = [3, 17, 17], [99, 250, 99]
+        prompt, generated = [3, 17, 17, 250], [99, 250, 99]  # 17 and 250 also in the prompt: counted too
         ours = distribution(logits, settings, prompt, generated).numpy()
-        ref = llama_reference(logits.numpy(), settings, prompt + generated, generated)
+        ref = llama_reference(logits.numpy(), settings, prompt + generated)
         assert 0.5 * np.abs(ours - ref).sum() < 1e-5
+
+
+def test_llama_penalties_count_the_prompt_in_their_window():
+    logits = torch.zeros(V)
+    logits[[5, 6, 7]] = 2.0
+    settings = SamplerSettings(order="llama.cpp", presence_penalty=1.0, frequency_penalty=0.5, repeat_last_n=4)
+    ((name, step),) = chain(settings, prompt_ids=[5, 6, 6, 7], generated_ids=[7])  # window: 6, 6, 7, 7
+    out = step(logits)
+    assert name == "penalties" and out[5] == 2.0  # 5 fell out of the window
+    assert out[6] == pytest.approx(2.0 - 2 * 0.5 - 1.0) and out[7] == pytest.approx(2.0 - 2 * 0.5 - 1.0)
 
 
 def test_orders_differ_where_they_should():
@@ -207,7 +236,8 @@ def test_generate_with_settings_is_seeded(real):
     dict(temperature=-1), dict(temperature=float("nan")), dict(temperature=float("inf")), dict(top_k=-3),
     dict(top_k=2.5),
     dict(top_p=0), dict(top_p=1.5), dict(min_p=-0.1), dict(typical_p=0), dict(repetition_penalty=0),
-    dict(presence_penalty=float("nan")), dict(order="vllm"),
+    dict(presence_penalty=float("nan")), dict(order="vllm"), dict(epsilon=1.0), dict(eta=-0.1), dict(top_n_sigma=-1.0),
+    dict(repeat_last_n=-2), dict(repeat_last_n=2.5),
 ])
 def test_out_of_range_settings_are_refused_naming_the_setting(bad):
     (name, value), = bad.items()
@@ -216,12 +246,18 @@ def test_out_of_range_settings_are_refused_naming_the_setting(bad):
 
 
 def test_exports():
-    s = SamplerSettings(temperature=0.7, top_k=40, top_p=0.9, min_p=0.05, repetition_penalty=1.1, presence_penalty=0.5)
+    s = SamplerSettings(temperature=0.7, top_k=40, top_p=0.9, min_p=0.05, repetition_penalty=1.1, presence_penalty=0.5,
+                        epsilon=1e-3, repeat_last_n=128, top_n_sigma=1.0)
     kwargs = to_hf_kwargs(s)
     assert kwargs == {"do_sample": True, "temperature": 0.7, "top_k": 40, "top_p": 0.9, "min_p": 0.05,
-                      "repetition_penalty": 1.1}
+                      "epsilon_cutoff": 1e-3, "repetition_penalty": 1.1}
     assert to_hf_kwargs(SamplerSettings(temperature=0)) == {"do_sample": False}
     flags = to_llama_cpp_flags(s)
     for flag in ("--temp 0.7", "--top-k 40", "--top-p 0.9", "--min-p 0.05", "--repeat-penalty 1.1",
-                 "--presence-penalty 0.5"):
+                 "--presence-penalty 0.5",
+                 "--repeat-last-n 128", "--top-n-sigma 1",
+                 "'penalties;top_n_sigma;top_k;typ_p;top_p;min_p;temperature'"):
         assert flag in flags
+    from model.sampling import hf_leaves_out, llama_cpp_leaves_out
+
+    assert hf_leaves_out(s) == ["presence_penalty", "top_n_sigma"] and llama_cpp_leaves_out(s) == ["epsilon"]

@@ -39,6 +39,10 @@ def test_other_bases_rotate_differently_without_running_the_model(tiny_runner, t
     assert not np.allclose(markers(at_model)[1], markers(other)[1])
     np.testing.assert_array_equal(markers(at_model)[0], markers(other)[0])
     assert "a chosen base" in other.layout.title.text
+    scores_at_model = tab_rope.render(tiny_runner, tiny_trace, 1, 1, 6, 2, model_log, False)[3]
+    scores_other = tab_rope.render(tiny_runner, tiny_trace, 1, 1, 6, 2, model_log - 2, False)[3]
+    assert scores_at_model.data[1].name == "with RoPE (what the model computes)"
+    assert "not the model's" in scores_other.data[1].name
 
 
 def test_after_analyze_moves_the_position_sliders_to_the_end(tiny_runner, tiny_trace):

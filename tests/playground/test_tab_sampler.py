@@ -10,7 +10,7 @@ from model.sampling import distribution, stages
 from playground import tab_sampler
 from playground.tab_sampler import GenSession
 
-CONTROLS = ["HF transformers", 0.8, 40, 0.9, 0.02, 1.0, 1.1, 0.0, 0.0]
+CONTROLS = ["HF transformers", 0.8, 40, 0.9, 0.02, 1.0, 1.1, 0.0, 0.0, 0.0, 0.0, 0.0, 64]
 
 
 class Click:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from playground.trace import HEAD_STAT_NAMES, attention_stages, head_statistics
+from playground.trace import HEAD_STAT_NAMES, attention_stages, head_statistics, uniform_entropy
 
 
 def test_stages_recomputed_from_q_and_k_equal_the_model(tiny_runner, tiny_trace, tiny_net):
@@ -34,11 +34,14 @@ def test_head_statistics_on_known_patterns():
     stats = head_statistics(np.stack([prev, uniform])[None].astype(np.float32))
     assert stats.shape == (1, 2, len(HEAD_STAT_NAMES))
     first, previous, itself, entropy = stats[0, 0]
-    assert previous == pytest.approx(1.0) and itself == pytest.approx(0.25) and entropy == pytest.approx(0.0)
-    assert first == pytest.approx(1 / 3)  # only query 1 looks at token 0
-    expected_entropy = np.mean([np.log2(n) for n in range(1, T + 1)])
-    assert stats[0, 1, 3] == pytest.approx(expected_entropy, rel=1e-5)
+    # Query 0 (which can only attend to itself) is left out of all four.
+    assert previous == pytest.approx(1.0) and itself == pytest.approx(0.0) and entropy == pytest.approx(0.0)
+    assert first == pytest.approx(1 / 3)  # of queries 1-3, only query 1 looks at token 0
+    assert stats[0, 1, 3] == pytest.approx(uniform_entropy(T), rel=1e-5)  # the uniform causal head is the reference
+    assert uniform_entropy(T) == pytest.approx(np.mean([np.log2(n) for n in range(2, T + 1)]))
+    assert stats[0, 1, 2] == pytest.approx(np.mean([1 / 2, 1 / 3, 1 / 4]), rel=1e-5)
     assert stats[0, 1, 0] == pytest.approx(np.mean([1 / 2, 1 / 3, 1 / 4]), rel=1e-5)
+    assert np.isnan(head_statistics(np.ones((1, 1, 1, 1), dtype=np.float32))).all()  # one token: nothing to say
 
 
 def test_previous_token_heads_are_found_in_the_real_model(runner, trace):
