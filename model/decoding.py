@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .generation import generate
+from .sampling import SamplerSettings
 from .transformer import KVCache, Transformer
 
 NEG = -1.0e9  # transformers' "very large negative" for beams that must not be chosen
@@ -77,7 +79,7 @@ class BeamStep:
     tokens: list[int]  # the token each running beam added
     parents: list[int]  # which beam of the previous step it continues
     scores: list[float]  # cumulative log-probability of each running beam (at the last step: of the last beams)
-    finished: list[tuple[list[int], float]]  # hypotheses that finished at this step: (generated ids, normalised score)
+    finished: list[tuple[list[int], float, float]]  # finished at this step: (generated ids, score, sum of log-probs)
 
 
 @dataclass
@@ -141,7 +143,7 @@ def beam_search(net: Transformer, prompt: Sequence[int], num_beams: int, max_new
         merged_len = torch.cat([finished_len, torch.full((beams_to_keep,), cur_len + 1 - prompt_len)])
         finished, finished_scores, is_finished, finished_len = merged[best], merged_scores[best], merged_done[best], \
             merged_len[best]
-        new = [(candidates[i, prompt_len : cur_len + 1].tolist(), float(final_lp[i]))
+        new = [(candidates[i, prompt_len : cur_len + 1].tolist(), float(final_lp[i]), float(top_scores[i]))
                for i in range(beams_to_keep) if bool(just_finished[i]) and float(final_lp[i]) > NEG / 2]
         # At max length every candidate "hits" and the kept order is float noise at -1e9: record the top ones.
         shown = keep if not bool(hits.all()) else torch.arange(num_beams)
@@ -276,6 +278,12 @@ def speculative(net: Transformer, prompt: Sequence[int], draft_layers: int, gamm
     return SpeculativeResult(out[:max_new_tokens], rounds, time.perf_counter() - started)
 
 
+def sampled(net: Transformer, prompt: Sequence[int], max_new_tokens: int, settings: SamplerSettings, seed: int,
+            eos_ids: Sequence[int] = ()) -> list[int]:
+    """A seeded sampled continuation (`model.generation.generate` with these sampler settings)."""
+    return list(generate(net, prompt, max_new_tokens, settings, seed, eos_ids))
+
+
 @torch.no_grad()
 def greedy(net: Transformer, prompt: Sequence[int], max_new_tokens: int,
            eos_ids: Sequence[int] = ()) -> tuple[list[int], float]:
@@ -296,33 +304,29 @@ def greedy(net: Transformer, prompt: Sequence[int], max_new_tokens: int,
 # DoLa and contrastive search
 
 
-def _layer_logits(net: Transformer, tokens: Tensor, layers: Sequence[int]) -> tuple[Tensor, dict[int, Tensor]]:
-    """Final logits at the last position and, for each layer in `layers`, the early-exit logits of the residual after
-    that layer (0 = after the embedding), at the last position."""
-    wanted = {0 if layer == 0 else layer: "hook_embed" if layer == 0 else f"blocks.{layer - 1}.hook_resid_post"
-              for layer in layers}
-    store: dict[str, Tensor] = {}
-
-    def keep(x: Tensor, hook) -> None:
-        store[hook.name] = x[0, -1]
-
-    logits = net.run_with_hooks(tokens, [(name, keep) for name in set(wanted.values())])[0, -1]
-    return logits, {layer: net.output(net.ln_final(store[name])) for layer, name in wanted.items()}
+def _exit_names(layers: Sequence[int]) -> dict[int, str]:
+    """The hook holding the residual after each layer (0 = after the embedding)."""
+    return {layer: "hook_embed" if layer == 0 else f"blocks.{layer - 1}.hook_resid_post" for layer in layers}
 
 
 def jensen_shannon(p_logits: Tensor, q_logits: Tensor) -> float:
     """JSD between softmax(p) and softmax(q), in nats."""
-    p, q = F.softmax(p_logits.float(), -1), F.softmax(q_logits.float(), -1)
+    return float(_jensen_shannon_rows(p_logits, q_logits[None])[0])
+
+
+def _jensen_shannon_rows(p_logits: Tensor, q_logits: Tensor) -> Tensor:
+    """JSD in nats between softmax(p) (V,) and each row of softmax(q) (n, V): (n,)."""
+    p, q = F.softmax(p_logits.float(), -1)[None], F.softmax(q_logits.float(), -1)
     m = 0.5 * (p + q)
-    return float(0.5 * (torch.special.xlogy(p, p) - torch.special.xlogy(p, m)).sum()
-                 + 0.5 * (torch.special.xlogy(q, q) - torch.special.xlogy(q, m)).sum())
+    return 0.5 * (torch.special.xlogy(p, p) - torch.special.xlogy(p, m)).sum(-1) + \
+        0.5 * (torch.special.xlogy(q, q) - torch.special.xlogy(q, m)).sum(-1)
 
 
 @dataclass
 class ContrastStep:
     token: int
-    premature: int  # DoLa: the layer contrasted with
-    divergence: float  # its Jensen-Shannon divergence from the final layer
+    premature: int  # DoLa: the layer contrasted with (-1 for contrastive search)
+    divergence: float  # DoLa: its Jensen-Shannon divergence from the final layer; contrastive: the chosen max cos
     plain: int  # what greedy decoding would have taken
 
 
@@ -330,19 +334,29 @@ class ContrastStep:
 def dola(net: Transformer, prompt: Sequence[int], max_new_tokens: int, layers: Sequence[int], alpha: float = 0.1,
          eos_ids: Sequence[int] = ()) -> list[ContrastStep]:
     """DoLa, greedy: at each step the premature layer M with the largest JSD from the final layer, then
-    argmax over {x : p_N(x) >= alpha max p_N} of log p_N(x) - log p_M(x)."""
-    ids, steps = list(prompt), []
+    argmax over {x : p_N(x) >= alpha max p_N} of log p_N(x) - log p_M(x). One forward per token with the KV cache."""
+    names = _exit_names(layers)
+    store: dict[str, Tensor] = {}
+
+    def keep(x: Tensor, hook) -> None:
+        store[hook.name] = x[0, -1]
+
+    hooks = [(name, keep) for name in set(names.values())]
+    cache = _new_cache(net, 1, len(prompt) + max_new_tokens)
+    tokens, steps = torch.tensor([list(prompt)]), []
     for _ in range(max_new_tokens):
-        final, early = _layer_logits(net, torch.tensor([ids]), layers)
-        premature = max(early, key=lambda layer: jensen_shannon(final, early[layer]))
-        log_final, log_early = F.log_softmax(final.float(), -1), F.log_softmax(early[premature].float(), -1)
+        final = net.run_with_hooks(tokens, hooks, cache=cache)[0, -1]
+        early = net.output(net.ln_final(torch.stack([store[names[layer]] for layer in layers])))  # (n, V), one matmul
+        divergence = _jensen_shannon_rows(final, early)
+        best = int(divergence.argmax())
+        log_final, log_early = F.log_softmax(final.float(), -1), F.log_softmax(early[best].float(), -1)
         plausible = log_final >= math.log(alpha) + log_final.max()
         contrast = torch.where(plausible, log_final - log_early, torch.tensor(float("-inf")))
         token = int(contrast.argmax())
-        steps.append(ContrastStep(token, premature, jensen_shannon(final, early[premature]), int(final.argmax())))
-        ids.append(token)
+        steps.append(ContrastStep(token, layers[best], float(divergence[best]), int(final.argmax())))
         if token in set(eos_ids):
             break
+        tokens = torch.tensor([[token]])
     return steps
 
 
@@ -350,28 +364,33 @@ def dola(net: Transformer, prompt: Sequence[int], max_new_tokens: int, layers: S
 def contrastive(net: Transformer, prompt: Sequence[int], max_new_tokens: int, k: int, alpha: float,
                 eos_ids: Sequence[int] = ()) -> list[ContrastStep]:
     """Contrastive search: among the top-k next tokens, the one maximising (1 - alpha) p(v) - alpha max_j cos(h_v, h_j),
-    h being the last layer's normalised hidden state (what the unembedding reads) and j the earlier positions."""
-    ids, steps = list(prompt), []
+    h being the last layer's normalised hidden state (what the unembedding reads) and j the earlier positions.
+    The k candidates run as one batch of k rows over a copy of the KV cache; the chosen row's cache goes on."""
+    hidden: dict[str, Tensor] = {}
+
+    def keep(x: Tensor, hook) -> None:
+        hidden["h"] = x * net.ln_final.weight  # (B, T, D): the unembedding's input
+
+    hooks = [("ln_final.hook_normalized", keep)]
+    cache = _new_cache(net, 1, len(prompt) + max_new_tokens)
+    logits = net.run_with_hooks(torch.tensor([list(prompt)]), hooks, cache=cache)[0, -1]
+    context = hidden["h"][0]  # (T, D)
+    steps: list[ContrastStep] = []
     for _ in range(max_new_tokens):
-        hidden: dict[str, Tensor] = {}
-
-        def keep(x: Tensor, hook) -> None:
-            hidden["h"] = x
-
-        logits = net.run_with_hooks(torch.tensor([ids]), [("ln_final.hook_normalized", keep)])[0, -1]
-        context = hidden["h"][0] * net.ln_final.weight  # (T, D)
-        probs = F.softmax(logits.float(), -1)
-        top = probs.topk(k)
-        candidates = torch.tensor([ids + [int(v)] for v in top.indices])
-        net.run_with_hooks(candidates, [("ln_final.hook_normalized", keep)])
-        h_v = hidden["h"][:, -1] * net.ln_final.weight  # (k, D)
+        top = F.softmax(logits.float(), -1).topk(k)
+        rows = KVCache([t.expand(k, -1, -1, -1).clone() for t in cache.k],
+                       [t.expand(k, -1, -1, -1).clone() for t in cache.v], cache.length)
+        candidate_logits = net.run_with_hooks(top.indices[:, None], hooks, cache=rows)[:, -1]  # (k, V)
+        h_v = hidden["h"][:, -1]  # (k, D)
         similarity = F.normalize(h_v, dim=-1) @ F.normalize(context, dim=-1).T  # (k, T)
-        score = (1 - alpha) * top.values - alpha * similarity.max(-1).values
-        token = int(top.indices[int(score.argmax())])
-        steps.append(ContrastStep(token, -1, float(similarity.max()), int(top.indices[0])))
-        ids.append(token)
+        degeneration = similarity.max(-1).values
+        best = int(((1 - alpha) * top.values - alpha * degeneration).argmax())
+        token = int(top.indices[best])
+        steps.append(ContrastStep(token, -1, float(degeneration[best]), int(top.indices[0])))
         if token in set(eos_ids):
             break
+        cache = KVCache([t[best : best + 1] for t in rows.k], [t[best : best + 1] for t in rows.v], rows.length)
+        logits, context = candidate_logits[best], torch.cat([context, h_v[best : best + 1]])
     return steps
 
 

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from types import ModuleType
 
 from . import (
-    tab_arithmetic, tab_attention, tab_block, tab_bpe, tab_embeddings, tab_intervene, tab_lens, tab_rope, tab_sampler,
-    tab_tokenization,
+    tab_arithmetic, tab_attention, tab_block, tab_bpe, tab_decoding, tab_embeddings, tab_intervene, tab_lens, tab_rope,
+    tab_sampler, tab_tokenization,
 )
 
 
@@ -29,6 +29,7 @@ TABS = (
     Tab("RoPE", "rope", tab_rope, "rope-pairs"),
     Tab("Logit lens", tab_lens.TAB_ID, tab_lens, "lens-grid"),
     Tab("Sampler", "sampler", tab_sampler, "samp-bars"),
+    Tab("Decoding", "decoding", tab_decoding, "dec-tree"),
     Tab("Intervene", "intervene", tab_intervene, "int-grid"),
     Tab("Embeddings", "embeddings", tab_embeddings, "emb-neighbours"),
     Tab("Inside a block", "block", tab_block, "blk-norms"),

@@ -30,6 +30,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import regex
@@ -47,6 +48,8 @@ from model.transformer import HookFn, rms_scale
 
 from .figures.attention import thumbnail_levels
 from .trace import HEAD_STAT_NAMES, LayerTensors, Trace, TraceBudget, head_statistics
+
+T_ = TypeVar("T_")
 
 MAX_PROMPT_TOKENS = 512
 MAX_PROMPT_CHARS = 20_000
@@ -482,6 +485,21 @@ class ModelRunner:
         with self._locked() as net:
             logits = _own(net.run_with_hooks(torch.tensor([[int(token)]]), hooks, cache=cache)[0, -1])
         return (logits, np.stack(rows)) if attention else logits
+
+    # -- decoding strategies -------------------------------------------------------------------
+
+    def run_strategy(self, strategy: Callable[..., T_], *args, **kwargs) -> T_:
+        """Run one of `model.decoding`'s strategies, strategy(net, *args, **kwargs), holding the model: one run at a
+        time, each bounded by its token count (the tab releases the model between runs of a sweep)."""
+        with self._locked() as net:
+            return strategy(net, *args, **kwargs)
+
+    def kv_contents(self, ids: list[int], layer: int) -> tuple[np.ndarray, np.ndarray]:
+        """What layer `layer`'s KV cache holds after the prompt: keys after RoPE and values, each (G, T, Dh)."""
+        with self._locked() as net:
+            cache = KVCache.empty(net.cfg, 1, len(ids), net.tok_embeddings.weight.dtype, "cpu")
+            net(torch.tensor([ids]), cache=cache)
+            return _own(cache.k[layer][0]), _own(cache.v[layer][0])
 
     # -- interventions ----------------------------------------------------------------------
 

@@ -321,3 +321,41 @@ def test_browser_the_concept_tabs(page, server):
     assert "merges" in page.locator("#bpe-summary").inner_text()
     shot(page, "bpe")
     assert_only_local_requests(page)
+
+
+def test_browser_decoding_strategies(page, server):
+    """The Decoding tab draws the beam tree on opening, then each strategy runs once, and Stop stops a sweep."""
+    open_app(page, server)
+    open_tab(page, "Decoding")
+    page.wait_for_selector("#dec-tree .js-plotly-plot", timeout=60_000)
+    assert "Beam search" in page.locator("#dec-summary").inner_text()
+    assert page.locator("#dec-side tbody tr").count() == 3  # greedy, beam, sampled
+    set_number(page, "dec-width", "2")
+    page.locator("#dec-go").click()
+    page.wait_for_function("document.querySelector('#dec-side').innerText.includes('width 2')", timeout=60_000)
+
+    page.locator("button.label-wrap", has_text="Speculative decoding").click()
+    set_number(page, "dec-new", "6")
+    page.locator("#dec-spec").click()
+    page.wait_for_function("document.querySelector('#dec-spec-note').innerText.includes('Measured 1 of')",
+                           timeout=60_000)
+    page.locator("#dec-spec-stop").click()
+    page.wait_for_function("document.querySelector('#dec-spec-note').innerText.includes('Stopped by you')",
+                           timeout=30_000)
+    page.locator("#dec-spec").click()
+    page.wait_for_function("document.querySelector('#dec-spec-note').innerText.includes('Done.')", timeout=120_000)
+    assert "the same tokens as greedy decoding" in page.locator("#dec-spec-note").inner_text()
+    assert page.locator("#dec-spec-rounds li").count() >= 1
+
+    page.locator("button.label-wrap", has_text="DoLa and contrastive search").click()
+    page.locator("#dec-contrast").click()
+    page.wait_for_selector("#dec-contrast-plot .js-plotly-plot", timeout=60_000)
+    assert page.locator("#dec-contrast-side tbody tr").count() == 3
+
+    page.locator("button.label-wrap", has_text="The KV cache").click()
+    set_number(page, "dec-kv-n", "8")
+    page.locator("#dec-kv").click()
+    page.wait_for_selector("#dec-kv-timing .js-plotly-plot", timeout=60_000)
+    assert "bytes per token" in page.locator("#dec-kv-note").inner_text()
+    shot(page, "decoding")
+    assert_only_local_requests(page)

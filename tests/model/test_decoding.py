@@ -77,7 +77,8 @@ def test_beam_steps_are_cumulative_log_probs_of_their_paths(tiny_net):
     # no EOS: every beam runs to the end, and the finished ones are scored by length ** length_penalty
     assert all(len(s) == 5 for s in result.sequences)
     assert result.scores[0] == pytest.approx(max(last.scores) / 5, abs=1e-4)
-    assert [score for _, score in last.finished] == pytest.approx([s / 5 for s in last.scores], abs=1e-4)
+    assert [score for _, score, _ in last.finished] == pytest.approx([s / 5 for s in last.scores], abs=1e-4)
+    assert [log_p for _, _, log_p in last.finished] == pytest.approx(last.scores, abs=1e-5)
 
 
 # -- speculative decoding -------------------------------------------------------------------------

@@ -1,0 +1,120 @@
+"""The Decoding tab on the tiny model: what it draws is what `model.decoding` computed, settings out of range get a
+message, and the KV cache it shows is the model's own keys and values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from model.arithmetic import kv_cache_bytes
+from model.decoding import beam_search, greedy
+from playground import tab_decoding
+from playground.figures.decoding import Continuation, TreeNode, beam_tree_figure, continuations_html
+
+EARLY = next(iter(tab_decoding.EARLY_STOPPING))
+OK = dict(new_tokens=6, width=3, length_penalty=1.0, early_stopping=EARLY, temperature=0.8, top_p=0.95, seed=0,
+          large=False)
+
+
+def test_compare_draws_the_beam_search_it_ran(tiny_runner, tiny_trace, tiny_net):
+    summary, tree, table = tab_decoding.compare(tiny_runner, tiny_trace, **OK)
+    assert summary.startswith("**Beam search**")
+    prompt = tiny_trace.ids.tolist()
+    result = beam_search(tiny_net, prompt, 3, 6, 1.0, False, [tiny_runner.eos_token_id])
+    nodes = tab_decoding.tree_nodes(tiny_runner, result)
+    best = [n for n in nodes if n.on_best]
+    assert len({n.step for n in best}) == len(result.sequences[0])  # one marked node per token of the answer
+    assert sum(n.finished for n in nodes) == sum(len(s.finished) for s in result.steps)
+    shown = [t for t in tree.data if t.name == "the returned best"][0]
+    assert len(shown.x) == len(best)
+    plain, _ = greedy(tiny_net, prompt, 6, [tiny_runner.eos_token_id])
+    assert table.count("<tr>") == 1 + 3 and "greedy" in table and "beam search, width 3" in table
+    assert html_tokens(table, 0) == len(plain)
+
+
+def html_tokens(table: str, row: int) -> int:
+    body = table.split("<tbody>")[1].split("</tr>")[row]
+    return body.count('class="dtok"')
+
+
+@pytest.mark.parametrize("change,message", [
+    (dict(new_tokens=0), "New tokens"),
+    (dict(new_tokens=10_000), "New tokens"),
+    (dict(width=0), "Beam width"),
+    (dict(width=2.5), "Beam width"),
+    (dict(length_penalty=float("nan")), "Length penalty"),
+    (dict(early_stopping="sometimes"), "Early stopping"),
+    (dict(temperature=0), "Temperature"),
+    (dict(top_p=1.5), "Top-p"),
+    (dict(seed=-1), "Seed"),
+    (dict(seed="x"), "Seed"),
+])
+def test_compare_bad_settings_get_a_message(tiny_runner, tiny_trace, change, message):
+    summary, tree, table = tab_decoding.compare(tiny_runner, tiny_trace, **{**OK, **change})
+    assert summary.startswith("⚠️") and message in summary and tree is None and table == ""
+
+
+def test_every_handler_asks_for_a_prompt_first(tiny_runner):
+    assert "Analyze" in tab_decoding.compare(tiny_runner, None, **OK)[0]
+    assert "Analyze" in list(tab_decoding.speculate(tiny_runner, None, 6, 2, 1, 0, False))[-1][0]
+    buckets = list(tab_decoding.dola_buckets(tiny_runner.cfg.n_layers))
+    assert "Analyze" in tab_decoding.contrast(tiny_runner, None, 6, buckets[0], 0.1, 3, 0.5, False)[0]
+    assert "Analyze" in tab_decoding.kv_cache(tiny_runner, None, 8, 0, False)[0]
+
+
+def test_speculate_measures_every_draft_and_matches_greedy(tiny_runner, tiny_trace):
+    steps = list(tab_decoding.speculate(tiny_runner, tiny_trace, 8, 3, 1, 0, False))
+    note, rounds, plot = steps[-1]
+    depths = sorted(set(tab_decoding.draft_depths(tiny_runner.cfg.n_layers)) | {1})
+    assert len(steps) == 1 + len(depths)  # a first message, then one update per draft measured
+    assert "the same tokens as greedy decoding" in note and "Done." in note
+    assert list(plot.data[0].x) == depths and all(0 <= a <= 100 for a in plot.data[0].y)
+    assert rounds.count("<li>") >= 1
+    bad = list(tab_decoding.speculate(tiny_runner, tiny_trace, 8, 0, 1, 0, False))
+    assert len(bad) == 1 and "Drafted tokens" in bad[0][0]
+    bad = list(tab_decoding.speculate(tiny_runner, tiny_trace, 8, 2, tiny_runner.cfg.n_layers, 0, False))
+    assert "Draft layers" in bad[0][0]
+
+
+def test_dola_buckets_split_the_layers_as_the_paper():
+    buckets = tab_decoding.dola_buckets(30)
+    assert list(buckets.values()) == [list(range(0, 15, 2)), list(range(16, 30, 2))]
+    assert list(buckets) == ["early layers (0, 2, …, 14)", "late layers (16, 18, …, 28)"]
+    assert all(layers for layers in tab_decoding.dola_buckets(2).values())
+
+
+def test_contrast_rows(tiny_runner, tiny_trace):
+    buckets = list(tab_decoding.dola_buckets(tiny_runner.cfg.n_layers))
+    note, table, plot = tab_decoding.contrast(tiny_runner, tiny_trace, 5, buckets[0], 0.1, 3, 0.5, False)
+    assert "**DoLa**" in note and table.count("<tr>") == 1 + 3 and len(plot.data[0].y) >= 1
+    for args, message in (((5, "nowhere", 0.1, 3, 0.5), "DoLa's layers"), ((5, buckets[0], 0, 3, 0.5), "α"),
+                          ((5, buckets[0], 0.1, 99, 0.5), "k"), ((5, buckets[0], 0.1, 3, 2), "α")):
+        assert message in tab_decoding.contrast(tiny_runner, tiny_trace, *args, False)[0]
+
+
+def test_kv_cache_shows_the_models_keys_and_values(tiny_runner, tiny_trace):
+    cfg, layer = tiny_runner.cfg, 1
+    keys, values = tiny_runner.kv_contents(tiny_trace.ids.tolist(), layer)
+    tensors = tiny_runner.layer(tiny_trace, layer)
+    np.testing.assert_allclose(keys, tensors.rot_k.transpose(1, 0, 2), atol=1e-5)  # (G, T, Dh): keys after RoPE
+    np.testing.assert_allclose(values, tensors.v.transpose(1, 0, 2), atol=1e-5)
+    assert keys.nbytes + values.nbytes == kv_cache_bytes(cfg, tiny_trace.n_tokens, 4) // cfg.n_layers
+    note, contents, timing = tab_decoding.kv_cache(tiny_runner, tiny_trace, 8, layer, False)
+    assert f"**{kv_cache_bytes(cfg, 1, 4):,} bytes per token**" in note
+    assert len(timing.data) == 2 and len(timing.data[0].x) >= 1
+    assert np.asarray(contents.data[0].z).shape == (tiny_trace.n_tokens, cfg.n_kv_heads * cfg.d_head)
+    assert "Tokens to time" in tab_decoding.kv_cache(tiny_runner, tiny_trace, 10_000, 0, False)[0]
+    assert "Layer" in tab_decoding.kv_cache(tiny_runner, tiny_trace, 8, cfg.n_layers, False)[0]
+
+
+def test_tree_figure_and_table_escape_and_mark():
+    nodes = [TreeNode(0, 0, -1, "<b>", -0.1, True, True), TreeNode(0, 1, -1, "x", -2.0, False, False),
+             TreeNode(1, 0, 0, "EOS", -0.3, True, False, finished=True, normalised=-0.15)]
+    fig = beam_tree_figure(nodes, 2, "t")
+    names = [t.name for t in fig.data if t.name]
+    assert names == ["dropped (no beam continues it)", "the returned best"]
+    best = fig.data[-1]
+    assert list(best.x) == [0, 1] and "&lt;b&gt;" in best.hovertext[0]
+    table = continuations_html("<prompt>", [Continuation("greedy", ["<script>", " ok"], [-0.1, -2.0], 0)])
+    assert "<script>" not in table and "&lt;script&gt;" in table and "&lt;prompt&gt;" in table
+    assert "-1.050" in table  # the mean log-probability
