@@ -6,12 +6,16 @@ Two chains over the same knobs:
   repetition penalty (on prompt + generated tokens) -> temperature -> top-k (ties at the
   boundary kept) -> top-p -> min-p -> typical-p -> epsilon -> eta. transformers has no
   presence, frequency or top-n-sigma step, so in this order they do nothing.
-- ``order="llama.cpp"``: llama.cpp's default sampler chain: penalties -> top-n-sigma -> top-k
-  -> typical -> top-p -> min-p -> temperature *last*. Its one penalties step works on a window
+- ``order="llama.cpp"``: llama.cpp's default sampler chain: penalties -> DRY -> top-n-sigma -> top-k
+  -> typical -> top-p -> min-p -> XTC -> temperature *last*. Its one penalties step works on a window
   of the last `repeat_last_n` tokens of prompt *and* output (llama-cli and llama-completion
   accept the prompt into it): repetition (a logit <= 0 is multiplied, else divided), then
   frequency x count and presence once per token in the window. Each filter sees the softmax
-  of the tokens still in. There is no epsilon or eta step in llama.cpp.
+  of the tokens still in. There is no epsilon or eta step in llama.cpp. DRY penalises a token that would
+  extend a repeat of at least `dry_allowed_length` tokens by multiplier x base^(length - allowed), a repeat
+  never reaching back across a sequence breaker (a token containing a newline, ':', '"' or '*'). XTC, with
+  probability `xtc_probability`, removes every token at or above `xtc_threshold` but the least likely of them;
+  as it fires at random, `distribution` is the exact mixture of the chain with and without it.
 
 A temperature of 0 means greedy. Every filter keeps at least one token. Removed tokens
 have logit -inf. With the same seed and settings, `sample` picks the same tokens every time.
@@ -45,6 +49,13 @@ class SamplerSettings:
     eta: float = 0.0  # drop tokens below min(eta, sqrt(eta) exp(-entropy)) (HF eta_cutoff); 0 = off (HF order only)
     top_n_sigma: float = 0.0  # keep logits within n standard deviations of the top one; 0 = off (llama.cpp only)
     repeat_last_n: int = 64  # llama.cpp's penalty window, in tokens; -1 = the whole context, 0 = no penalties
+    xtc_probability: float = 0.0  # llama.cpp XTC: how often it fires; 0 = off
+    xtc_threshold: float = 0.1  # XTC removes the tokens at or above this probability but the least likely; > 0.5 = off
+    dry_multiplier: float = 0.0  # llama.cpp DRY: penalty scale; 0 = off
+    dry_base: float = 1.75  # DRY: the penalty grows as base ** (repeat length - allowed length)
+    dry_allowed_length: int = 2  # DRY: repeats up to this long go unpenalised
+    dry_last_n: int = -1  # DRY: how many recent tokens it searches; -1 = the whole context
+    dry_breakers: tuple[int, ...] = ()  # DRY: tokens a repeat may not reach back across (see `dry_breaker_ids`)
     order: Order = "hf"
 
     def __post_init__(self) -> None:
@@ -66,6 +77,15 @@ class SamplerSettings:
             "top_n_sigma": (_number(self.top_n_sigma) and 0 <= self.top_n_sigma < math.inf, "a number >= 0"),
             "repeat_last_n": (isinstance(self.repeat_last_n, int) and not isinstance(self.repeat_last_n, bool)
                               and self.repeat_last_n >= -1, "a whole number >= -1"),
+            "xtc_probability": (_number(self.xtc_probability) and 0 <= self.xtc_probability <= 1, "in [0, 1]"),
+            "xtc_threshold": (_number(self.xtc_threshold) and 0 <= self.xtc_threshold <= 1, "in [0, 1]"),
+            "dry_multiplier": (_number(self.dry_multiplier) and 0 <= self.dry_multiplier < math.inf, "a number >= 0"),
+            "dry_base": (_number(self.dry_base) and 1 <= self.dry_base < math.inf, "a number >= 1"),
+            "dry_allowed_length": (isinstance(self.dry_allowed_length, int) and not isinstance(self.dry_allowed_length,
+                                                                                               bool)
+                                   and self.dry_allowed_length >= 1, "a whole number >= 1"),
+            "dry_last_n": (isinstance(self.dry_last_n, int) and not isinstance(self.dry_last_n, bool)
+                           and self.dry_last_n >= -1, "a whole number >= -1"),
             "order": (self.order in ("hf", "llama.cpp"), "'hf' or 'llama.cpp'"),
         }
         for name, (ok, allowed) in rules.items():
@@ -112,6 +132,78 @@ def penalty_window(settings: SamplerSettings, prompt_ids: Sequence[int], generat
     history = [*prompt_ids, *generated_ids]
     n = settings.repeat_last_n
     return history if n == -1 else history[len(history) - n :] if n > 0 else []
+
+
+DRY_BREAKERS = ("\n", ":", "\"", "*")  # llama.cpp's default sequence breakers
+
+
+def dry_breaker_ids(token_texts: Sequence[str], breakers: Sequence[str] = DRY_BREAKERS) -> tuple[int, ...]:
+    """The tokens that break a DRY repeat: as llama.cpp makes them from one-character breakers, every token whose
+    text contains one. (llama.cpp also turns longer breakers into multi-token sequences; only the defaults are
+    modelled here.)"""
+    return tuple(i for i, text in enumerate(token_texts) if any(b in text for b in breakers))
+
+
+def dry_window(settings: SamplerSettings, prompt_ids: Sequence[int], generated_ids: Sequence[int]) -> list[int]:
+    """The tokens DRY searches: the last dry_last_n of prompt and output (-1: all, 0: none)."""
+    history = [*prompt_ids, *generated_ids]
+    n = settings.dry_last_n
+    return history if n == -1 else history[len(history) - n :] if n > 0 else []
+
+
+def dry_penalty(logits: Tensor, window: Sequence[int], multiplier: float, base: float, allowed: int,
+                breakers: Sequence[int] = ()) -> Tensor:
+    """llama.cpp's DRY ("don't repeat yourself"). For each earlier place where the window's last n tokens occur
+    again, the token that followed them there would extend a repeat of n tokens; a token whose longest such n
+    is >= allowed loses multiplier * base ** (n - allowed) from its logit. A repeat stops at the most recent
+    breaker token, and breaker tokens are never penalised."""
+    N = len(window)
+    if multiplier == 0 or base < 1 or N <= allowed:
+        return logits
+    stops = set(breakers)
+    limit = N  # Step 1: how far back a repeat may reach: not across the most recent breaker
+    for i in range(N):
+        if window[N - 1 - i] in stops:
+            limit = i
+            break
+    if limit < allowed:
+        return logits
+    longest: dict[int, int] = {}
+    for end in range(N - 1):  # an earlier occurrence ending at `end`, followed by window[end + 1]
+        n = 0
+        while n <= end and window[end - n] == window[N - 1 - n]:
+            n += 1
+        n = min(n, limit)
+        if n >= allowed:
+            token = window[end + 1]
+            longest[token] = max(longest.get(token, 0), n)
+    out = logits.clone()
+    max_exponent = int(88.7228391 / math.log(base)) if base > 1.000001 else 0  # float32 overflow, as llama.cpp
+    for token, n in longest.items():
+        if token in stops:
+            continue
+        exponent = n - allowed
+        if max_exponent > 0:
+            exponent = min(exponent, max_exponent)
+        out[..., token] = out[..., token] - multiplier * base**exponent
+    return out
+
+
+def xtc_filter(logits: Tensor, threshold: float) -> Tensor:
+    """llama.cpp XTC when it fires ("exclude top choices"): of the tokens with probability >= threshold, remove all
+    but the least likely, if there are at least two; a threshold above 0.5 does nothing."""
+    if threshold > 0.5:
+        return logits
+    p = logits.softmax(-1)
+    above = p >= threshold
+    if int(above.sum()) < 2:
+        return logits
+    keep = torch.where(above, p, torch.tensor(2.0)).argmin()  # the least likely token still above the threshold
+    return logits.masked_fill(above & (torch.arange(logits.shape[-1]) != keep), NEG_INF)
+
+
+def xtc_active(settings: SamplerSettings) -> bool:
+    return settings.order == "llama.cpp" and settings.xtc_probability > 0 and settings.xtc_threshold <= 0.5
 
 
 def epsilon_filter(logits: Tensor, epsilon: float) -> Tensor:
@@ -243,8 +335,10 @@ def typical_llama(logits: Tensor, mass: float) -> Tensor:
 Step = tuple[str, Callable[[Tensor], Tensor]]
 
 
-def chain(settings: SamplerSettings, prompt_ids: Sequence[int] = (), generated_ids: Sequence[int] = ()) -> list[Step]:
-    """The active steps, in order, as (name, function of logits)."""
+def chain(settings: SamplerSettings, prompt_ids: Sequence[int] = (), generated_ids: Sequence[int] = (),
+          with_xtc: bool = True) -> list[Step]:
+    """The active steps, in order, as (name, function of logits); `with_xtc=False`: the chain when XTC does not
+    fire."""
     s = settings
     steps: list[Step] = []
     if s.order == "hf":
@@ -270,6 +364,10 @@ def chain(settings: SamplerSettings, prompt_ids: Sequence[int] = (), generated_i
     if window.numel() and (s.repetition_penalty != 1.0 or s.presence_penalty or s.frequency_penalty):
         steps.append(("penalties", lambda z: llama_penalties(z, window, s.repetition_penalty, s.frequency_penalty,
                                                              s.presence_penalty)))
+    if s.dry_multiplier > 0:
+        dry = dry_window(s, prompt_ids, generated_ids)
+        steps.append(("DRY", lambda z: dry_penalty(z, dry, s.dry_multiplier, s.dry_base, s.dry_allowed_length,
+                                                   s.dry_breakers)))
     if s.top_n_sigma > 0:
         steps.append(("top-n-sigma", lambda z: top_n_sigma(z, s.top_n_sigma)))
     if s.top_k:
@@ -280,6 +378,9 @@ def chain(settings: SamplerSettings, prompt_ids: Sequence[int] = (), generated_i
         steps.append(("top-p", lambda z: top_p_llama(z, s.top_p)))
     if s.min_p > 0:
         steps.append(("min-p", lambda z: min_p_filter(z, s.min_p)))
+    if xtc_active(s) and with_xtc:
+        name = "XTC" if s.xtc_probability >= 1 else f"XTC (fires {100 * s.xtc_probability:g}% of the time)"
+        steps.append((name, lambda z: xtc_filter(z, s.xtc_threshold)))
     if s.temperature != 1.0:
         steps.append(("temperature", lambda z: temperature(z, s.temperature)))
     return steps
@@ -318,11 +419,21 @@ def stages(logits: Tensor, settings: SamplerSettings, prompt_ids: Sequence[int] 
 
 def distribution(logits: Tensor, settings: SamplerSettings, prompt_ids: Sequence[int] = (),
                  generated_ids: Sequence[int] = ()) -> Tensor:
-    """Probabilities over the whole vocabulary after the sampler chain."""
-    z = logits.float()
-    for _, step in chain(settings, prompt_ids, generated_ids):
-        z = step(z)
-    return z.softmax(-1)
+    """Probabilities over the whole vocabulary after the sampler chain; with XTC, the exact mixture of the chain
+    where it fires (with its probability) and where it does not."""
+
+    def run(with_xtc: bool) -> Tensor:
+        z = logits.float()
+        for _, step in chain(settings, prompt_ids, generated_ids, with_xtc):
+            z = step(z)
+        return z.softmax(-1)
+
+    fires = settings.xtc_probability if xtc_active(settings) else 0.0
+    if fires == 0:
+        return run(False)
+    if fires >= 1:
+        return run(True)
+    return fires * run(True) + (1 - fires) * run(False)
 
 
 def sample(
@@ -376,7 +487,8 @@ def hf_leaves_out(settings: SamplerSettings) -> list[str]:
     s = settings
     return [name for name, on in (("presence_penalty", s.presence_penalty != 0), ("frequency_penalty",
                                                                                   s.frequency_penalty != 0),
-                                  ("top_n_sigma", s.top_n_sigma > 0)) if on]
+                                  ("top_n_sigma", s.top_n_sigma > 0), ("xtc", s.xtc_probability > 0),
+                                  ("dry", s.dry_multiplier > 0)) if on]
 
 
 def llama_cpp_leaves_out(settings: SamplerSettings) -> list[str]:
@@ -390,14 +502,20 @@ LLAMA_CPP_PROGRAM = "llama-completion"  # plain completion: llama-cli turns a GG
 def to_llama_cpp_flags(settings: SamplerSettings) -> str:
     """llama.cpp command-line flags for the llama.cpp-order chain (the penalty window over prompt and output)."""
     s = settings
-    samplers = ["penalties", *(["top_n_sigma"] if s.top_n_sigma > 0 else []), "top_k", "typ_p", "top_p", "min_p",
-                "temperature"]
+    samplers = ["penalties", *(["dry"] if s.dry_multiplier > 0 else []), *(["top_n_sigma"] if s.top_n_sigma > 0
+                                                                            else []),
+                "top_k", "typ_p", "top_p", "min_p", *(["xtc"] if s.xtc_probability > 0 else []), "temperature"]
     flags = [
         f"--temp {s.temperature:g}", f"--top-k {s.top_k}", f"--top-p {s.top_p:g}", f"--min-p {s.min_p:g}",
         f"--typical {s.typical_p:g}", f"--repeat-penalty {s.repetition_penalty:g}",
         f"--repeat-last-n {s.repeat_last_n}",
         f"--presence-penalty {s.presence_penalty:g}", f"--frequency-penalty {s.frequency_penalty:g}",
         *([f"--top-n-sigma {s.top_n_sigma:g}"] if s.top_n_sigma > 0 else []),
+        *([f"--xtc-probability {s.xtc_probability:g}", f"--xtc-threshold {s.xtc_threshold:g}"]
+          if s.xtc_probability > 0 else []),
+        *([f"--dry-multiplier {s.dry_multiplier:g}", f"--dry-base {s.dry_base:g}",
+           f"--dry-allowed-length {s.dry_allowed_length}", f"--dry-penalty-last-n {s.dry_last_n}"]
+          if s.dry_multiplier > 0 else []),
         f"--samplers '{';'.join(samplers)}'",
     ]
     return " ".join(flags)

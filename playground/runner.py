@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import os
 import tempfile
 import threading
@@ -43,6 +44,7 @@ from model.interventions import (
 )
 from model.arithmetic import measure_peak_flops
 from model.bpe import ReplayStep, merge_steps
+from model.sampling import dry_breaker_ids
 from model.lens import ROWS_PER_MATMUL, LensResult, LogitLens, lens_logits
 from model.transformer import HookFn, rms_scale
 
@@ -158,6 +160,17 @@ class ModelRunner:
     @property
     def eos_token_id(self) -> int | None:
         return self._enc.eos_token_id
+
+    @functools.cached_property
+    def dry_breakers(self) -> tuple[int, ...]:
+        """The tokens that stop a DRY repeat (llama.cpp's default breakers: newline, ':', '"', '*')."""
+        def text(token: int) -> str:
+            try:
+                return self._enc.decode_single_token_bytes(token).decode("utf-8", errors="replace")
+            except KeyError:  # an id the tokenizer does not use
+                return ""
+
+        return dry_breaker_ids([text(t) for t in range(self.cfg.vocab_size)])
 
     @property
     def n_merges(self) -> int:

@@ -125,10 +125,14 @@ class GenSession:
 
 
 def settings_from(order: str, temperature, top_k, top_p, min_p, typical_p, repetition, presence, frequency,
-                  epsilon=0.0, eta=0.0, top_n_sigma=0.0, repeat_last_n=64) -> SamplerSettings:
-    """SamplerSettings from the controls' values (ValueError with a readable message when out of range)."""
+                  epsilon=0.0, eta=0.0, top_n_sigma=0.0, repeat_last_n=64, xtc_probability=0.0, xtc_threshold=0.1,
+                  dry_multiplier=0.0, dry_base=1.75, dry_allowed_length=2, *,
+                  breakers: tuple[int, ...] = ()) -> SamplerSettings:
+    """SamplerSettings from the controls' values (ValueError with a readable message when out of range);
+    `breakers`: the model's DRY breaker tokens (`ModelRunner.dry_breakers`)."""
     whole = {}
-    for name, value in (("top_k", top_k), ("repeat_last_n", repeat_last_n)):
+    for name, value in (("top_k", top_k), ("repeat_last_n", repeat_last_n), ("dry_allowed_length",
+                                                                            dry_allowed_length)):
         try:
             whole[name] = int(value)
         except (TypeError, ValueError):
@@ -136,7 +140,9 @@ def settings_from(order: str, temperature, top_k, top_p, min_p, typical_p, repet
     return SamplerSettings(temperature=float(temperature), top_p=float(top_p), min_p=float(min_p),
                            typical_p=float(typical_p), repetition_penalty=float(repetition),
                            presence_penalty=float(presence), frequency_penalty=float(frequency), epsilon=float(epsilon),
-                           eta=float(eta), top_n_sigma=float(top_n_sigma), **whole,
+                           eta=float(eta), top_n_sigma=float(top_n_sigma), xtc_probability=float(xtc_probability),
+                           xtc_threshold=float(xtc_threshold), dry_multiplier=float(dry_multiplier),
+                           dry_base=float(dry_base), dry_breakers=tuple(breakers), **whole,
                            order="llama.cpp" if str(order).startswith("llama") else "hf")
 
 
@@ -152,7 +158,7 @@ def render(runner: ModelRunner, session: GenSession | None, *values):
     if session is None:
         return None, None, None, "", None, "Analyze a prompt first."
     try:
-        settings = settings_from(*controls)
+        settings = settings_from(*controls, breakers=runner.dry_breakers)
     except ValueError as e:
         return gr.update(), gr.update(), gr.update(), gr.update(), gr.update(), f"⚠️ {e}"
     scale = font_scale(large)
@@ -226,7 +232,7 @@ def _push(runner: ModelRunner, session: GenSession | None, large: bool, controls
     if session is None:
         return session, "", "Analyze a prompt first."
     try:
-        settings = settings_from(*controls)
+        settings = settings_from(*controls, breakers=runner.dry_breakers)
         token = int(choose(session, settings))
         session.push(runner, token, float(session.distribution(settings)[token]))
     except ValueError as e:
@@ -255,13 +261,14 @@ def take_greedy(runner: ModelRunner, session: GenSession | None, seed: int, larg
 
 def force_token(runner: ModelRunner, session: GenSession | None, seed: int, large: bool, order: str, temperature, top_k,
                 top_p, min_p, typical_p, repetition, presence, frequency, epsilon, eta, top_n_sigma, repeat_last_n,
-                evt: gr.SelectData):
+                xtc_probability, xtc_threshold, dry_multiplier, dry_base, dry_allowed_length, evt: gr.SelectData):
     """A click on a table row appends that token (Gradio passes event data only to named parameters)."""
     row = evt.row_value
     if not row:
         return session, gr.update(), ""
     controls = (order, temperature, top_k, top_p, min_p, typical_p, repetition, presence, frequency, epsilon, eta,
-                top_n_sigma, repeat_last_n)
+                top_n_sigma, repeat_last_n, xtc_probability, xtc_threshold, dry_multiplier, dry_base,
+                dry_allowed_length)
     return _push(runner, session, large, controls, lambda s, settings: int(row[1]))
 
 
@@ -305,7 +312,7 @@ def draw_samples(runner: ModelRunner, session: GenSession | None, n: int, seed: 
     if session is None:
         return None
     try:
-        probs = session.distribution(settings_from(*controls))
+        probs = session.distribution(settings_from(*controls, breakers=runner.dry_breakers))
     except ValueError:
         return gr.update()
     n, seed = clamp(n or 1, 1, MAX_DRAWS), int(seed or 0)
@@ -351,6 +358,15 @@ def build(ctx: TabContext) -> TabView:
                                 elem_id="samp-sigma")
         repeat_last_n = gr.Slider(-1, 512, value=64, step=1, label="Penalty window, tokens (llama.cpp; -1 = all)",
                                   elem_id="samp-lastn")
+    with gr.Row():
+        xtc_probability = gr.Slider(0, 1, value=0.0, step=0.05, label="XTC probability (llama.cpp; 0 = off)",
+                                    elem_id="samp-xtc-p")
+        xtc_threshold = gr.Slider(0, 0.6, value=0.1, step=0.01, label="XTC threshold (> 0.5 = off)",
+                                  elem_id="samp-xtc-t")
+        dry_multiplier = gr.Slider(0, 3, value=0.0, step=0.05, label="DRY multiplier (llama.cpp; 0 = off)",
+                                   elem_id="samp-dry")
+        dry_base = gr.Slider(1, 4, value=1.75, step=0.05, label="DRY base", elem_id="samp-dry-base")
+        dry_allowed_length = gr.Slider(1, 8, value=2, step=1, label="DRY allowed length", elem_id="samp-dry-len")
     top_n = gr.Slider(5, 40, value=15, step=1, label="Tokens shown", elem_id="samp-topn")
     message = gr.Markdown(elem_id="samp-message")
     with gr.Row():
@@ -388,7 +404,7 @@ def build(ctx: TabContext) -> TabView:
         export = gr.Markdown(elem_id="samp-export")
 
     controls = [order, temperature, top_k, top_p, min_p, typical, rep, presence, frequency, epsilon, eta, top_n_sigma,
-                repeat_last_n]
+                repeat_last_n, xtc_probability, xtc_threshold, dry_multiplier, dry_base, dry_allowed_length]
     view = Event(bind(render, runner), [session, *controls, top_n, ctx.large],
                  [bars, matrix, orders, export, table, message])
     for control in (*controls, top_n, ctx.large):

@@ -261,3 +261,84 @@ def test_exports():
     from model.sampling import hf_leaves_out, llama_cpp_leaves_out
 
     assert hf_leaves_out(s) == ["presence_penalty", "top_n_sigma"] and llama_cpp_leaves_out(s) == ["epsilon"]
+
+
+# -- XTC and DRY: llama.cpp's own test vectors (tests/test-sampling.cpp), same inputs, same expected outputs --------
+
+
+def _probs_after(step, probs: list[float]) -> list[float]:
+    """Apply a step to logits log(probs) and read what llama.cpp's test checks: the softmax of what is left, listed
+    in the order of llama.cpp's sorted candidates (most likely first) and only for the tokens kept."""
+    out = step(torch.tensor(probs).log()).softmax(-1)
+    return [float(p) for p in out if p > 0]
+
+
+@pytest.mark.parametrize("probs,expected,threshold", [
+    ([0.4, 0.3, 0.2, 0.1], [0.1], 0.09),
+    ([0.4, 0.3, 0.2, 0.1], [0.2, 0.1], 0.19),
+    ([0.4, 0.3, 0.2, 0.1], [0.3, 0.2, 0.1], 0.29),
+    ([0.4, 0.3, 0.2, 0.1], [0.4, 0.3, 0.2, 0.1], 0.39),  # "XTC should not": one token above the threshold
+])
+def test_xtc_matches_llama_cpp_vectors(probs, expected, threshold):
+    from model.sampling import xtc_filter
+
+    kept = step_probs = _probs_after(lambda z: xtc_filter(z, threshold), probs)
+    # llama.cpp's test reads p as XTC's softmax before truncation: renormalise the expected values to compare
+    np.testing.assert_allclose(kept, np.array(expected) / sum(expected), atol=1e-6)
+    assert len(step_probs) == len(expected)
+
+
+@pytest.mark.parametrize("probs,last_tokens,expected,multiplier,base,allowed,last_n,breakers", [
+    ([0.25] * 4, [0, 1], [0.25] * 4, 1.0, 1.1, 2, 4, []),
+    ([0.25] * 4, [0, 1, 2, 0, 1], [0.296923, 0.296923, 0.109232, 0.296923], 1.0, 1.1, 2, 5, []),
+    ([0.2] * 5, [0, 1, 3, 4, 0, 1], [0.2] * 5, 1.0, 1.1, 2, 6, [3]),
+    ([0.2] * 5, [0, 1, 2, 0, 1], [0.241818, 0.241818, 0.032727, 0.241818, 0.241818], 2.0, 1.1, 2, 5, []),
+    ([0.2] * 5, [0, 1, 2, 3, 4, 0, 1], [0.2] * 5, 1.0, 1.1, 4, 7, []),
+])
+def test_dry_matches_llama_cpp_vectors(probs, last_tokens, expected, multiplier, base, allowed, last_n, breakers):
+    s = SamplerSettings(order="llama.cpp", dry_multiplier=multiplier, dry_base=base, dry_allowed_length=allowed,
+                        dry_last_n=last_n, dry_breakers=tuple(breakers))
+    got = distribution(torch.tensor(probs).log(), s, prompt_ids=last_tokens[:2], generated_ids=last_tokens[2:])
+    np.testing.assert_allclose(got.numpy(), expected, atol=1e-5)
+
+
+def test_dry_longer_repeats_cost_more_and_breakers_stop_them():
+    from model.sampling import dry_breaker_ids, dry_penalty
+
+    z = torch.zeros(10)
+    window = [1, 2, 3, 4, 9, 1, 2, 3]  # "1 2 3" repeats: 4 would extend a 3-token repeat
+    out = dry_penalty(z, window, 0.8, 1.75, 2, ())
+    assert float(out[4]) == pytest.approx(-0.8 * 1.75 ** (3 - 2)) and float(out[3]) == 0.0
+    assert torch.equal(dry_penalty(z, window, 0.8, 1.75, 2, (9,)), out)  # the breaker is before the repeat
+    assert torch.equal(dry_penalty(z, window, 0.8, 1.75, 2, (2,)), z)  # a breaker inside it: repeat of 1 < 2
+    assert dry_breaker_ids(["a", "b\n", "x:y", "q", '"', "**"]) == (1, 2, 4, 5)
+
+
+def test_xtc_distribution_is_the_exact_mixture():
+    logits = torch.tensor([0.4, 0.3, 0.2, 0.1]).log()
+    s = SamplerSettings(order="llama.cpp", xtc_probability=0.25, xtc_threshold=0.15)
+    got = distribution(logits, s)
+    fired = torch.tensor([0.0, 0.0, 2 / 3, 1 / 3])  # 0.4 and 0.3 removed, 0.2 kept as the least likely above 0.15
+    torch.testing.assert_close(got, 0.25 * fired + 0.75 * torch.tensor([0.4, 0.3, 0.2, 0.1]))
+    st = stages(logits, s)
+    assert st[-1].name == "XTC (fires 25% of the time)"
+    assert torch.equal(distribution(logits, SamplerSettings(order="hf", xtc_probability=1.0)), logits.softmax(-1))
+    counts = torch.bincount(torch.stack([sample(logits, s, torch.Generator().manual_seed(i)) for i in range(4000)]),
+                            minlength=4).float() / 4000
+    assert 0.5 * (counts - got).abs().sum() < 0.03
+
+
+def test_xtc_and_dry_exports_and_ranges():
+    s = SamplerSettings(order="llama.cpp", xtc_probability=0.5, xtc_threshold=0.1, dry_multiplier=0.8)
+    flags = to_llama_cpp_flags(s)
+    for flag in ("--xtc-probability 0.5", "--xtc-threshold 0.1", "--dry-multiplier 0.8", "--dry-base 1.75",
+                 "--dry-allowed-length 2", "--dry-penalty-last-n -1",
+                 "'penalties;dry;top_k;typ_p;top_p;min_p;xtc;temperature'"):
+        assert flag in flags
+    from model.sampling import hf_leaves_out
+
+    assert hf_leaves_out(s) == ["xtc", "dry"]
+    for bad in (dict(xtc_probability=1.5), dict(xtc_threshold=-0.1), dict(dry_multiplier=-1), dict(dry_base=0.5),
+                dict(dry_allowed_length=0), dict(dry_last_n=-2)):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            SamplerSettings(**bad)

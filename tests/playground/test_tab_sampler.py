@@ -10,7 +10,7 @@ from model.sampling import distribution, stages
 from playground import tab_sampler
 from playground.tab_sampler import GenSession
 
-CONTROLS = ["HF transformers", 0.8, 40, 0.9, 0.02, 1.0, 1.1, 0.0, 0.0, 0.0, 0.0, 0.0, 64]
+CONTROLS = ["HF transformers", 0.8, 40, 0.9, 0.02, 1.0, 1.1, 0.0, 0.0, 0.0, 0.0, 0.0, 64, 0.0, 0.1, 0.0, 1.75, 2]
 
 
 class Click:
@@ -125,3 +125,17 @@ def test_the_new_tokens_attention_is_the_models(tiny_runner, tiny_trace, tiny_ne
     np.testing.assert_allclose(np.array(fig.data[0].y, dtype=float),
                                cache["blocks.1.attn.hook_pattern"][0, 4, -1].numpy(),
                                atol=1e-6)
+
+
+def test_xtc_and_dry_are_stages_and_exported(tiny_runner, tiny_trace):
+    sess = GenSession.start(tiny_runner, tiny_trace)
+    llama = ["llama.cpp", *CONTROLS[1:13], 0.5, 0.05, 0.8, 1.75, 2]
+    bars, matrix, orders, export, table, message = tab_sampler.render(tiny_runner, sess, *llama, 10, False)
+    assert message == ""
+    names = list(matrix.data[0].x) if matrix.data[0].x is not None else []
+    assert "XTC (fires 50% of the time)" in " ".join(map(str, names)) + str(matrix.layout)
+    assert "--xtc-probability 0.5" in export and "--dry-multiplier 0.8" in export
+    settings = tab_sampler.settings_from(*llama, breakers=tiny_runner.dry_breakers)
+    assert settings.dry_breakers == tiny_runner.dry_breakers and tiny_runner.dry_breakers  # the tiny vocab has '\n'
+    ids = [t for t in tiny_runner.dry_breakers]
+    assert all(any(c in tiny_runner.token_bytes(t).decode("utf-8", "replace") for c in '\n:"*') for t in ids)
