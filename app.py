@@ -22,7 +22,7 @@ import gradio as gr  # noqa: E402
 from model import DEFAULT_MODEL, CheckpointError  # noqa: E402
 from model.allocator import keep_freed_memory  # noqa: E402
 from model.selection import HUB_MODEL, choose_model  # noqa: E402
-from playground import api  # noqa: E402
+from playground import api, presenter  # noqa: E402
 from playground.registry import TAB_IDS, TABS  # noqa: E402
 from playground.runner import MAX_PROMPT_TOKENS, TRACE_MEMORY_MB, ModelRunner, PromptError  # noqa: E402
 from playground.trace import Trace  # noqa: E402
@@ -44,20 +44,20 @@ QUEUE_SIZE = 64  # requests waiting at most; more get Gradio's "queue is full" m
 CSS = """
 .hint { color: #666; }
 #status p { margin: 0.2em 0; }
-/* Presenter mode: larger, darker, higher-contrast text everywhere for a projector. */
-body.presenter { --body-text-color: #000; --block-label-text-color: #000; }
-body.presenter .gradio-container { font-size: 20px !important; }
-body.presenter .gradio-container label, body.presenter .gradio-container .prose,
-body.presenter .gradio-container button, body.presenter .gradio-container textarea {
-  font-size: 20px !important; color: #000; }
-body.presenter .tokens .tok { outline: 1px solid #000; }
 /* Phones: a figure keeps a readable width and scrolls inside its own box; the page never scrolls sideways. */
 @media (max-width: 640px) {
   .js-plotly-plot { min-width: 560px; }
   div:has(> .js-plotly-plot) { overflow-x: auto; }
 }
 """
-PRESENTER_JS = "(large) => { document.body.classList.toggle('presenter', !!large); return large; }"
+PRESENTER_JS = """(large) => {
+  document.body.classList.toggle('presenter', !!large);
+  const examples = document.querySelector('#examples > .label-wrap');
+  if (examples && large && examples.classList.contains('open')) examples.click();  // fold the examples away
+  if (window.playgroundFocus) window.playgroundFocus();
+  return large;
+}"""
+SLIDE_JS = "() => {{ if (window.playgroundSlide) window.playgroundSlide('{}'); }}"
 
 
 def theme() -> gr.themes.Base:
@@ -71,7 +71,8 @@ def theme() -> gr.themes.Base:
 def launch_options() -> dict:
     """What launch() needs besides the address: the theme, the page's and every tab's CSS, and the MCP server
     (the public API endpoints as tools for agents, at /gradio_api/mcp/)."""
-    return dict(theme=theme(), css=CSS + "".join(getattr(tab.module, "CSS", "") for tab in TABS), mcp_server=True)
+    return dict(theme=theme(), css=CSS + presenter.CSS + "".join(getattr(tab.module, "CSS", "") for tab in TABS),
+                head=presenter.head(TABS), mcp_server=True)
 
 
 def analyze(runner: ModelRunner, prompt: str, chat: bool, progress=gr.Progress()) -> tuple[Trace | None, str]:
@@ -116,26 +117,33 @@ def create_app(runner: ModelRunner, model_note: str = "") -> gr.Blocks:
     cfg = runner.cfg
     with gr.Blocks(title="Transformer playground") as app:
         trace = session_state()
-        gr.Markdown(
-            f"# Transformer playground\n"
-            f"**{cfg.name}**: {cfg.n_layers} layers · d_model {cfg.d_model} · {cfg.n_heads} query heads sharing "
-            f"{cfg.n_kv_heads} key/value heads · d_head {cfg.d_head} · RoPE base {cfg.rope_base:g} · "
-            f"vocabulary {cfg.vocab_size:,}"
-            f"{f' · {model_note}' if model_note else ''}. "
-            f"Type a prompt and press **Analyze**: the model runs once, and every tab reads that run."
-        )
-        with gr.Row():
-            # One line that grows to eight: Enter analyzes, Shift+Enter starts a new line.
-            prompt = gr.Textbox(label=f"Prompt (up to {MAX_PROMPT_TOKENS} tokens; Enter analyzes, Shift+Enter "
-                                      f"starts a new line)", value=EXAMPLES[0][1], lines=1, max_lines=8, scale=4,
-                                elem_id="prompt")
-            with gr.Column(scale=1, min_width=200):
-                chat = gr.Checkbox(label="Wrap in the model's chat template", value=False, elem_id="chat")
-                analyze_btn = gr.Button("Analyze", variant="primary", elem_id="analyze")
-                large = gr.Checkbox(label="Presenter mode (large, high-contrast text)", value=False, elem_id="large")
+        with gr.Column(elem_id="top"):
+            gr.Markdown("# Transformer playground", elem_id="title")
+            gr.Markdown(
+                f"**{cfg.name}**: {cfg.n_layers} layers · d_model {cfg.d_model} · {cfg.n_heads} query heads sharing "
+                f"{cfg.n_kv_heads} key/value heads · d_head {cfg.d_head} · RoPE base {cfg.rope_base:g} · "
+                f"vocabulary {cfg.vocab_size:,}"
+                f"{f' · {model_note}' if model_note else ''}. "
+                f"Type a prompt and press **Analyze**: the model runs once, and every tab reads that run.",
+                elem_id="model-line",
+            )
+            with gr.Row(elem_id="prompt-row"):
+                # One line that grows to eight: Enter analyzes, Shift+Enter starts a new line.
+                prompt = gr.Textbox(label=f"Prompt (up to {MAX_PROMPT_TOKENS} tokens; Enter analyzes, Shift+Enter "
+                                          f"starts a new line)", value=EXAMPLES[0][1], lines=1, max_lines=8, scale=4,
+                                    elem_id="prompt")
+                with gr.Column(scale=1, min_width=200, elem_id="prompt-side"):
+                    chat = gr.Checkbox(label="Wrap in the model's chat template", value=False, elem_id="chat")
+                    analyze_btn = gr.Button("Analyze", variant="primary", elem_id="analyze")
+                    large = gr.Checkbox(label="Presenter mode (large, high-contrast text; ? for keys)", value=False,
+                                        elem_id="large")
+                    with gr.Row(elem_id="slide-buttons"):
+                        slide_png = gr.Button("Slide ⤓ PNG", size="sm", elem_id="slide-png")
+                        slide_svg = gr.Button("SVG", size="sm", elem_id="slide-svg")
         status = gr.Markdown(elem_id="status")
-        gr.Examples([[text, is_chat] for _, text, is_chat in EXAMPLES], [prompt, chat], label="Examples",
-                    example_labels=[label for label, _, _ in EXAMPLES])
+        with gr.Accordion("Examples", open=True, elem_id="examples"):
+            gr.Examples([[text, is_chat] for _, text, is_chat in EXAMPLES], [prompt, chat], label="Examples",
+                        example_labels=[label for label, _, _ in EXAMPLES])
 
         active = gr.State(TAB_IDS[0])  # which tab is showing
         ctx = TabContext(runner=runner, trace=trace, large=large, active=active)
@@ -157,6 +165,8 @@ def create_app(runner: ModelRunner, model_note: str = "") -> gr.Blocks:
             opened = tabs_drawn.on_open(spec.id)
             tab.select(opened.fn, opened.inputs, opened.outputs, **scriptable(MODEL_RUN, f"open_{spec.id}"))
         large.change(None, large, None, js=PRESENTER_JS, **READ_ONLY)
+        slide_png.click(None, None, None, js=SLIDE_JS.format("png"), **READ_ONLY)
+        slide_svg.click(None, None, None, js=SLIDE_JS.format("svg"), **READ_ONLY)
         download_btn.click(bind(export, runner), trace, [trace_file, status], **MODEL_RUN)
 
         drawing = tabs_drawn.after_analyze()

@@ -22,6 +22,16 @@ class Tab:
     module: ModuleType  # has build(ctx) -> TabView
     figure: str  # elem_id of its main figure (what must fit a phone or a projector)
 
+    @property
+    def keys(self) -> tuple:
+        """The module's keyboard shortcuts (`ui.Key`s in its KEYS), for presenter stepping."""
+        return tuple(getattr(self.module, "KEYS", ()))
+
+    @property
+    def links(self) -> tuple:
+        """The controls a prepared link may set (`ui.Link`s in its LINKS)."""
+        return tuple(getattr(self.module, "LINKS", ()))
+
 
 TABS = (
     Tab("Tokenization", "tokenization", tab_tokenization, "token-spans"),

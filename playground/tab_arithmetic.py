@@ -15,7 +15,7 @@ from model.arithmetic import flops_per_token, kv_cache_bytes, matmul_weights, pa
 from .figures.arithmetic import flops_figure, kv_figure
 from .runner import ModelRunner, PromptError
 from .trace import Trace
-from .ui import MODEL_RUN, READ_ONLY, Event, TabContext, TabView, bind, font_scale
+from .ui import MODEL_RUN, READ_ONLY, Event, TabContext, TabView, bind, font_scale, intro
 
 FORMULAS = {
     "embedding": "V·D",
@@ -107,7 +107,7 @@ def measure(runner: ModelRunner, trace: Trace | None) -> str:
 
 
 def build(ctx: TabContext) -> TabView:
-    gr.Markdown(
+    intro(
         "The arithmetic of inference (kipply's *Transformer Inference Arithmetic*, Adam Casson's *Transformer FLOPs*, "
         "PaLM's MFU), from this model's real config: how many parameters and where, how many FLOPs a token costs and "
         "how attention's share grows with the context, how big the KV cache is, and how much of the machine's peak "

@@ -16,8 +16,12 @@ from .figures.attention import (
 from .figures.tokens import axis_labels
 from .runner import ModelRunner, PromptError
 from .trace import HEAD_STAT_NAMES, Trace, attention_stages, uniform_entropy
-from .ui import READ_ONLY, Event, TabContext, TabView, bind, font_scale, grid_side, layer_head, scriptable
+from .ui import (
+    Link, READ_ONLY, Event, TabContext, TabView, arrows, bind, font_scale, grid_side, intro, layer_head, scriptable,
+)
 
+KEYS = (*arrows("attn-head", "head"), *arrows("attn-layer", "layer", "ArrowDown", "ArrowUp"))
+LINKS = (Link("layer", "attn-layer"), Link("head", "attn-head"))
 LAYER_CELL, OVERVIEW_CELL = 120, 30  # thumbnail sizes in pixels
 MAX_DETAIL = 128  # stages and Q/K/V show at most this many positions (the last ones)
 
@@ -124,7 +128,7 @@ def pick_row(evt: gr.SelectData):
 
 def build(ctx: TabContext) -> TabView:
     cfg = ctx.runner.cfg
-    gr.Markdown(
+    intro(
         "Each head scores every earlier token with q·k, scales by 1/√d_head, masks the future, and "
         "turns scores into weights with softmax. Rows are the tokens attending (queries), columns the "
         "tokens attended to (keys); grey cells are the future, hidden by the causal mask."

@@ -14,8 +14,10 @@ from .figures.block import activations_figure, gains_figure, neurons_figure, nor
 from .figures.tokens import axis_labels
 from .runner import ModelRunner, PromptError
 from .trace import Trace
-from .ui import READ_ONLY, Event, TabContext, TabView, bind, clamp, font_scale
+from .ui import Link, READ_ONLY, Event, TabContext, TabView, bind, clamp, font_scale, intro, arrows
 
+KEYS = (*arrows("blk-position", "token"), *arrows("blk-layer", "layer", "ArrowDown", "ArrowUp"))
+LINKS = (Link("layer", "blk-layer"), Link("pos", "blk-position"))
 TOP_NEURONS = 20
 SMALL = 0.01  # a neuron counts as silent when its |post| is below 1% of the largest
 
@@ -85,7 +87,7 @@ def after_analyze(runner: ModelRunner, trace: Trace | None, layer: int, position
 
 def build(ctx: TabContext) -> TabView:
     cfg = ctx.runner.cfg
-    gr.Markdown(
+    intro(
         "Inside one transformer block: the residual stream every block reads and writes, the RMSNorm before "
         "attention and before the MLP (divide by the root mean square, multiply by a learned gain; no mean "
         "subtracted, unlike LayerNorm), and the SwiGLU MLP, whose output is a sum of its neurons' write-outs."

@@ -17,7 +17,7 @@ from .figures.bpe import candidates_figure, compression_figure
 from .figures.tokens import token_label
 from .runner import ModelRunner
 from .trace import Trace
-from .ui import READ_ONLY, Event, TabContext, TabView, bind, clamp, font_scale, session_state
+from .ui import READ_ONLY, Event, TabContext, TabView, bind, clamp, font_scale, session_state, intro
 
 TEXT = ("the cat sat on the mat. the cat ate the rat. a fat cat sat on a flat mat; the rat ran from the fat cat, "
         "and the cat chased the rat around the mat until the rat hid under the hat.")
@@ -88,7 +88,7 @@ def render(runner: ModelRunner, trace: Trace | None, word: str) -> tuple[str]:
 
 
 def build(ctx: TabContext) -> TabView:
-    gr.Markdown(
+    intro(
         "**Byte-level BPE from scratch.** Start from the 256 bytes; count every adjacent pair of tokens in the "
         "text; merge the most frequent pair into a new token; repeat. WordPiece would choose by "
         "count(ab) / (count(a)·count(b)) instead, favouring pairs whose parts are rare on their own. "

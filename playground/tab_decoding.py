@@ -29,7 +29,7 @@ from .figures.decoding import (
 from .figures.tokens import axis_labels, token_label
 from .runner import ModelRunner, PromptError
 from .trace import Trace
-from .ui import MODEL_RUN, READ_ONLY, Event, TabContext, TabView, bind, font_scale
+from .ui import MODEL_RUN, READ_ONLY, Event, TabContext, TabView, bind, font_scale, intro
 
 CSS = DECODING_CSS
 NEW_TOKENS = (1, 48)  # tokens each strategy may generate
@@ -319,7 +319,7 @@ def kv_cache(runner: ModelRunner, trace: Trace | None, kv_tokens, layer, large: 
 
 def build(ctx: TabContext) -> TabView:
     runner, cfg = ctx.runner, ctx.runner.cfg
-    gr.Markdown(
+    intro(
         "How a continuation is chosen. Greedy takes the top token; **beam search** keeps several hypotheses and "
         "returns the likeliest (bland, repetitive and short: see the tree); **sampling** draws; **speculative "
         "decoding** lets a cheap draft guess and the model check; **DoLa** and **contrastive search** reshape the "

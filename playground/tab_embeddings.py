@@ -13,7 +13,7 @@ from .figures.embeddings import neighbours_figure, norms_figure, pca_figure, rea
 from .figures.tokens import markdown_token, token_label
 from .runner import ModelRunner
 from .trace import Trace
-from .ui import READ_ONLY, Event, TabContext, TabView, bind, clamp, font_scale
+from .ui import READ_ONLY, Event, TabContext, TabView, bind, clamp, font_scale, intro
 
 WORDS = (" Paris, London, Berlin, Rome, France, England, Germany, Italy, cat, dog, horse, mouse, 1, 2, 3, 7, red, "
          "blue, green")
@@ -93,7 +93,7 @@ def self_prediction(runner: ModelRunner, trace: Trace | None) -> str:
 
 
 def build(ctx: TabContext) -> TabView:
-    gr.Markdown(
+    intro(
         "SmolLM2 **ties** its embeddings: one matrix turns token ids into vectors at the bottom and vectors into "
         "logits at the top. Type a token to see its nearest neighbours, how its norm compares with every token's "
         "(special tokens stand out), and what its row predicts when read out as an output."

@@ -23,7 +23,7 @@ from .figures.interventions import (
 from .figures.tokens import axis_labels, markdown_token, token_label
 from .runner import ModelRunner, PromptError
 from .trace import Trace
-from .ui import MODEL_RUN, READ_ONLY, Event, TabContext, TabView, bind, font_scale, session_state
+from .ui import MODEL_RUN, READ_ONLY, Event, TabContext, TabView, bind, font_scale, session_state, intro
 
 CELL = 30  # pixels per head in the clickable grid
 TOP = 12  # tokens shown before and after an ablation
@@ -208,7 +208,7 @@ def patch(runner: ModelRunner, clean: str, corrupted: str, a_text: str, b_text: 
 def build(ctx: TabContext) -> TabView:
     cfg, runner = ctx.runner.cfg, ctx.runner
     layers = list(range(cfg.n_layers))
-    gr.Markdown(
+    intro(
         "Ask *what if*: knock out heads or whole blocks and see the next-token distribution change; sweep every "
         "layer; patch activations from a clean prompt into a corrupted one to find where the answer lives; split "
         "the final logit difference into each component's direct contribution. Hooks as in TransformerLens."

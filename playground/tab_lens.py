@@ -14,8 +14,10 @@ from .figures.lens import STATISTICS, LensStat, lens_grid, rankings_watch, stati
 from .figures.tokens import axis_labels, token_label
 from .runner import ModelRunner, PromptError
 from .trace import Trace
-from .ui import MODEL_RUN, READ_ONLY, Event, TabContext, TabView, bind, clamp, font_scale
+from .ui import Link, MODEL_RUN, READ_ONLY, Event, TabContext, TabView, bind, clamp, font_scale, intro, arrows
 
+KEYS = arrows("lens-position", "position")
+LINKS = (Link("pos", "lens-position"),)
 TAB_ID = "lens"
 
 
@@ -89,7 +91,7 @@ def after_analyze(runner: ModelRunner, trace: Trace | None, statistic: str, with
 
 
 def build(ctx: TabContext) -> TabView:
-    gr.Markdown(
+    intro(
         "The **logit lens** (nostalgebraist, 2020) decodes every layer's residual stream as if it were the last: "
         "final RMSNorm, then the unembedding. Read it bottom to top: where does the model's answer appear? "
         "Each cell shows that layer's top-1 token; hover for its top-10. **Bold** (or a ring, when cells are too small "

@@ -15,8 +15,12 @@ from .figures.tokens import axis_labels
 from .rope_formulas import rotate_pairs
 from .runner import ModelRunner, PromptError
 from .trace import Trace
-from .ui import READ_ONLY, Event, TabContext, TabView, bind, clamp, font_scale, layer_head, scriptable
+from .ui import (
+    Link, READ_ONLY, Event, TabContext, TabView, arrows, bind, clamp, font_scale, intro, layer_head, scriptable,
+)
 
+KEYS = (*arrows("rope-query", "query position"), *arrows("rope-layer", "layer", "ArrowDown", "ArrowUp"))
+LINKS = (Link("layer", "rope-layer"), Link("head", "rope-head"), Link("pos", "rope-query"))
 LATEX = [{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": "$", "display": False}]
 
 
@@ -91,7 +95,7 @@ def after_analyze(runner: ModelRunner, trace: Trace | None, layer: int, head: in
 def build(ctx: TabContext) -> TabView:
     cfg = ctx.runner.cfg
     model_log_base = float(np.log10(cfg.rope_base))
-    gr.Markdown(maths(cfg.d_head, cfg.rope_base), latex_delimiters=LATEX)
+    intro(maths(cfg.d_head, cfg.rope_base), latex_delimiters=LATEX)
     with gr.Row():
         layer = gr.Slider(0, cfg.n_layers - 1, value=0, step=1, label="Layer", elem_id="rope-layer")
         head = gr.Slider(0, cfg.n_heads - 1, value=0, step=1, label="Head", elem_id="rope-head")

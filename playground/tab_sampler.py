@@ -31,8 +31,8 @@ from .figures.tokens import axis_labels, token_label
 from .runner import ModelRunner
 from .trace import Trace
 from .ui import (
-    MODEL_CONCURRENCY, READ_ONLY, Event, TabContext, TabView, bind, clamp, font_scale, layer_head, scriptable,
-    session_state,
+    Link, MODEL_CONCURRENCY, READ_ONLY, Event, Key, TabContext, TabView, bind, clamp, font_scale, intro, layer_head,
+    scriptable, session_state,
 )
 
 CSS = GENERATION_CSS
@@ -124,6 +124,15 @@ class GenSession:
         return distribution(torch.from_numpy(self.logits), settings, self.prompt_ids, self.generated)
 
 
+KEYS = (Key(("ArrowRight", "PageDown"), "samp-sample", None, "sample the next token"),
+        Key(("ArrowLeft", "PageUp"), "samp-back", None, "back one token"))
+
+
+LINKS = (Link("order", "samp-order", "radio"), Link("temperature", "samp-temp"), Link("top_k", "samp-topk"),
+         Link("top_p", "samp-topp"), Link("min_p", "samp-minp"), Link("typical_p", "samp-typical"),
+         Link("repetition_penalty", "samp-rep"), Link("presence_penalty", "samp-presence"),
+         Link("frequency_penalty", "samp-frequency"), Link("seed", "samp-seed", "number"),
+         Link("gen", "samp-continuation", "text"))
 def settings_from(order: str, temperature, top_k, top_p, min_p, typical_p, repetition, presence, frequency,
                   epsilon=0.0, eta=0.0, top_n_sigma=0.0, repeat_last_n=64, xtc_probability=0.0, xtc_threshold=0.1,
                   dry_multiplier=0.0, dry_base=1.75, dry_allowed_length=2, *,
@@ -224,7 +233,7 @@ def show_text(runner: ModelRunner, session: GenSession | None, large: bool) -> s
     if session is None:
         return ""
     pieces = [runner.token_bytes(t).decode("utf-8", "replace") for t in session.generated]
-    return generated_html(session.prompt_text, pieces, session.chosen_p, large)
+    return generated_html(session.prompt_text, pieces, session.chosen_p, large, session.generated)
 
 
 def _push(runner: ModelRunner, session: GenSession | None, large: bool, controls, choose) -> tuple:
@@ -270,6 +279,24 @@ def force_token(runner: ModelRunner, session: GenSession | None, seed: int, larg
                 top_n_sigma, repeat_last_n, xtc_probability, xtc_threshold, dry_multiplier, dry_base,
                 dry_allowed_length)
     return _push(runner, session, large, controls, lambda s, settings: int(row[1]))
+
+
+def restore(runner: ModelRunner, session: GenSession | None, ids_text: str, large: bool, *controls):
+    """A prepared link's continuation (`gen=12,873,...`): the generated tokens replaced by these, each stepped with
+    the cache and shown with its probability under the current settings."""
+    if session is None or not (ids_text or "").strip():
+        return session, show_text(runner, session, large), ""
+    try:
+        ids = [int(x) for x in ids_text.split(",") if x.strip()]
+        if len(ids) > MAX_NEW_TOKENS or any(not 0 <= t < runner.cfg.vocab_size for t in ids):
+            raise ValueError(f"a continuation is at most {MAX_NEW_TOKENS} token ids below {runner.cfg.vocab_size:,}")
+        settings = settings_from(*controls, breakers=runner.dry_breakers)
+        session.reset()
+        for token in ids:
+            session.push(runner, token, float(session.distribution(settings)[token]))
+    except ValueError as e:
+        return session, show_text(runner, session, large), f"⚠️ The link's continuation: {e}"
+    return session, show_text(runner, session, large), ""
 
 
 def back(runner: ModelRunner, session: GenSession | None, large: bool):
@@ -333,7 +360,7 @@ def after_analyze(runner: ModelRunner, trace: Trace | None, *values):
 def build(ctx: TabContext) -> TabView:
     runner = ctx.runner
     session = session_state()
-    gr.Markdown(
+    intro(
         "The model's next-token distribution at the end of the prompt, and what each step of a sampler chain does "
         "to it. Every slider recomputes from the stored logits; nothing is re-run. Grey bars: the raw softmax; "
         "coloured bars: the probabilities after the chain, or the step that removed a token."
@@ -374,6 +401,7 @@ def build(ctx: TabContext) -> TabView:
         matrix = gr.Plot(label="Stages", elem_id="samp-stages", show_label=False)
     with gr.Accordion("Step by step: sample, pick or force the next token", open=True):
         text = gr.HTML(elem_id="samp-text")
+        continuation = gr.Textbox(elem_id="samp-continuation", show_label=False, container=False)  # set by links
         with gr.Row():
             seed = gr.Number(value=0, precision=0, label="Seed", elem_id="samp-seed", minimum=0)
             sample_btn = gr.Button("Sample next token", variant="primary", elem_id="samp-sample")
@@ -426,6 +454,8 @@ def build(ctx: TabContext) -> TabView:
                                                                ctx.large, *controls], [*step_outputs, attention],
                                     **STEP_OPTIONS)
     view.then(generating)
+    watching.then(view.then(continuation.change(bind(restore, runner), [session, continuation, ctx.large, *controls],
+                                                step_outputs, **STEP_OPTIONS)))
     watching.then(view.then(back_btn.click(bind(back, runner), [session, ctx.large], step_outputs, **STEP_OPTIONS)))
     watching.then(view.then(reset_btn.click(bind(reset, runner), [session, ctx.large], step_outputs, **READ_ONLY)))
     draw_btn.click(bind(draw_samples, runner), [session, n_draws, seed, top_n, ctx.large, *controls], [draws],

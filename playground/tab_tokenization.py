@@ -12,7 +12,7 @@ from model import available_encodings, get_encoding
 from .figures.tokens import TOKENS_CSS, token_spans_html
 from .runner import ModelRunner
 from .trace import Trace
-from .ui import READ_ONLY, Event, TabContext, TabView, bind
+from .ui import READ_ONLY, Event, TabContext, TabView, bind, intro
 
 CSS = TOKENS_CSS
 
@@ -64,7 +64,7 @@ def render(runner: ModelRunner, trace: Trace | None, visible_ws: bool, by_surpri
 
 def build(ctx: TabContext) -> TabView:
     offline = list(available_encodings())
-    gr.Markdown(
+    intro(
         "How the text becomes tokens: byte-level BPE splits it into pieces, each with an id. "
         "Hover a token for its id, bytes and text. Pieces of a character split across tokens "
         "(emoji, CJK) show as their raw bytes, e.g. `<F0 9F>`."

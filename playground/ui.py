@@ -46,6 +46,11 @@ def font_scale(large: bool) -> float:
     return PRESENTER_SCALE if large else 1.0
 
 
+def intro(*args, **kwargs) -> gr.Markdown:
+    """A tab's opening explanation: in presenter mode it folds to one line, and a click opens it."""
+    return gr.Markdown(*args, elem_classes=["intro"], **kwargs)
+
+
 def session_state(value=None) -> gr.State:
     """Per-visitor state, dropped after SESSION_TTL_S of disuse."""
     return gr.State(value, time_to_live=SESSION_TTL_S)
@@ -65,6 +70,35 @@ def grid_side(n_heads: int) -> int:
     """Heads per row when a layer's heads are drawn as a grid: square when n_heads is a square (9 -> 3 x 3)."""
     side = int(np.sqrt(n_heads))
     return side if side * side == n_heads else n_heads
+
+
+@dataclass(frozen=True)
+class Key:
+    """A keyboard shortcut a tab offers (presenter stepping): the keys, the control it works (a slider's or a
+    button's elem_id), the step on the slider (None: click the button), and what it does, for the help overlay."""
+
+    keys: tuple[str, ...]  # KeyboardEvent.key values, e.g. ("ArrowRight", "PageDown")
+    target: str
+    step: int | None
+    says: str
+
+
+@dataclass(frozen=True)
+class Link:
+    """A control a prepared link may set (`?layer=3&head=5`): the query parameter, the control's elem_id and its
+    kind ("slider", "radio", "number" or "text"). The page applies the link's values once the tab has drawn, and
+    "link to this view" carries their current values."""
+
+    param: str
+    target: str
+    kind: str = "slider"
+
+
+def arrows(target: str, what: str, back: str = "ArrowLeft", forward: str = "ArrowRight") -> tuple[Key, Key]:
+    """The previous/next pair on a slider; Left/Right also answer a presenter's clicker (PageUp/PageDown)."""
+    clicker = {"ArrowLeft": ("PageUp",), "ArrowRight": ("PageDown",)}
+    return (Key((back, *clicker.get(back, ())), target, -1, f"previous {what}"),
+            Key((forward, *clicker.get(forward, ())), target, 1, f"next {what}"))
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,8 @@ def flops_figure(contexts: np.ndarray, parts: dict[str, np.ndarray], current: in
         data.append(dict(type="scatter", mode="lines", x=contexts, y=100 * share, name=name, yaxis="y2",
                          line=dict(color="#333", dash=dash),
                          hovertemplate=f"context %{{x}}: {name} %{{y:.1f}}<extra></extra>"))
-    layout = dict(xaxis=dict(title=dict(text="context (tokens the new one attends to)"), type="log"),
+    layout = dict(xaxis=dict(title=dict(text="context (tokens the new one attends to)"), type="log",
+                             minorloglabels="none"),
                   yaxis=dict(title=dict(text="MFLOP per token")),
                   yaxis2=dict(title=dict(text="share (%)"), overlaying="y", side="right", range=[0, 100]),
                   legend=legend_above(), shapes=[dict(type="line", x0=current, x1=current, y0=0, y1=1, yref="paper",

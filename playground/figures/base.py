@@ -13,8 +13,15 @@ import plotly.graph_objects as go
 
 FONT = dict(family="system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif", size=13)
 MASKED_COLOR = "#d9d9d9"  # what the causal mask hides
+PRESENTER_MASKED = "#7a7a7a"  # the same on a washed-out projector, where light grey vanishes
+PRESENTER_MAX_HEIGHT = 520  # presenter figures fit under the prompt and tab bars at 1280 x 720
 SEQUENTIAL = "Viridis"
 DIVERGING = "RdBu_r"
+
+
+def cell_font(font_scale: float) -> int:
+    """Text size inside heatmap cells and next to markers: small on a screen, 18 px at least on a projector."""
+    return max(18, int(10 * font_scale)) if font_scale > 1 else int(10 * font_scale)
 
 
 def legend_above(y: float = 1.0) -> dict:
@@ -26,15 +33,20 @@ def figure(data: list[dict], layout: dict, title: str, height: int, font_scale: 
            background: str = MASKED_COLOR, top: int = 50) -> go.Figure:
     """A figure built once from plain dicts (Plotly validates once; update_* calls cost more than the data).
 
-    The plot background defaults to the mask colour, so NaN (masked) heatmap cells show as grey.
+    The plot background defaults to the mask colour, so NaN (masked) heatmap cells show as grey. In presenter
+    mode (font_scale > 1) text is black, hover text scales too, the mask is a darker grey and the height is capped
+    so the figure fits a 1280 x 720 projector under the page's bars.
     """
+    presenting = font_scale > 1
+    height = int(height * font_scale)  # bigger text needs room, or the plot area shrinks away
     layout = {
+        "hoverlabel": dict(font=dict(size=int(13 * font_scale))),
         **layout,
         "title": dict(text=title, x=0.01, font=dict(size=int(16 * font_scale))),
-        "font": dict(FONT, size=int(FONT["size"] * font_scale)),
-        "height": int(height * font_scale),  # bigger text needs room, or the plot area shrinks away
+        "font": dict(FONT, size=int(FONT["size"] * font_scale), **({"color": "#000"} if presenting else {})),
+        "height": min(height, PRESENTER_MAX_HEIGHT) if presenting else height,
         "margin": dict(l=10, r=10, t=int(top * font_scale), b=10),
-        "plot_bgcolor": background,
+        "plot_bgcolor": PRESENTER_MASKED if presenting and background == MASKED_COLOR else background,
         "paper_bgcolor": "white",
     }
     return go.Figure({"data": data, "layout": layout})

@@ -86,7 +86,7 @@ def beam_tree_figure(nodes: Sequence[TreeNode], num_beams: int, title: str, font
     tick_y = [-s for s in range(num_beams)] + sorted({y_of[k] for k in y_of if k[2]}, reverse=True)
     tick_text = [f"beam {s}" for s in range(num_beams)] + ["finished"] * (len(tick_y) - num_beams)
     layout = dict(xaxis=dict(title=dict(text="generated token"), tickvals=list(range(steps)),
-                             ticktext=[str(s + 1) for s in range(steps)], range=[-1.4, steps - 0.4], zeroline=False),
+                             ticktext=[str(s + 1) for s in range(steps)], range=[-1.8, steps - 0.4], zeroline=False),
                   yaxis=dict(tickvals=tick_y, ticktext=tick_text, zeroline=False, range=[min(tick_y) - 0.8, 0.8]),
                   legend=legend_above(), hoverlabel=dict(font=dict(size=int(14 * font_scale))))
     return figure(data, layout, title, height=min(900, 160 + 62 * rows), font_scale=font_scale, background="white",

@@ -9,7 +9,7 @@ from enum import Enum
 import numpy as np
 import plotly.graph_objects as go
 
-from .base import SEQUENTIAL, figure, legend_above
+from .base import SEQUENTIAL, cell_font, figure, legend_above
 
 class LensStat(str, Enum):
     """What colours the logit-lens grid."""
@@ -86,14 +86,14 @@ def lens_grid(
             lines.insert(0, f"{info.label}: {number}")
             lines.insert(1, nxt)
             hover[r, t] = "<br>".join(lines)
-    show_text = T <= 40
+    show_text = T <= 40 and (font_scale <= 1 or R <= 14)  # on a projector 18 px text fits only a few rows
     hit = top_ids[..., 0] == np.where(next_ids >= 0, next_ids, -2)[None, :]  # (R, T) top-1 is the actual next token
     if show_text:  # hits in bold; without cell text, rings mark them instead
         top1 = np.where(hit, np.char.add(np.char.add("<b>", top1.astype(str)), "</b>"), top1).astype(object)
     data = [dict(
         type="heatmap", z=colour.astype(np.float32), x=list(position_labels), y=list(row_labels), customdata=hover,
         text=top1 if show_text else None, texttemplate="%{text}" if show_text else None,
-        textfont=dict(size=int(10 * font_scale)), colorscale=info.colorscale,
+        textfont=dict(size=cell_font(font_scale)), colorscale=info.colorscale,
         colorbar=dict(title=dict(text=info.colorbar), thickness=12),
         hovertemplate="%{y} · position %{x}<br>%{customdata}<extra></extra>", hoverongaps=False,
         **({"zmin": 0, "zmax": 1} if statistic is LensStat.TOP_PROB else {}),

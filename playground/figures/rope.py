@@ -8,7 +8,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from ..rope_formulas import decay_curve, rope_frequencies, rotate_pairs, sinusoidal_encoding
-from .base import figure, legend_above
+from .base import cell_font, figure, legend_above
 
 Q_COLOUR, K_COLOUR, BEFORE_COLOUR = "#d62728", "#1f77b4", "#9a9a9a"
 
@@ -62,7 +62,7 @@ def pair_rotation_figure(
             ))
     data.append(dict(type="scatter", mode="text", x=centre[:, 0], y=centre[:, 1] + 1.18,
                      text=[f"pair {i}" for i in range(n_pairs)],
-                     hoverinfo="skip", showlegend=False, textfont=dict(size=int(10 * font_scale), color="#555")))
+                     hoverinfo="skip", showlegend=False, textfont=dict(size=cell_font(font_scale), color="#555")))
     layout = dict(
         xaxis=dict(visible=False, scaleanchor="y", range=[-1.3, (columns - 1) * 2.6 + 1.3]),
         yaxis=dict(visible=False, range=[-(rows - 1) * 2.6 - 1.3, 1.5]),
@@ -103,7 +103,8 @@ def decay_figure(d_head: int, model_base: float, base: float, max_distance: int,
         data.append(dict(type="scatter", mode="lines", x=distances, y=decay_curve(d_head, base, distances),
                          name=f"chosen base {base:.3g}", line=dict(color=Q_COLOUR, width=2),
                          hovertemplate="distance %{x}<br>score %{y:.3f}<extra></extra>"))
-    layout = dict(xaxis=dict(type="log", title=dict(text="relative distance m − n (tokens, log scale)")),
+    layout = dict(xaxis=dict(type="log", title=dict(text="relative distance m − n (tokens, log scale)"),
+                             minorloglabels="none"),
                   yaxis=dict(title=dict(text="mean over pairs of cos((m−n)·θᵢ)"), range=[-0.3, 1.05]),
                   legend=legend_above())
     title = "Mean of cos((m−n)·θᵢ) over the pairs: q·k of the all-ones vector against distance (not RoFormer's bound)"

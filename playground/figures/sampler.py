@@ -9,7 +9,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.colors import qualitative, sample_colorscale
 
-from .base import SEQUENTIAL, figure, legend_above
+from .base import SEQUENTIAL, cell_font, figure, legend_above
 
 KEPT_COLOUR = "#2b7bba"
 RAW_COLOUR = "#c9c9c9"
@@ -54,13 +54,13 @@ def stages_matrix(labels: Sequence[str], probs: np.ndarray, stage_names: Sequenc
     z = np.where(probs > 0, probs, np.nan).astype(np.float32)
     text = np.where(probs > 0, np.char.mod("%.3f", probs), "–")
     data = [dict(type="heatmap", z=z, x=columns, y=list(labels), text=text, texttemplate="%{text}",
-                 textfont=dict(size=int(10 * font_scale)), colorscale=SEQUENTIAL, zmin=0,
+                 textfont=dict(size=cell_font(font_scale)), colorscale=SEQUENTIAL, zmin=0,
                  zmax=float(np.nanmax(z)) if np.isfinite(z).any() else 1,
                  hovertemplate="%{y}<br>%{x}<br>p = %{z:.5f}<extra></extra>", hoverongaps=False,
                  colorbar=dict(title=dict(text="p"), thickness=12))]
     layout = dict(xaxis=dict(type="category", side="top"), yaxis=dict(type="category", autorange="reversed"))
     return figure(data, layout, title, height=max(320, 150 + 22 * len(labels) * font_scale),
-                  font_scale=font_scale)
+                  font_scale=font_scale, top=90)  # room for the title above two lines of stage names
 
 
 def orders_figure(labels: Sequence[str], p_hf: np.ndarray, p_llama: np.ndarray, title: str,
@@ -108,12 +108,15 @@ def attention_row_figure(labels: Sequence[str], weights: np.ndarray, generated_f
     return figure(data, layout, title, height=340, font_scale=font_scale, background="white")
 
 
-def generated_html(prompt_text: str, pieces: Sequence[str], probs: Sequence[float], large: bool = False) -> str:
-    """The prompt, then each generated token shaded by the probability it was chosen with (hover for it)."""
+def generated_html(prompt_text: str, pieces: Sequence[str], probs: Sequence[float], large: bool = False,
+                   ids: Sequence[int] = ()) -> str:
+    """The prompt, then each generated token shaded by the probability it was chosen with (hover for it); `ids`
+    go in data-id attributes (a prepared link carries the continuation)."""
     out = [f'<div class="gen{" large" if large else ""}"><span class="prompt">{html.escape(prompt_text)}</span>']
     for i, (piece, p) in enumerate(zip(pieces, probs)):
         colour = sample_colorscale("Blues", [0.08 + 0.42 * float(p)])[0]  # light enough for dark text
-        out.append(f'<span class="gtok" style="background:{colour}" title="step {i + 1}: p = {p:.4f}">'
+        data = f' data-id="{int(ids[i])}"' if i < len(ids) else ""
+        out.append(f'<span class="gtok"{data} style="background:{colour}" title="step {i + 1}: p = {p:.4f}">'
                    f'{html.escape(piece)}</span>')
     out.append("</div>")
     return "".join(out)

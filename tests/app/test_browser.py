@@ -359,3 +359,151 @@ def test_browser_decoding_strategies(page, server):
     assert "bytes per token" in page.locator("#dec-kv-note").inner_text()
     shot(page, "decoding")
     assert_only_local_requests(page)
+
+
+# -- presenter mode: one screen per view, legible, keys, slides -------------------------------------------
+
+SMALL_TEXT = """() => {
+  const vh = window.innerHeight, out = [];
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  let n;
+  while ((n = walker.nextNode())) {
+    if (!n.textContent.trim()) continue;
+    const el = n.parentElement;
+    const r = el.getBoundingClientRect();
+    if (r.width === 0 || r.height === 0 || r.bottom < 0 || r.top > vh) continue;
+    const cs = getComputedStyle(el);
+    if (cs.visibility === 'hidden' || cs.opacity === '0') continue;
+    const size = parseFloat(cs.fontSize);
+    if (size < 18) out.push(size + 'px ' + el.tagName + ' "' + n.textContent.trim().slice(0, 30) + '"');
+  }
+  return out;
+}"""
+
+
+def main_figure_ready(page, figure: str) -> None:
+    page.wait_for_selector(f"#{figure} .js-plotly-plot, #{figure} img, #{figure} .tok, #{figure} p", timeout=90_000)
+
+
+@pytest.mark.parametrize("size", [(1280, 720), (1920, 1080)], ids=["720p", "1080p"])
+def test_browser_presenter_every_main_figure_fits_one_screen_in_large_text(browser, server, size):
+    """On a projector each tab's main figure is whole on screen with no scrolling by the speaker, under the prompt
+    line and the tab bar, and no text in view (page or figure) is under 18 px."""
+    from playground.registry import TABS
+
+    width, height = size
+    context = browser.new_context(viewport={"width": width, "height": height})
+    page = context.new_page()
+    try:
+        page.goto(f"{server}?large=1")
+        page.wait_for_selector("#token-spans .tok", timeout=60_000)
+        for tab in TABS:
+            open_tab(page, tab.label)
+            main_figure_ready(page, tab.figure)
+            page.wait_for_timeout(1800)  # the figure drawn, then scrolled under the bars
+            box = page.locator(f"#{tab.figure}").bounding_box()
+            bar = page.evaluate("() => document.querySelector('.tabs > .tab-wrapper').getBoundingClientRect().bottom")
+            assert box["height"] > 50, tab.id
+            assert box["y"] >= bar - 1 and box["y"] + box["height"] <= height + 1, (tab.id, box, bar)
+            assert page.evaluate(SMALL_TEXT) == [], tab.id
+            if width == 1280:
+                shot(page, f"presenter-{tab.id}")
+    finally:
+        context.close()
+
+
+def test_browser_presenter_keys_step_the_view(page, server):
+    page.goto(f"{server}?tab=attention&large=1")
+    page.wait_for_selector("#attn-heatmap .js-plotly-plot", timeout=60_000)
+    title = lambda: page.locator("#attn-heatmap .gtitle").first.text_content()  # noqa: E731
+    page.keyboard.press("ArrowRight")
+    page.wait_for_function("document.querySelector('#attn-heatmap .gtitle').textContent.includes('head 1 ')",
+                           timeout=30_000)
+    page.keyboard.press("ArrowUp")
+    page.wait_for_function("document.querySelector('#attn-heatmap .gtitle').textContent.includes('layer 1,')",
+                           timeout=30_000)
+    page.keyboard.press("PageUp")  # a clicker's "back"
+    page.wait_for_function("document.querySelector('#attn-heatmap .gtitle').textContent.includes('head 0 ')",
+                           timeout=30_000)
+    page.locator("#prompt textarea").focus()  # typing: the arrows move the caret, not the view
+    page.keyboard.press("ArrowLeft")
+    page.wait_for_timeout(800)
+    assert "head 0 " in title() and slider_value(page, "attn-head") == 0
+    page.locator("#attn-heatmap").click(position={"x": 5, "y": 5})
+    page.keyboard.press("?")
+    assert "next head" in page.locator("#key-help").inner_text()
+    page.keyboard.press("Escape")
+    assert page.locator("#key-help").count() == 0
+
+    page.keyboard.press("]")  # the next tab: RoPE
+    page.wait_for_selector("#rope-pairs .js-plotly-plot", timeout=60_000)
+    before = slider_value(page, "rope-query")
+    page.keyboard.press("ArrowLeft")
+    page.wait_for_function(f"document.querySelector('#rope-query input[type=number]').value == '{before - 1}'",
+                           timeout=30_000)
+
+    open_tab(page, "Logit lens")
+    page.wait_for_selector("#lens-grid .js-plotly-plot", timeout=60_000)
+    before = slider_value(page, "lens-position")
+    page.keyboard.press("ArrowLeft")
+    page.wait_for_function(f"document.querySelector('#lens-position input[type=number]').value == '{before - 1}'",
+                           timeout=30_000)
+
+    open_tab(page, "Sampler")
+    page.wait_for_selector("#samp-bars .js-plotly-plot", timeout=60_000)
+    page.keyboard.press("ArrowRight")  # sample the next token
+    page.wait_for_selector("#samp-text .gtok", timeout=30_000)
+    page.keyboard.press("ArrowLeft")  # and take it back
+    page.wait_for_function("document.querySelectorAll('#samp-text .gtok').length === 0", timeout=30_000)
+
+    page.keyboard.press("p")  # presenter mode off
+    page.wait_for_function("!document.body.classList.contains('presenter')", timeout=10_000)
+    assert not page.locator("#large input").is_checked()
+
+
+def test_browser_presenter_slide_downloads_are_16_by_9(page, server, tmp_path):
+    import struct
+
+    page.goto(f"{server}?tab=lens&large=1")
+    page.wait_for_selector("#lens-grid .js-plotly-plot", timeout=60_000)
+    with page.expect_download(timeout=60_000) as png:
+        page.keyboard.press("s")
+    path = tmp_path / "slide.png"
+    png.value.save_as(path)
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", data[16:24]) == (1920, 1080)
+    assert png.value.suggested_filename == "playground-lens.png"
+    with page.expect_download(timeout=60_000) as svg:
+        page.locator("#slide-svg").click()
+    path = tmp_path / "slide.svg"
+    svg.value.save_as(path)
+    text = path.read_text()
+    assert text.startswith("<svg") and 'width="1920"' in text and "Logit lens" in text
+
+
+def test_browser_prepared_link_restores_layer_head_position_settings_and_continuation(page, server):
+    page.goto(f"{server}?tab=attention&large=1&layer=3&head=5")
+    page.wait_for_function("(document.querySelector('#attn-heatmap .gtitle') || {}).textContent"
+                           "?.includes('layer 3, head 5')", timeout=60_000)
+    page.wait_for_function("document.querySelector('#share-link a').getAttribute('href').includes('layer=3&head=5')",
+                           timeout=10_000)
+
+    page.goto(f"{server}?tab=lens&pos=4")
+    page.wait_for_function("document.querySelector('#lens-position input[type=number]')?.value === '4'",
+                           timeout=60_000)
+
+    page.goto(f"{server}?tab=sampler&order=llama.cpp&temperature=0.7&top_p=0.9&seed=3&gen=12,873,1542")
+    page.wait_for_function("document.querySelectorAll('#samp-text .gtok').length === 3", timeout=60_000)
+    ids = page.eval_on_selector_all("#samp-text .gtok", "ts => ts.map(t => t.dataset.id)")
+    assert ids == ["12", "873", "1542"]
+    assert page.locator("#samp-temp input[type=number]").input_value() == "0.7"
+    assert page.locator("#samp-order input:checked").get_attribute("value") == "llama.cpp"
+    assert page.locator("#samp-seed input").input_value() == "3"
+    page.wait_for_function("document.querySelector('#share-link a').getAttribute('href')"
+                           ".includes('gen=12%2C873%2C1542')", timeout=10_000)
+    href = page.locator("#share-link a").get_attribute("href")
+    for part in ("tab=sampler", "order=llama.cpp", "temperature=0.7", "top_p=0.9", "seed=3"):
+        assert part in href
+    # the link's continuation is shown with each token's probability under these settings: the chain's numbers
+    titles = page.eval_on_selector_all("#samp-text .gtok", "ts => ts.map(t => t.title)")
+    assert all(t.startswith(f"step {i + 1}: p = ") for i, t in enumerate(titles))

@@ -113,3 +113,31 @@ def test_generation_from_a_dropped_trace_says_so(tiny_runner):
     controls = ["HF transformers", 1.0, 0, 1.0, 0.0, 1.0, 1.0, 0.0, 0.0]
     _, _, message = tab_sampler.sample_next(tiny_runner, session, 0, False, *controls)
     assert "Press Analyze" in message and session.generated == []
+
+
+KINDS = {"slider": gr.Slider, "radio": gr.Radio, "number": gr.Number, "text": gr.Textbox}
+
+
+@pytest.mark.parametrize("spec", TABS, ids=lambda t: t.id)
+def test_keys_and_links_name_the_tabs_own_controls(tiny_runner, spec):
+    """Presenter keys and prepared links work a tab's controls by elem_id: each must exist in that tab, be of the
+    kind the page's script expects, and the head script must carry them."""
+    import json
+
+    from playground import presenter
+
+    with gr.Blocks() as blocks:
+        trace, large, active = gr.State(None), gr.Checkbox(False), gr.State(spec.id)
+        spec.module.build(TabContext(runner=tiny_runner, trace=trace, large=large, active=active))
+    by_id = {b.elem_id: b for b in blocks.blocks.values() if getattr(b, "elem_id", None)}
+    assert spec.figure in by_id
+    for key in spec.keys:
+        expected = gr.Button if key.step is None else gr.Slider
+        assert isinstance(by_id.get(key.target), expected), (spec.id, key)
+    for link in spec.links:
+        assert isinstance(by_id.get(link.target), KINDS[link.kind]), (spec.id, link)
+    script = presenter.head(TABS)
+    keys = json.loads(script.split("const KEYS = ")[1].split(";\n")[0])
+    links = json.loads(script.split("const LINKS = ")[1].split(";\n")[0])
+    assert [k["target"] for k in keys[spec.id]] == [k.target for k in spec.keys]
+    assert [k["param"] for k in links[spec.id]] == [k.param for k in spec.links]
