@@ -13,6 +13,7 @@ from .base import SEQUENTIAL, cell_font, figure, legend_above
 
 KEPT_COLOUR = "#2b7bba"
 RAW_COLOUR = "#c9c9c9"
+PRESENTER_RAW_COLOUR = "#8a8a8a"  # light grey vanishes on a washed-out projector
 STEP_COLOURS = {  # the step that removed a token
     "repetition penalty": qualitative.Set2[0], "penalties": qualitative.Set2[1], "temperature": qualitative.Set2[2],
     "top-k": qualitative.Set2[3], "top-p": qualitative.Set2[4], "min-p": qualitative.Set2[5],
@@ -25,7 +26,8 @@ def distribution_bars(labels: Sequence[str], raw: np.ndarray, final: np.ndarray,
                       title: str, font_scale: float = 1.0) -> go.Figure:
     """Top tokens as horizontal bars: the final probability (blue) over the raw one (grey, or the
     colour of the step that removed the token)."""
-    raw_colours = [RAW_COLOUR if step is None else STEP_COLOURS.get(step, "#999") for step in removed_by]
+    grey = PRESENTER_RAW_COLOUR if font_scale > 1 else RAW_COLOUR
+    raw_colours = [grey if step is None else STEP_COLOURS.get(step, "#999") for step in removed_by]
     fates = ["kept" if step is None else f"removed by {step}" for step in removed_by]
     y = list(labels)
     data = [
@@ -100,7 +102,8 @@ def samples_figure(labels: Sequence[str], probs: np.ndarray, empirical: np.ndarr
 def attention_row_figure(labels: Sequence[str], weights: np.ndarray, generated_from: int, title: str,
                          font_scale: float = 1.0) -> go.Figure:
     """What the newest token attends to: one weight per earlier position (prompt grey, generated tokens blue)."""
-    colours = [RAW_COLOUR if i < generated_from else KEPT_COLOUR for i in range(len(labels))]
+    grey = PRESENTER_RAW_COLOUR if font_scale > 1 else RAW_COLOUR
+    colours = [grey if i < generated_from else KEPT_COLOUR for i in range(len(labels))]
     data = [dict(type="bar", x=list(labels), y=weights, marker=dict(color=colours),
                  hovertemplate="%{x}<br>weight %{y:.4f}<extra></extra>")]
     layout = dict(xaxis=dict(type="category", tickangle=-60, showticklabels=len(labels) <= 64),

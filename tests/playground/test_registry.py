@@ -141,3 +141,40 @@ def test_keys_and_links_name_the_tabs_own_controls(tiny_runner, spec):
     links = json.loads(script.split("const LINKS = ")[1].split(";\n")[0])
     assert [k["target"] for k in keys[spec.id]] == [k.target for k in spec.keys]
     assert [k["param"] for k in links[spec.id]] == [k.param for k in spec.links]
+
+
+def _font_sizes(fig) -> list[tuple[str, float]]:
+    """Every font size a Plotly figure sets: page font, title, hover labels, legend, axes, traces' text, annotations."""
+    layout = fig.layout
+    sizes = [("font", layout.font.size), ("title", layout.title.font.size), ("hoverlabel", layout.hoverlabel.font.size)]
+    if layout.legend.font.size is not None:
+        sizes.append(("legend", layout.legend.font.size))
+    for name in dir(layout):
+        if name.startswith(("xaxis", "yaxis")) and getattr(layout, name, None) is not None:
+            axis = getattr(layout, name)
+            if axis.tickfont.size is not None:
+                sizes.append((f"{name} ticks", axis.tickfont.size))
+    for trace in fig.data:
+        font = getattr(trace, "textfont", None)
+        if font is not None and font.size is not None:
+            sizes.append((f"{trace.type} text", font.size))
+        label = getattr(trace, "hoverlabel", None)
+        if label is not None and label.font.size is not None:
+            sizes.append((f"{trace.type} hover", label.font.size))
+    sizes += [("annotation", a.font.size) for a in layout.annotations if a.font.size is not None]
+    return sizes
+
+
+@pytest.mark.parametrize("spec", TABS, ids=lambda t: t.id)
+def test_presenter_figures_use_no_font_under_18_px(tiny_runner, tiny_trace, spec):
+    """In presenter mode every size a tab's figures set, hover text included, is at least 18 px."""
+    import plotly.graph_objects as go
+
+    with gr.Blocks():
+        trace, large, active = gr.State(None), gr.Checkbox(True), gr.State(spec.id)
+        view = spec.module.build(TabContext(runner=tiny_runner, trace=trace, large=large, active=active))
+    values = [spec.id if c is active else True if c is large else c.value for c in view.render.inputs[1:]]
+    figures = [o for o in view.render.fn(tiny_trace, *values) if isinstance(o, go.Figure)]
+    for fig in figures:
+        small = [(what, size) for what, size in _font_sizes(fig) if size is None or size < 18]
+        assert not small, (spec.id, fig.layout.title.text, small)

@@ -118,3 +118,15 @@ def test_tree_figure_and_table_escape_and_mark():
     table = continuations_html("<prompt>", [Continuation("greedy", ["<script>", " ok"], [-0.1, -2.0], 0)])
     assert "<script>" not in table and "&lt;script&gt;" in table and "&lt;prompt&gt;" in table
     assert "-1.050" in table  # the mean log-probability
+
+
+def test_a_prompt_near_the_context_limit_gets_a_message(tiny_runner):
+    trace = tiny_runner.analyze("the cat sat on the mat. " * 6)
+    room = tiny_runner.cfg.max_seq_len - trace.n_tokens
+    assert 0 < room < 48
+    summary, tree, _ = tab_decoding.compare(tiny_runner, trace, **{**OK, "new_tokens": 48})
+    assert "would pass the model's context of 64" in summary and tree is None
+    note, *_ = list(tab_decoding.speculate(tiny_runner, trace, 48, 2, 1, 0, False))[-1]
+    assert "context" in note
+    summary, tree, _ = tab_decoding.compare(tiny_runner, trace, **{**OK, "new_tokens": max(1, room - 8)})
+    assert tree is not None  # what fits still runs
