@@ -10,6 +10,7 @@ matches plain greedy decoding, DoLa and contrastive search match the papers' equ
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterator
 
 import gradio as gr
@@ -38,6 +39,7 @@ GAMMA = (1, 8)  # drafted tokens a round
 TOP_K = (1, 20)  # contrastive search's candidates
 KV_TOKENS = (4, 256)  # tokens the KV-cache timing may generate
 KV_BUDGET_S = 4.0  # the timing run stops after this long (it holds the model)
+SWEEP_LIMIT_S = 60.0  # a speculative sweep measures no more drafts after this long
 EARLY_STOPPING = {"False (heuristic)": False, "True (stop at num_beams finished)": True, "never": "never"}
 
 
@@ -205,6 +207,7 @@ def speculate(runner: ModelRunner, trace: Trace | None, new_tokens, gamma, shown
     depths = sorted(set(draft_depths(runner.cfg.n_layers)) | {shown})
     yield f"Timing plain greedy decoding, then {len(depths)} drafts …", "", None
     plain, plain_s = runner.run_strategy(greedy, prompt, n, eos)
+    started = time.monotonic()
     acceptance, speedup, measured = [], [], []
     rounds_html, note = "", ""
     for i, k in enumerate(depths):
@@ -225,9 +228,12 @@ def speculate(runner: ModelRunner, trace: Trace | None, new_tokens, gamma, shown
                     f"accepted, {len(result.tokens)} tokens: {same}. Each round drafts up to {gamma} tokens, the whole "
                     f"model checks them in one forward and keeps each with probability min(1, p/q); the first "
                     f"rejected one is resampled from max(0, p − q), and if all pass the model adds one more.")
-        stopped = session in _STOPS
-        if stopped:
+        stopped = session in _STOPS or (i + 1 < len(depths) and time.monotonic() - started > SWEEP_LIMIT_S)
+        if session in _STOPS:
             progress = f"⏹ Stopped by you after {i + 1} of {len(depths)} drafts."
+        elif stopped:
+            progress = (f"⏹ Stopped after {i + 1} of {len(depths)} drafts: a sweep measures for at most "
+                        f"{SWEEP_LIMIT_S:g} s (fewer new tokens make each draft quicker).")
         else:
             progress = f"Measured {i + 1} of {len(depths)} drafts." if i + 1 < len(depths) else "Done."
         yield (f"{note}\n\n{progress} Greedy took {1000 * plain_s / max(1, len(plain)):.0f} ms a token here. "

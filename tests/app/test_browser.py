@@ -412,6 +412,15 @@ def test_browser_presenter_every_main_figure_fits_one_screen_in_large_text(brows
         context.close()
 
 
+def left_steps_back(page, figure: str, slider: str) -> None:
+    """Once the tab has drawn, ← moves the slider one step down."""
+    page.wait_for_selector(f"#{figure} .js-plotly-plot", timeout=60_000)
+    before = slider_value(page, slider)
+    page.keyboard.press("ArrowLeft")
+    page.wait_for_function(f"document.querySelector('#{slider} input[type=number]').value == '{before - 1}'",
+                           timeout=30_000)
+
+
 def test_browser_presenter_keys_step_the_view(page, server):
     page.goto(f"{server}?tab=attention&large=1")
     page.wait_for_selector("#attn-heatmap .js-plotly-plot", timeout=60_000)
@@ -436,18 +445,9 @@ def test_browser_presenter_keys_step_the_view(page, server):
     assert page.locator("#key-help").count() == 0
 
     page.keyboard.press("]")  # the next tab: RoPE
-    page.wait_for_selector("#rope-pairs .js-plotly-plot", timeout=60_000)
-    before = slider_value(page, "rope-query")
-    page.keyboard.press("ArrowLeft")
-    page.wait_for_function(f"document.querySelector('#rope-query input[type=number]').value == '{before - 1}'",
-                           timeout=30_000)
-
+    left_steps_back(page, "rope-pairs", "rope-query")
     open_tab(page, "Logit lens")
-    page.wait_for_selector("#lens-grid .js-plotly-plot", timeout=60_000)
-    before = slider_value(page, "lens-position")
-    page.keyboard.press("ArrowLeft")
-    page.wait_for_function(f"document.querySelector('#lens-position input[type=number]').value == '{before - 1}'",
-                           timeout=30_000)
+    left_steps_back(page, "lens-grid", "lens-position")
 
     open_tab(page, "Sampler")
     page.wait_for_selector("#samp-bars .js-plotly-plot", timeout=60_000)

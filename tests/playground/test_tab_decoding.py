@@ -130,3 +130,10 @@ def test_a_prompt_near_the_context_limit_gets_a_message(tiny_runner):
     assert "context" in note
     summary, tree, _ = tab_decoding.compare(tiny_runner, trace, **{**OK, "new_tokens": max(1, room - 8)})
     assert tree is not None  # what fits still runs
+
+
+def test_a_long_sweep_stops_at_its_time_limit(tiny_runner, tiny_trace, monkeypatch):
+    monkeypatch.setattr(tab_decoding, "SWEEP_LIMIT_S", 0.0)
+    steps = list(tab_decoding.speculate(tiny_runner, tiny_trace, 8, 3, 1, 0, False))
+    note, _, plot = steps[-1]
+    assert "Stopped after 1 of" in note and len(plot.data[0].x) == 1
