@@ -44,6 +44,7 @@ QUEUE_SIZE = 64  # requests waiting at most; more get Gradio's "queue is full" m
 CSS = """
 .hint { color: #666; }
 #status p { margin: 0.2em 0; }
+#examples [data-testid="accordion-content"] .label { display: none; }  /* the accordion already says "Examples" */
 /* Phones: a figure keeps a readable width and scrolls inside its own box; the page never scrolls sideways. */
 @media (max-width: 640px) {
   .js-plotly-plot { min-width: 560px; }
@@ -142,7 +143,7 @@ def create_app(runner: ModelRunner, model_note: str = "") -> gr.Blocks:
                         slide_svg = gr.Button("SVG", size="sm", elem_id="slide-svg")
         status = gr.Markdown(elem_id="status")
         with gr.Accordion("Examples", open=True, elem_id="examples"):
-            gr.Examples([[text, is_chat] for _, text, is_chat in EXAMPLES], [prompt, chat], label="Examples",
+            gr.Examples([[text, is_chat] for _, text, is_chat in EXAMPLES], [prompt, chat], label=None,
                         example_labels=[label for label, _, _ in EXAMPLES])
 
         active = gr.State(TAB_IDS[0])  # which tab is showing
