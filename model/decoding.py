@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .generation import generate
+from .lens import lens_logits
 from .sampling import SamplerSettings
 from .transformer import KVCache, Transformer
 
@@ -65,7 +66,7 @@ def early_exit(net: Transformer, tokens: Tensor, layers: int, cache: KVCache) ->
     for block in net.blocks[:layers]:
         x = block(x, rotations, mask, cache)
     cache.length += tokens.shape[1]
-    return net.output(net.ln_final(x))
+    return lens_logits(net, x)
 
 
 # ---------------------------------------------------------------------------------------
@@ -284,20 +285,12 @@ def sampled(net: Transformer, prompt: Sequence[int], max_new_tokens: int, settin
     return list(generate(net, prompt, max_new_tokens, settings, seed, eos_ids))
 
 
-@torch.no_grad()
 def greedy(net: Transformer, prompt: Sequence[int], max_new_tokens: int,
            eos_ids: Sequence[int] = ()) -> tuple[list[int], float]:
-    """Plain greedy decoding with the KV cache: (tokens, seconds)."""
+    """Plain greedy decoding with the KV cache (`model.generation.generate`), timed: (tokens, seconds)."""
     started = time.perf_counter()
-    cache = _new_cache(net, 1, len(prompt) + max_new_tokens)
-    logits = net(torch.tensor([list(prompt)]), cache=cache)[0, -1]
-    out: list[int] = []
-    for _ in range(max_new_tokens):
-        out.append(int(logits.argmax()))
-        if out[-1] in set(eos_ids) or len(out) == max_new_tokens:
-            break
-        logits = net(torch.tensor([[out[-1]]]), cache=cache)[0, -1]
-    return out, time.perf_counter() - started
+    tokens = list(generate(net, prompt, max_new_tokens, stop_ids=eos_ids))
+    return tokens, time.perf_counter() - started
 
 
 # ---------------------------------------------------------------------------------------
@@ -346,7 +339,7 @@ def dola(net: Transformer, prompt: Sequence[int], max_new_tokens: int, layers: S
     tokens, steps = torch.tensor([list(prompt)]), []
     for _ in range(max_new_tokens):
         final = net.run_with_hooks(tokens, hooks, cache=cache)[0, -1]
-        early = net.output(net.ln_final(torch.stack([store[names[layer]] for layer in layers])))  # (n, V), one matmul
+        early = lens_logits(net, torch.stack([store[names[layer]] for layer in layers]))  # (n, V): one matmul
         divergence = _jensen_shannon_rows(final, early)
         best = int(divergence.argmax())
         log_final, log_early = F.log_softmax(final.float(), -1), F.log_softmax(early[best].float(), -1)
