@@ -507,13 +507,6 @@ class ModelRunner:
         with self._locked() as net:
             return strategy(net, *args, **kwargs)
 
-    def kv_contents(self, ids: list[int], layer: int) -> tuple[np.ndarray, np.ndarray]:
-        """What layer `layer`'s KV cache holds after the prompt: keys after RoPE and values, each (G, T, Dh)."""
-        with self._locked() as net:
-            cache = KVCache.empty(net.cfg, 1, len(ids), net.tok_embeddings.weight.dtype, "cpu")
-            net(torch.tensor([ids]), cache=cache)
-            return _own(cache.k[layer][0]), _own(cache.v[layer][0])
-
     # -- interventions ----------------------------------------------------------------------
 
     def ablate(self, trace: Trace, ablation: Ablation) -> np.ndarray:

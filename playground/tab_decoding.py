@@ -296,7 +296,11 @@ def kv_cache(runner: ModelRunner, trace: Trace | None, kv_tokens, layer, large: 
     except PromptError as e:
         return f"⚠️ {e}", None, None
     cfg, ids = runner.cfg, trace.ids.tolist()
-    keys, values = runner.kv_contents(ids, layer)
+    try:  # what the cache holds is the layer's keys after RoPE and values, already in the trace's layer view
+        tensors = runner.layer(trace, layer)
+    except PromptError as e:
+        return f"⚠️ {e}", None, None
+    keys, values = tensors.rot_k.transpose(1, 0, 2), tensors.v.transpose(1, 0, 2)  # (G, T, Dh)
     timing = runner.run_strategy(time_kv_cache, ids, n, KV_BUDGET_S)
     per_token = kv_cache_bytes(cfg, 1, 4)
     layouts = ((f"multi-head (G = H = {cfg.n_heads})", cfg.n_heads), (f"grouped-query (G = {cfg.n_kv_heads}, "

@@ -92,19 +92,28 @@ def test_contrast_rows(tiny_runner, tiny_trace):
         assert message in tab_decoding.contrast(tiny_runner, tiny_trace, *args, False)[0]
 
 
-def test_kv_cache_shows_the_models_keys_and_values(tiny_runner, tiny_trace):
-    cfg, layer = tiny_runner.cfg, 1
-    keys, values = tiny_runner.kv_contents(tiny_trace.ids.tolist(), layer)
-    tensors = tiny_runner.layer(tiny_trace, layer)
-    np.testing.assert_allclose(keys, tensors.rot_k.transpose(1, 0, 2), atol=1e-5)  # (G, T, Dh): keys after RoPE
-    np.testing.assert_allclose(values, tensors.v.transpose(1, 0, 2), atol=1e-5)
-    assert keys.nbytes + values.nbytes == kv_cache_bytes(cfg, tiny_trace.n_tokens, 4) // cfg.n_layers
+def test_kv_cache_shows_the_models_keys_and_values(tiny_runner, tiny_trace, tiny_net):
+    import torch
+
+    from model.transformer import KVCache
+
+    cfg, layer, T = tiny_runner.cfg, 1, tiny_trace.n_tokens
+    cache = KVCache.empty(cfg, 1, T, torch.float32, "cpu")  # what generation really stores for this prompt
+    tiny_net(torch.tensor([tiny_trace.ids.tolist()]), cache=cache)
+    keys, values = cache.k[layer][0].numpy(), cache.v[layer][0].numpy()  # (G, T, Dh): keys after RoPE
+    assert keys.nbytes + values.nbytes == kv_cache_bytes(cfg, T, 4) // cfg.n_layers
     note, contents, timing = tab_decoding.kv_cache(tiny_runner, tiny_trace, 8, layer, False)
+    shown_k, shown_v = np.asarray(contents.data[0].z), np.asarray(contents.data[1].z)
+    assert shown_k.shape == (T, cfg.n_kv_heads * cfg.d_head)
+    np.testing.assert_allclose(shown_k, keys.transpose(1, 0, 2).reshape(T, -1), atol=1e-5)
+    np.testing.assert_allclose(shown_v, values.transpose(1, 0, 2).reshape(T, -1), atol=1e-5)
     assert f"**{kv_cache_bytes(cfg, 1, 4):,} bytes per token**" in note
     assert len(timing.data) == 2 and len(timing.data[0].x) >= 1
-    assert np.asarray(contents.data[0].z).shape == (tiny_trace.n_tokens, cfg.n_kv_heads * cfg.d_head)
     assert "Tokens to time" in tab_decoding.kv_cache(tiny_runner, tiny_trace, 10_000, 0, False)[0]
     assert "Layer" in tab_decoding.kv_cache(tiny_runner, tiny_trace, 8, cfg.n_layers, False)[0]
+    dropped = tiny_runner.analyze("the cat sat on the mat")
+    dropped.drop()
+    assert "Analyze" in tab_decoding.kv_cache(tiny_runner, dropped, 8, 0, False)[0]
 
 
 def test_tree_figure_and_table_escape_and_mark():
