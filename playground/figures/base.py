@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import plotly.graph_objects as go
+from plotly.colors import sample_colorscale
 
 FONT = dict(family="system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif", size=13)
 MASKED_COLOR = "#d9d9d9"  # what the causal mask hides
@@ -17,6 +18,11 @@ PRESENTER_MASKED = "#7a7a7a"  # the same on a washed-out projector, where light 
 PRESENTER_MAX_HEIGHT = 520  # presenter figures fit under the prompt and tab bars at 1280 x 720
 SEQUENTIAL = "Viridis"
 DIVERGING = "RdBu_r"
+
+
+def probability_colour(p: float) -> str:
+    """A token's fill for its probability: light enough for dark text at every value (hover gives the number)."""
+    return sample_colorscale("Blues", [0.08 + 0.42 * float(np.clip(p, 0, 1))])[0]
 
 
 def cell_font(font_scale: float) -> int:

@@ -10,9 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import plotly.graph_objects as go
-from plotly.colors import sample_colorscale
 
-from .base import figure, legend_above
+from .base import figure, legend_above, probability_colour
 
 BEST = "#d62728"  # the returned best hypothesis
 RUNNING = "#2b7bba"
@@ -91,11 +90,6 @@ def beam_tree_figure(nodes: Sequence[TreeNode], num_beams: int, title: str, font
                   legend=legend_above(), hoverlabel=dict(font=dict(size=int(14 * font_scale))))
     return figure(data, layout, title, height=min(900, 160 + 62 * rows), font_scale=font_scale, background="white",
                   top=80)
-
-
-def probability_colour(p: float) -> str:
-    """A fill light enough for dark text at every probability (hover or the table gives the number)."""
-    return sample_colorscale("Blues", [0.06 + 0.5 * float(np.clip(p, 0, 1))])[0]
 
 
 @dataclass(frozen=True)

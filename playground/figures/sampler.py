@@ -7,9 +7,9 @@ from collections.abc import Sequence
 
 import numpy as np
 import plotly.graph_objects as go
-from plotly.colors import qualitative, sample_colorscale
+from plotly.colors import qualitative
 
-from .base import SEQUENTIAL, cell_font, figure, legend_above
+from .base import SEQUENTIAL, cell_font, figure, legend_above, probability_colour
 
 KEPT_COLOUR = "#2b7bba"
 RAW_COLOUR = "#c9c9c9"
@@ -117,7 +117,7 @@ def generated_html(prompt_text: str, pieces: Sequence[str], probs: Sequence[floa
     go in data-id attributes (a prepared link carries the continuation)."""
     out = [f'<div class="gen{" large" if large else ""}"><span class="prompt">{html.escape(prompt_text)}</span>']
     for i, (piece, p) in enumerate(zip(pieces, probs)):
-        colour = sample_colorscale("Blues", [0.08 + 0.42 * float(p)])[0]  # light enough for dark text
+        colour = probability_colour(p)
         data = f' data-id="{int(ids[i])}"' if i < len(ids) else ""
         out.append(f'<span class="gtok"{data} style="background:{colour}" title="step {i + 1}: p = {p:.4f}">'
                    f'{html.escape(piece)}</span>')
