@@ -47,6 +47,11 @@ def open_app(page, url: str) -> None:
     page.wait_for_selector("#token-spans .tok", timeout=60_000)
 
 
+def wait_text(page, selector: str, text: str, timeout: int = 30_000) -> None:
+    """Wait until the element's visible text contains `text`."""
+    page.wait_for_function(f"document.querySelector({selector!r}).innerText.includes({text!r})", timeout=timeout)
+
+
 def set_number(page, elem_id: str, value: str) -> None:
     """Type a value into a slider's number box and submit it, as a user would."""
     box = page.locator(f"#{elem_id} input[type=number]")
@@ -84,7 +89,7 @@ def test_browser_tokenization_and_attention(page, server, real):
     img = page.locator("#attn-layer-grid img")
     box = img.bounding_box()
     img.click(position={"x": box["width"] / 2, "y": box["height"] / 2})
-    page.wait_for_function("document.querySelector('#attn-summary').innerText.includes('head 4')", timeout=30_000)
+    wait_text(page, "#attn-summary", "head 4")
     assert slider_value(page, "attn-head") == 4
     page.get_by_text("Q, K and V of this head").click()
     page.wait_for_selector("#attn-vectors .js-plotly-plot .heatmaplayer", timeout=30_000)
@@ -101,8 +106,7 @@ def test_browser_tokenization_and_attention(page, server, real):
     cell = tab_attention.OVERVIEW_CELL + 2
     overview.click(position={"x": (2 + 2 * cell + 15) * sx,
                              "y": (2 + 7 * cell + 15) * sy})  # column = layer, row = head
-    page.wait_for_function("document.querySelector('#attn-summary').innerText.includes('layer 2, head 7')",
-                           timeout=30_000)
+    wait_text(page, "#attn-summary", "layer 2, head 7")
     assert (slider_value(page, "attn-layer"), slider_value(page, "attn-head")) == (2, 7)
     shot(page, "attention-overview")
 
@@ -170,7 +174,7 @@ def test_browser_empty_prompt_gets_a_message(page, server):
     open_app(page, server)
     page.locator("#prompt textarea").fill("   ")
     page.locator("#analyze").click()
-    page.wait_for_function("document.querySelector('#status').innerText.includes('Type a prompt')", timeout=30_000)
+    wait_text(page, "#status", "Type a prompt")
     page.wait_for_function("document.querySelectorAll('#token-spans .tok').length === 0", timeout=30_000)
     assert "Analyze a prompt" in page.locator("#token-spans").inner_text()
     assert_only_local_requests(page)
@@ -274,14 +278,14 @@ def test_browser_intervene_ablate_patch_attribute(page, server):
     sx, sy = box["width"] / natural[0], box["height"] / natural[1]
     cell = tab_intervene.CELL + 2
     grid.click(position={"x": (2 + 3 * cell + 15) * sx, "y": (2 + 1 * cell + 15) * sy})  # layer 3, head 1
-    page.wait_for_function("document.querySelector('#int-picked').innerText.includes('L3H1')", timeout=30_000)
+    wait_text(page, "#int-picked", "L3H1")
     page.locator("#int-ablate").click()
     page.wait_for_selector("#int-ablate-plot .js-plotly-plot", timeout=60_000)
     assert "Logit difference" in page.locator("#int-ablate-note").inner_text()
 
     page.get_by_text("Activation patching: where does the answer live?").click()
     page.locator("#int-patch").click()
-    page.wait_for_function("document.querySelector('#int-patch-note').innerText.includes('done')", timeout=120_000)
+    wait_text(page, "#int-patch-note", "done", 120_000)
     assert page.locator("#int-patch-plot .js-plotly-plot .heatmaplayer").count() == 1
 
     page.get_by_text("Direct logit attribution").click()
@@ -304,18 +308,18 @@ def test_browser_the_concept_tabs(page, server):
     open_tab(page, "Inside a block")
     page.wait_for_selector("#blk-neurons .js-plotly-plot", timeout=60_000)
     set_number(page, "blk-layer", "3")
-    page.wait_for_function("document.querySelector('#blk-note').innerText.includes('Layer 3')", timeout=30_000)
+    wait_text(page, "#blk-note", "Layer 3")
     shot(page, "block")
 
     open_tab(page, "Arithmetic")
     page.wait_for_selector("#ar-flops .js-plotly-plot", timeout=60_000)
     assert "counted from the weights" in page.locator("#ar-params").inner_text()
     page.locator("#ar-measure").click()
-    page.wait_for_function("document.querySelector('#ar-measured').innerText.includes('MFU')", timeout=60_000)
+    wait_text(page, "#ar-measured", "MFU", 60_000)
     shot(page, "arithmetic")
 
     open_tab(page, "Train BPE")
-    page.wait_for_function("document.querySelector('#bpe-replay').innerText.includes('capital')", timeout=60_000)
+    wait_text(page, "#bpe-replay", "capital", 60_000)
     page.locator("#bpe-train").click()
     page.wait_for_selector("#bpe-compression .js-plotly-plot", timeout=60_000)
     assert "merges" in page.locator("#bpe-summary").inner_text()
@@ -332,18 +336,16 @@ def test_browser_decoding_strategies(page, server):
     assert page.locator("#dec-side tbody tr").count() == 3  # greedy, beam, sampled
     set_number(page, "dec-width", "2")
     page.locator("#dec-go").click()
-    page.wait_for_function("document.querySelector('#dec-side').innerText.includes('width 2')", timeout=60_000)
+    wait_text(page, "#dec-side", "width 2", 60_000)
 
     page.locator("button.label-wrap", has_text="Speculative decoding").click()
     set_number(page, "dec-new", "6")
     page.locator("#dec-spec").click()
-    page.wait_for_function("document.querySelector('#dec-spec-note').innerText.includes('Measured 1 of')",
-                           timeout=60_000)
+    wait_text(page, "#dec-spec-note", "Measured 1 of", 60_000)
     page.locator("#dec-spec-stop").click()
-    page.wait_for_function("document.querySelector('#dec-spec-note').innerText.includes('Stopped by you')",
-                           timeout=30_000)
+    wait_text(page, "#dec-spec-note", "Stopped by you")
     page.locator("#dec-spec").click()
-    page.wait_for_function("document.querySelector('#dec-spec-note').innerText.includes('Done.')", timeout=120_000)
+    wait_text(page, "#dec-spec-note", "Done.", 120_000)
     assert "the same tokens as greedy decoding" in page.locator("#dec-spec-note").inner_text()
     assert page.locator("#dec-spec-rounds li").count() >= 1
 
