@@ -52,6 +52,16 @@ def wait_text(page, selector: str, text: str, timeout: int = 30_000) -> None:
     page.wait_for_function(f"document.querySelector({selector!r}).innerText.includes({text!r})", timeout=timeout)
 
 
+def run_section(page, section: str, button: str, plot: str, numbers: dict[str, str] | None = None,
+                timeout: int = 60_000) -> None:
+    """Open a folded section, type its `numbers` (elem_id: value), press its button, and wait for its plot."""
+    page.locator("button.label-wrap", has_text=section).click()
+    for elem_id, value in (numbers or {}).items():
+        set_number(page, elem_id, value)
+    page.locator(f"#{button}").click()
+    page.wait_for_selector(f"#{plot} .js-plotly-plot", timeout=timeout)
+
+
 def set_number(page, elem_id: str, value: str) -> None:
     """Type a value into a slider's number box and submit it, as a user would."""
     box = page.locator(f"#{elem_id} input[type=number]")
@@ -288,9 +298,7 @@ def test_browser_intervene_ablate_patch_attribute(page, server):
     wait_text(page, "#int-patch-note", "done", 120_000)
     assert page.locator("#int-patch-plot .js-plotly-plot .heatmaplayer").count() == 1
 
-    page.get_by_text("Direct logit attribution").click()
-    page.locator("#int-attribute").click()
-    page.wait_for_selector("#int-attribute-plot .js-plotly-plot", timeout=60_000)
+    run_section(page, "Direct logit attribution", "int-attribute", "int-attribute-plot")
     assert "the parts sum to" in page.locator("#int-attribute-note").inner_text()
     shot(page, "intervene")
     assert_only_local_requests(page)
@@ -349,15 +357,10 @@ def test_browser_decoding_strategies(page, server):
     assert "the same tokens as greedy decoding" in page.locator("#dec-spec-note").inner_text()
     assert page.locator("#dec-spec-rounds li").count() >= 1
 
-    page.locator("button.label-wrap", has_text="DoLa and contrastive search").click()
-    page.locator("#dec-contrast").click()
-    page.wait_for_selector("#dec-contrast-plot .js-plotly-plot", timeout=60_000)
+    run_section(page, "DoLa and contrastive search", "dec-contrast", "dec-contrast-plot")
     assert page.locator("#dec-contrast-side tbody tr").count() == 3
 
-    page.locator("button.label-wrap", has_text="The KV cache").click()
-    set_number(page, "dec-kv-n", "8")
-    page.locator("#dec-kv").click()
-    page.wait_for_selector("#dec-kv-timing .js-plotly-plot", timeout=60_000)
+    run_section(page, "The KV cache", "dec-kv", "dec-kv-timing", {"dec-kv-n": "8"})
     assert "bytes per token" in page.locator("#dec-kv-note").inner_text()
     shot(page, "decoding")
     assert_only_local_requests(page)
