@@ -7,7 +7,6 @@ serving. Numbers are checked by one validator, `number`, whatever their type on 
 
 from __future__ import annotations
 
-import math
 import re
 
 import gradio as gr
@@ -18,20 +17,9 @@ from model.sampling import SamplerSettings, distribution
 
 from .runner import ModelRunner, PromptError
 from .trace import HEAD_STAT_KEYS
-from .ui import ANALYSES_AT_ONCE, MODEL_CONCURRENCY, bind
+from .ui import ANALYSES_AT_ONCE, MODEL_CONCURRENCY, bind, number
 
 MAX_TOP_N = 200
-
-
-def number(value, name: str, low: float = -math.inf, high: float = math.inf, whole: bool = False) -> float | int:
-    """A finite number in [low, high] (whole if asked) from an API argument, else a ValueError naming it."""
-    kind = "a whole number" if whole else "a number"
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or (whole and int(value) != value):
-        raise ValueError(f"{name} must be {kind}, got {value!r}")
-    if not low <= value <= high:
-        raise ValueError(f"{name} must be in {low:g}..{high:g}, got {value!r}")
-    return int(value) if whole else float(value)
 
 
 def tokenize(runner: ModelRunner, prompt: str, chat: bool = False) -> dict:

@@ -9,7 +9,6 @@ matches plain greedy decoding, DoLa and contrastive search match the papers' equ
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Iterator
 
@@ -30,7 +29,7 @@ from .figures.decoding import (
 from .figures.tokens import axis_labels, token_label
 from .runner import ModelRunner, PromptError
 from .trace import Trace
-from .ui import MODEL_RUN, READ_ONLY, Event, TabContext, TabView, bind, font_scale, intro
+from .ui import MODEL_RUN, READ_ONLY, Event, TabContext, TabView, bind, font_scale, intro, number
 
 CSS = DECODING_CSS
 NEW_TOKENS = (1, 48)  # tokens each strategy may generate
@@ -56,16 +55,12 @@ def _span(layers: list[int]) -> str:
     return ", ".join(map(str, layers)) if len(layers) <= 3 else f"{layers[0]}, {layers[1]}, …, {layers[-1]}"
 
 
-def _number(value, name: str, low: float, high: float, whole: bool = False) -> float:
-    """A setting from a control or the API, or a clear message (sliders keep browsers in range; the API may not)."""
+def _number(value, name: str, low: float, high: float, whole: bool = False) -> float | int:
+    """`ui.number`, its message as a PromptError (what every handler here shows)."""
     try:
-        x = float(value)
-    except (TypeError, ValueError):
-        raise PromptError(f"{name} must be a number, got {value!r}.") from None
-    if not (math.isfinite(x) and low <= x <= high) or (whole and x != int(x)):
-        kind = "a whole number" if whole else "a number"
-        raise PromptError(f"{name} must be {kind} from {low:g} to {high:g}, got {value!r}.")
-    return int(x) if whole else x
+        return number(value, name, low, high, whole)
+    except ValueError as e:
+        raise PromptError(f"{e}.") from None
 
 
 def _prompt(runner: ModelRunner, trace: Trace | None, new_tokens) -> tuple[list[int], int]:

@@ -11,6 +11,7 @@ for Gradio, keeping the signature Gradio inspects for event data.
 from __future__ import annotations
 
 import functools
+import math
 import inspect
 import typing
 from collections.abc import Callable
@@ -54,6 +55,18 @@ def intro(*args, **kwargs) -> gr.Markdown:
 def session_state(value=None) -> gr.State:
     """Per-visitor state, dropped after SESSION_TTL_S of disuse."""
     return gr.State(value, time_to_live=SESSION_TTL_S)
+
+
+def number(value, name: str, low: float = -math.inf, high: float = math.inf, whole: bool = False) -> float | int:
+    """A finite number in [low, high] (whole if asked) from a control or an API argument, else a ValueError naming
+    it (sliders keep a browser in range; the API and scripts may send anything)."""
+    kind = "a whole number" if whole else "a number"
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or (whole and int(value) != value):
+        raise ValueError(f"{name} must be {kind}, got {value!r}")
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be in {low:g}..{high:g}, got {value!r}")
+    return int(value) if whole else float(value)
 
 
 def clamp(value, low: int, high: int) -> int:
