@@ -45,9 +45,11 @@ body.presenter #title, body.presenter #model-line, body.presenter #status { disp
 body.presenter #top { position: sticky; top: 0; z-index: 1000; background: var(--body-background-fill, #fff);
   padding: 4px 0; }
 body.presenter #prompt [data-testid="block-info"], body.presenter #prompt .hint { display: none; }
-body.presenter #prompt-row { align-items: center; flex-wrap: nowrap; }
-body.presenter #prompt-side { flex: 0 0 auto !important; width: auto !important; min-width: 0 !important;
-  flex-direction: row !important; flex-wrap: nowrap; align-items: center; gap: 8px; }
+/* One line where it fits; on a narrow screen the buttons wrap below rather than off the edge. (Gradio keeps only
+   the never-matching prefixed copy of a rule inside @media, so no media query here.) */
+body.presenter #prompt-row { align-items: center; flex-wrap: wrap; }
+body.presenter #prompt-side { flex: 0 1 auto !important; width: auto !important; min-width: 0 !important;
+  flex-direction: row !important; flex-wrap: wrap; align-items: center; gap: 8px; }
 body.presenter #prompt-side > * { flex: 0 0 auto !important; width: auto !important; min-width: 0 !important; }
 body.presenter #chat { display: none; }
 body.presenter #large { padding: 6px 10px; }
