@@ -127,11 +127,12 @@ def llama_penalties(logits: Tensor, window: Tensor, repeat: float, frequency: fl
     return z - counts * frequency - seen.to(logits.dtype) * presence
 
 
-def penalty_window(settings: SamplerSettings, prompt_ids: Sequence[int], generated_ids: Sequence[int]) -> list[int]:
-    """The tokens llama.cpp's penalties see: the last repeat_last_n of prompt and output (-1: all, 0: none)."""
-    history = [*prompt_ids, *generated_ids]
-    n = settings.repeat_last_n
-    return history if n == -1 else history[len(history) - n :] if n > 0 else []
+def recent_window(history: Sequence[int], n: int) -> list[int]:
+    """The last n tokens of the history, as llama.cpp's ring buffer of capacity n holds them: min(len, n) tokens;
+    n = -1: all of them (llama.cpp: the context size), n = 0: none."""
+    if n == -1:
+        return list(history)
+    return list(history[max(0, len(history) - n) :]) if n > 0 else []
 
 
 DRY_BREAKERS = ("\n", ":", "\"", "*")  # llama.cpp's default sequence breakers
@@ -142,13 +143,6 @@ def dry_breaker_ids(token_texts: Sequence[str], breakers: Sequence[str] = DRY_BR
     text contains one. (llama.cpp also turns longer breakers into multi-token sequences; only the defaults are
     modelled here.)"""
     return tuple(i for i, text in enumerate(token_texts) if any(b in text for b in breakers))
-
-
-def dry_window(settings: SamplerSettings, prompt_ids: Sequence[int], generated_ids: Sequence[int]) -> list[int]:
-    """The tokens DRY searches: the last dry_last_n of prompt and output (-1: all, 0: none)."""
-    history = [*prompt_ids, *generated_ids]
-    n = settings.dry_last_n
-    return history if n == -1 else history[len(history) - n :] if n > 0 else []
 
 
 def dry_penalty(logits: Tensor, window: Sequence[int], multiplier: float, base: float, allowed: int,
@@ -360,12 +354,13 @@ def chain(settings: SamplerSettings, prompt_ids: Sequence[int] = (), generated_i
         if s.eta > 0:
             steps.append(("eta", lambda z: eta_filter(z, s.eta)))
         return steps
-    window = torch.tensor(penalty_window(s, prompt_ids, generated_ids), dtype=torch.long)
+    history = [*prompt_ids, *generated_ids]
+    window = torch.tensor(recent_window(history, s.repeat_last_n), dtype=torch.long)
     if window.numel() and (s.repetition_penalty != 1.0 or s.presence_penalty or s.frequency_penalty):
         steps.append(("penalties", lambda z: llama_penalties(z, window, s.repetition_penalty, s.frequency_penalty,
                                                              s.presence_penalty)))
     if s.dry_multiplier > 0:
-        dry = dry_window(s, prompt_ids, generated_ids)
+        dry = recent_window(history, s.dry_last_n)
         steps.append(("DRY", lambda z: dry_penalty(z, dry, s.dry_multiplier, s.dry_base, s.dry_allowed_length,
                                                    s.dry_breakers)))
     if s.top_n_sigma > 0:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from transformers import (
 
 from model import generate
 from model.sampling import (
-    SamplerSettings, chain, distribution, draw, sample, stages, to_hf_kwargs, to_llama_cpp_flags,
+    SamplerSettings, chain, distribution, draw, recent_window, sample, stages, to_hf_kwargs, to_llama_cpp_flags,
 )
 
 from ..conftest import REAL_PROMPT
@@ -178,6 +179,49 @@ def test_llama_penalties_count_the_prompt_in_their_window():
     out = step(logits)
     assert name == "penalties" and out[5] == 2.0  # 5 fell out of the window
     assert out[6] == pytest.approx(2.0 - 2 * 0.5 - 1.0) and out[7] == pytest.approx(2.0 - 2 * 0.5 - 1.0)
+
+
+def ring_buffer(history: list[int], n: int) -> list[int]:
+    """llama.cpp's window, as its samplers keep it: a ring buffer of capacity n (penalty_last_n,
+    dry_penalty_last_n; -1 means the context size, here longer than any history; 0 turns the sampler off)
+    that every accepted token is pushed into, the oldest dropped when full."""
+    if n == 0:
+        return []
+    capacity = 10**6 if n == -1 else n
+    buffer: collections.deque[int] = collections.deque(maxlen=capacity)
+    for token in history:
+        buffer.append(token)
+    return list(buffer)
+
+
+@pytest.mark.parametrize("n", [-1, 0, 1, 64])
+@pytest.mark.parametrize("length", [0, 1, 20, 31, 32, 33, 37, 63, 64, 65, 130])
+def test_penalty_and_dry_windows_hold_what_llama_cpps_ring_buffer_holds(n, length):
+    """Histories shorter than n/2, between n/2 and n, equal to n and longer: the window is the last min(len, n)."""
+    history = [1000 + i for i in range(length)]  # every token distinct, so counts name the window exactly
+    expected = ring_buffer(history, n)
+    assert recent_window(history, n) == expected
+    # The penalties step reads that window: a frequency penalty of 1 lowers exactly the tokens in it, by 1 each.
+    split = length // 3
+    settings = SamplerSettings(order="llama.cpp", frequency_penalty=1.0, repeat_last_n=n, top_k=0)
+    out = distribution_logits(torch.zeros(2000), settings, history[:split], history[split:])
+    assert sorted(torch.nonzero(out < 0)[:, 0].tolist()) == expected
+
+
+def distribution_logits(logits: torch.Tensor, settings: SamplerSettings, prompt_ids, generated_ids) -> torch.Tensor:
+    z = logits.clone()
+    for _, step in chain(settings, prompt_ids, generated_ids):
+        z = step(z)
+    return z
+
+
+def test_dry_searches_the_whole_history_when_it_is_shorter_than_its_window():
+    """10 tokens with dry_last_n = 16: DRY sees all of them, so the earlier "1 2 3" makes 3 extend a repeat of 2."""
+    history = [1, 2, 3, 10, 11, 12, 13, 14, 1, 2]
+    settings = SamplerSettings(order="llama.cpp", dry_multiplier=1.0, dry_base=1.75, dry_allowed_length=2,
+                               dry_last_n=16)
+    out = distribution_logits(torch.zeros(20), settings, history[:4], history[4:])
+    assert out[3] == pytest.approx(-1.0) and int((out != 0).sum()) == 1
 
 
 def test_orders_differ_where_they_should():
