@@ -219,9 +219,11 @@ def speculative(net: Transformer, prompt: Sequence[int], draft_layers: int, gamm
     """Self-speculative decoding: draft `gamma` tokens with the first `draft_layers` layers, verify with the whole
     model in one forward. temperature 0: greedy (the output equals plain greedy decoding).
 
-    Both caches hold every token but the last one emitted (`pending`); a round drafts from `pending`, verifies
-    [pending, drafted...] in one forward, keeps what is accepted plus one token from the model, and rolls the caches
-    back to what was kept."""
+    The target's cache holds every token but the last one emitted (`pending`). The draft's cache may lag further:
+    when every drafted token is kept, the last of them was never run through the draft (it was drafted, not read),
+    so the next round's first draft step reads every token the draft has not seen, up to `pending`. A round
+    verifies [pending, drafted...] in one forward, keeps what is accepted plus one token from the model, and rolls
+    both caches back to what was kept (the draft's to no further than it has written)."""
     started = time.perf_counter()
     generator = torch.Generator().manual_seed(seed)
     greedy = temperature == 0
@@ -238,13 +240,14 @@ def speculative(net: Transformer, prompt: Sequence[int], draft_layers: int, gamm
     while len(out) < max_new_tokens and not (out and out[-1] in stop):
         n_draft = min(gamma, max_new_tokens - len(out) - 1)  # the model adds one token itself
         drafted, q_dists = [], []
-        token = pending
+        unread = [*prompt, *out][draft_cache.length :]  # what the draft has not run yet, ending with `pending`
         for _ in range(n_draft):  # draft, one token at a time through the first layers
-            q_logits = early_exit(net, torch.tensor([[token]]), draft_layers, draft_cache)[0, -1].float()
+            q_logits = early_exit(net, torch.tensor([unread]), draft_layers, draft_cache)[0, -1].float()
             q = _probs(q_logits, temperature) if not greedy else None
             token = int(q_logits.argmax()) if greedy else int(torch.multinomial(q, 1, generator=generator))
             drafted.append(token)
             q_dists.append(q)
+            unread = [token]
         # verify: the whole model over [pending, drafted...] in one forward; p_logits[i] follows drafted[:i]
         p_logits = net(torch.tensor([[pending, *drafted]]), cache=target_cache)[0].float()
         accepted, accept_p, extra = 0, [], None
@@ -275,7 +278,8 @@ def speculative(net: Transformer, prompt: Sequence[int], draft_layers: int, gamm
                 break
         rounds.append(SpeculativeRound(drafted, accepted, extra, accept_p))
         pending = out[-1]
-        target_cache.length = draft_cache.length = len(prompt) + len(out) - 1
+        target_cache.length = len(prompt) + len(out) - 1
+        draft_cache.length = min(draft_cache.length, target_cache.length)
     return SpeculativeResult(out[:max_new_tokens], rounds, time.perf_counter() - started)
 
 

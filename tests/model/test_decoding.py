@@ -117,6 +117,53 @@ def test_greedy_speculative_equals_greedy_real(real):
     assert 0 < result.acceptance <= 1 and result.acceptance > shallow
 
 
+def _draft_logits_without_cache(net, ids: list[int], layers: int) -> torch.Tensor:
+    """The draft's next-token logits on the true context, from a plain forward with no cache at all: the residual
+    after `layers` blocks through the final norm and the unembedding."""
+    _, acts = net.run_with_cache(torch.tensor([ids]), names_filter=f"blocks.{layers - 1}.hook_resid_post")
+    return net.output(net.ln_final(acts[f"blocks.{layers - 1}.hook_resid_post"]))[0, -1]
+
+
+def _check_drafts_against_uncached_early_exit(net, prompt, result, layers):
+    """Every drafted token is the argmax of the first `layers` layers' early exit on prompt + output so far +
+    the drafted prefix; returns how many rounds kept every draft."""
+    ids, all_kept = list(prompt), 0
+    for r in result.rounds:
+        for i, token in enumerate(r.drafted):
+            expected = int(_draft_logits_without_cache(net, ids + r.drafted[:i], layers).argmax())
+            assert token == expected, f"round drafted {token}, the draft model says {expected}"
+        all_kept += bool(r.drafted) and r.accepted == len(r.drafted)
+        ids += r.drafted[: r.accepted] + [r.extra]
+    return all_kept
+
+
+@pytest.mark.parametrize("draft_layers,gamma", [(1, 1), (1, 3), (2, 2), (2, 4)])
+def test_greedy_drafts_are_the_uncached_early_exit_tiny(tiny_net, draft_layers, gamma):
+    """With all layers as the draft every draft is kept, so each round starts after a token the draft never ran."""
+    for prompt in ([5, 9, 14, 3], [7, 7, 7, 7, 7, 7], [11]):
+        result = speculative(tiny_net, prompt, draft_layers, gamma, 16)
+        kept = _check_drafts_against_uncached_early_exit(tiny_net, prompt, result, draft_layers)
+        if draft_layers == tiny_net.cfg.n_layers:
+            assert kept == len([r for r in result.rounds if r.drafted])
+        again = speculative(tiny_net, prompt, draft_layers, gamma, 16)
+        assert again.rounds == result.rounds
+
+
+@pytest.mark.parametrize("text,chat,draft_layers,gamma", [("1, 2, 3, 4, 5, 6,", False, 24, 2),
+                                                          ("Name three colours.", True, 28, 4)])
+def test_greedy_drafts_are_the_uncached_early_exit_real(real, text, chat, draft_layers, gamma):
+    """The first is a reproduction (k 24, gamma 2, 16 tokens, most rounds keep every draft): the acceptance rate
+    is 10/11 on every run, not whatever an unwritten cache slot held."""
+    net, enc = real
+    prompt = enc.apply_chat_template(text) if chat else enc.encode(text)
+    result = speculative(net, prompt, draft_layers, gamma, 16)
+    kept = _check_drafts_against_uncached_early_exit(net, prompt, result, draft_layers)
+    again = speculative(net, prompt, draft_layers, gamma, 16)
+    assert again.rounds == result.rounds
+    if not chat:
+        assert kept >= 3 and result.acceptance == pytest.approx(10 / 11)
+
+
 def test_accept_and_resample_reproduce_the_target_distribution():
     gen = torch.Generator().manual_seed(0)
     for trial in range(50):
@@ -133,11 +180,12 @@ def test_accept_and_resample_reproduce_the_target_distribution():
     torch.testing.assert_close(residual_distribution(p, p), p)
 
 
-def test_sampled_speculative_rounds_use_the_models_distributions(tiny_net):
-    """Every accept probability is min(1, p/q) with p the whole model and q the first layer, recomputed here from
-    full forwards over the text as it stood."""
+@pytest.mark.parametrize("draft_layers", [1, 2])
+def test_sampled_speculative_rounds_use_the_models_distributions(tiny_net, draft_layers):
+    """Every accept probability is min(1, p/q) with p the whole model and q the first layers, recomputed here from
+    full forwards over the text as it stood (with both layers as the draft, every round keeps every draft)."""
     prompt, temperature = [5, 9, 14, 3], 0.8
-    result = speculative(tiny_net, prompt, 1, 3, 12, temperature=temperature, seed=3)
+    result = speculative(tiny_net, prompt, draft_layers, 3, 12, temperature=temperature, seed=3)
     assert len(result.tokens) == 12
     ids = list(prompt)
     for r in result.rounds:
@@ -145,13 +193,13 @@ def test_sampled_speculative_rounds_use_the_models_distributions(tiny_net):
             context = torch.tensor([ids + r.drafted[:i]])
             logits, cache = tiny_net.run_with_cache(context)
             p = F.softmax(logits[0, -1] / temperature, -1)
-            q = F.softmax(tiny_net.output(tiny_net.ln_final(cache["blocks.0.hook_resid_post"]))[0, -1] / temperature,
-                          -1)
+            draft = cache[f"blocks.{draft_layers - 1}.hook_resid_post"]
+            q = F.softmax(tiny_net.output(tiny_net.ln_final(draft))[0, -1] / temperature, -1)
             assert r.accept_p[i] == pytest.approx(min(1.0, float(p[token] / q[token])), rel=1e-4)
         ids += r.drafted[: r.accepted] + [r.extra]
     assert ids[len(prompt):][:12] == result.tokens
-    again = speculative(tiny_net, prompt, 1, 3, 12, temperature=temperature, seed=3)
-    assert again.tokens == result.tokens  # seeded
+    again = speculative(tiny_net, prompt, draft_layers, 3, 12, temperature=temperature, seed=3)
+    assert again.tokens == result.tokens and again.rounds == result.rounds  # seeded
 
 
 # -- DoLa and contrastive search, references from the papers ---------------------------------------
