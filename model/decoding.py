@@ -28,7 +28,7 @@ from torch import Tensor
 
 from .generation import generate
 from .lens import lens_logits
-from .sampling import SamplerSettings
+from .sampling import SamplerSettings, repetition_penalty
 from .transformer import KVCache, Transformer
 
 NEG = -1.0e9  # transformers' "very large negative" for beams that must not be chosen
@@ -319,6 +319,21 @@ def _jensen_shannon_rows(p_logits: Tensor, q_logits: Tensor) -> Tensor:
         0.5 * (torch.special.xlogy(q, q) - torch.special.xlogy(q, m)).sum(-1)
 
 
+def dola_candidate_layers(n_layers: int, tied: bool) -> dict[str, list[int]]:
+    """transformers' `dola_layers="low"` and `"high"` candidate sets (0 = the embedding, l = after block l - 1). With
+    tied embeddings the embedding's early exit is nearly an identity, so "low" starts at layer 2 (1 for a 2-layer
+    model); past 40 layers each set is capped at 10 layers. A set the rule leaves empty (low, for a 3-layer tied
+    model) is left out."""
+    start = 0 if not tied else 2 if n_layers > 2 else 1 if n_layers == 2 else 0
+    half = n_layers // 2
+    if start == half:
+        low = [start]
+    else:
+        low = list(range(start, half, 2)) if n_layers <= 40 else list(range(start, 20, 2))
+    high = list(range(half, n_layers, 2)) if n_layers <= 40 else list(range(n_layers - 20, n_layers, 2))
+    return {name: layers for name, layers in (("low", low), ("high", high)) if layers}
+
+
 @dataclass
 class ContrastStep:
     token: int
@@ -329,9 +344,10 @@ class ContrastStep:
 
 @torch.no_grad()
 def dola(net: Transformer, prompt: Sequence[int], max_new_tokens: int, layers: Sequence[int], alpha: float = 0.1,
-         eos_ids: Sequence[int] = ()) -> list[ContrastStep]:
+         eos_ids: Sequence[int] = (), repetition: float = 1.0) -> list[ContrastStep]:
     """DoLa, greedy: at each step the premature layer M with the largest JSD from the final layer, then
-    argmax over {x : p_N(x) >= alpha max p_N} of log p_N(x) - log p_M(x). One forward per token with the KV cache."""
+    argmax over {x : p_N(x) >= alpha max p_N} of log p_N(x) - log p_M(x), after transformers' repetition penalty
+    on those contrast scores (prompt and output counted; 1.0 = off). One forward per token with the KV cache."""
     names = _exit_names(layers)
     store: dict[str, Tensor] = {}
 
@@ -340,7 +356,7 @@ def dola(net: Transformer, prompt: Sequence[int], max_new_tokens: int, layers: S
 
     hooks = [(name, keep) for name in set(names.values())]
     cache = _new_cache(net, 1, len(prompt) + max_new_tokens)
-    tokens, steps = torch.tensor([list(prompt)]), []
+    tokens, steps, history = torch.tensor([list(prompt)]), [], list(prompt)
     for _ in range(max_new_tokens):
         final = net.run_with_hooks(tokens, hooks, cache=cache)[0, -1]
         early = lens_logits(net, torch.stack([store[names[layer]] for layer in layers]))  # (n, V): one matmul
@@ -349,11 +365,13 @@ def dola(net: Transformer, prompt: Sequence[int], max_new_tokens: int, layers: S
         log_final, log_early = F.log_softmax(final.float(), -1), F.log_softmax(early[best].float(), -1)
         plausible = log_final >= math.log(alpha) + log_final.max()
         contrast = torch.where(plausible, log_final - log_early, torch.tensor(float("-inf")))
+        contrast = repetition_penalty(contrast, torch.tensor(history), repetition)
         token = int(contrast.argmax())
         steps.append(ContrastStep(token, layers[best], float(divergence[best]), int(final.argmax())))
         if token in set(eos_ids):
             break
         tokens = torch.tensor([[token]])
+        history.append(token)
     return steps
 
 

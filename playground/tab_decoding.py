@@ -17,10 +17,11 @@ import numpy as np
 
 from model.arithmetic import kv_cache_bytes
 from model.decoding import (
-    BeamResult, beam_search, contrastive, dola, greedy, repeated_ngrams, sampled, speculative, time_kv_cache,
-    token_log_probs,
+    BeamResult, beam_search, contrastive, dola, dola_candidate_layers, greedy, repeated_ngrams, sampled, speculative,
+    time_kv_cache, token_log_probs,
 )
 from model.sampling import SamplerSettings
+from model.transformer import ModelConfig
 
 from .figures.decoding import (
     DECODING_CSS, Continuation, TreeNode, beam_tree_figure, cache_contents_figure, cache_timing_figure,
@@ -36,19 +37,19 @@ NEW_TOKENS = (1, 48)  # tokens each strategy may generate
 WIDTH = (1, 8)  # beams
 GAMMA = (1, 8)  # drafted tokens a round
 TOP_K = (1, 20)  # contrastive search's candidates
+DOLA_REPETITION = (1.0, 2.0)  # DoLa's repetition penalty (transformers recommends 1.2)
 KV_TOKENS = (4, 256)  # tokens the KV-cache timing may generate
 KV_BUDGET_S = 4.0  # the timing run stops after this long (it holds the model)
 SWEEP_LIMIT_S = 60.0  # a speculative sweep measures no more drafts after this long
 EARLY_STOPPING = {"False (heuristic)": False, "True (stop at num_beams finished)": True, "never": "never"}
 
 
-def dola_buckets(n_layers: int) -> dict[str, list[int]]:
-    """DoLa's two candidate sets, as the paper and transformers split them: every other layer of the first half
-    (0 = the embedding) or of the second half."""
-    half = n_layers // 2
-    early = list(range(0, half, 2)) or [0]
-    late = list(range(half + half % 2, n_layers, 2)) or [max(0, n_layers - 1)]
-    return {f"early layers ({_span(early)})": early, f"late layers ({_span(late)})": late}
+def dola_buckets(cfg: ModelConfig) -> dict[str, list[int]]:
+    """DoLa's candidate sets, as transformers' `dola_layers="low"` / `"high"` choose them (`dola_candidate_layers`),
+    labelled with their layers (0 = the embedding)."""
+    names = {"low": "early layers", "high": "late layers"}
+    return {f"{names[key]} ({_span(layers)})": layers
+            for key, layers in dola_candidate_layers(cfg.n_layers, cfg.tie_embeddings).items()}
 
 
 def _span(layers: list[int]) -> str:
@@ -241,27 +242,28 @@ def speculate(runner: ModelRunner, trace: Trace | None, new_tokens, gamma, shown
             return
 
 
-def contrast(runner: ModelRunner, trace: Trace | None, new_tokens, bucket: str, dola_alpha, top_k, cs_alpha,
-             large: bool):
+def contrast(runner: ModelRunner, trace: Trace | None, new_tokens, bucket: str, dola_alpha, dola_repetition, top_k,
+             cs_alpha, large: bool):
     """DoLa and contrastive search next to greedy: (note, table, DoLa's premature layers)."""
     try:
         prompt, n = _prompt(runner, trace, new_tokens)
-        buckets = dola_buckets(runner.cfg.n_layers)
+        buckets = dola_buckets(runner.cfg)
         layers = buckets.get(bucket)
         if layers is None:
             raise PromptError(f"DoLa's layers must be one of: {'; '.join(buckets)}.")
         alpha = _number(dola_alpha, "DoLa's plausibility α", 0.001, 1)
+        repetition = _number(dola_repetition, "DoLa's repetition penalty", *DOLA_REPETITION)
         k = _number(top_k, "Contrastive search's k", *TOP_K, whole=True)
         penalty = _number(cs_alpha, "Contrastive search's α", 0, 1)
     except PromptError as e:
         return f"⚠️ {e}", "", None
     eos = _eos(runner)
     greedy_ids, _ = runner.run_strategy(greedy, prompt, n, eos)
-    dola_steps = runner.run_strategy(dola, prompt, n, layers, alpha, eos)
+    dola_steps = runner.run_strategy(dola, prompt, n, layers, alpha, eos, repetition)
     cs_steps = runner.run_strategy(contrastive, prompt, n, k, penalty, eos)
     dola_ids, cs_ids = [s.token for s in dola_steps], [s.token for s in cs_steps]
     rows = [_continuation(runner, prompt, "greedy", greedy_ids),
-            _continuation(runner, prompt, f"DoLa, {bucket}, α {alpha:g}", dola_ids,
+            _continuation(runner, prompt, f"DoLa, {bucket}, α {alpha:g}, repetition {repetition:g}", dola_ids,
                           f"{sum(s.token != s.plain for s in dola_steps)} of {len(dola_steps)} steps overrule the "
                           "final layer's top token"),
             _continuation(runner, prompt, f"contrastive search, k {k}, α {penalty:g}", cs_ids,
@@ -270,7 +272,13 @@ def contrast(runner: ModelRunner, trace: Trace | None, new_tokens, bucket: str, 
     note = (f"**DoLa** (Chuang et al. 2023) asks what the last layer knows that an earlier one did not: at each step "
             f"it picks, among layers {_span(layers)}, the one whose early-exit distribution is furthest "
             f"from the final one (Jensen-Shannon divergence), and takes argmax log p_final − log p_early over the "
-            f"tokens with p_final ≥ {alpha:g} × the top probability. **Contrastive search** (Su et al. 2022) scores "
+            f"tokens with p_final ≥ {alpha:g} × the top probability, after a repetition penalty of {repetition:g} on "
+            f"those scores (transformers recommends 1.2 with DoLa). The candidate layers are transformers' "
+            f"`dola_layers=\"low\"` and `\"high\"` (with tied embeddings, low skips the embedding, whose early exit "
+            f"is nearly an identity). Unlike transformers' DoLa, each early exit goes through the final norm, as in "
+            f"the paper's code (transformers applies the output head to the raw residual), and the divergence is "
+            f"the paper's Jensen-Shannon divergence (transformers averages KL(m‖p) and KL(m‖q) over the vocabulary, "
+            f"the other direction, which can pick another layer). **Contrastive search** (Su et al. 2022) scores "
             f"the top {k} tokens by (1 − {penalty:g}) p − {penalty:g} × the highest cosine similarity of the token's "
             f"hidden state with any earlier one, to stop repeating itself. Shade: each token's probability under the "
             f"plain model.")
@@ -359,10 +367,12 @@ def build(ctx: TabContext) -> TabView:
         spec_rounds = gr.HTML(elem_id="dec-spec-rounds")
     with gr.Accordion("DoLa and contrastive search", open=False):
         with gr.Row():
-            buckets = list(dola_buckets(cfg.n_layers))
+            buckets = list(dola_buckets(cfg))
             bucket = gr.Radio(buckets, value=buckets[0], label="DoLa contrasts with",
                               elem_id="dec-bucket")
             dola_alpha = gr.Slider(0.01, 1, value=0.1, step=0.01, label="DoLa: plausibility α", elem_id="dec-dola-a")
+            dola_repetition = gr.Slider(*DOLA_REPETITION, value=1.2, step=0.05, label="DoLa: repetition penalty",
+                                        elem_id="dec-dola-rep")
             top_k = gr.Slider(*TOP_K, value=4, step=1, label="Contrastive: k", elem_id="dec-cs-k")
             cs_alpha = gr.Slider(0, 1, value=0.6, step=0.05, label="Contrastive: α", elem_id="dec-cs-a")
         contrast_btn = gr.Button("Decode with DoLa and contrastive search", variant="primary", elem_id="dec-contrast")
@@ -384,8 +394,9 @@ def build(ctx: TabContext) -> TabView:
                    [spec_note, spec_rounds, spec_plot], trigger_mode="always_last", **MODEL_RUN)
     # always_last: a click while a sweep is still stopping runs once it has stopped (the default would drop it)
     stop.click(stop_sweep, None, spec_note, **READ_ONLY)
-    contrast_btn.click(bind(contrast, runner), [ctx.trace, new_tokens, bucket, dola_alpha, top_k, cs_alpha, ctx.large],
-                       [contrast_note, contrast_side, contrast_plot], **MODEL_RUN)
+    contrast_inputs = [ctx.trace, new_tokens, bucket, dola_alpha, dola_repetition, top_k, cs_alpha, ctx.large]
+    contrast_btn.click(bind(contrast, runner), contrast_inputs, [contrast_note, contrast_side, contrast_plot],
+                       **MODEL_RUN)
     kv_btn.click(bind(kv_cache, runner), [ctx.trace, kv_tokens, kv_layer, ctx.large], [kv_note, kv_contents, kv_timing],
                  **MODEL_RUN)
     return TabView(render=Event(bind(render, runner), [ctx.trace, *settings], [summary, tree, side]))

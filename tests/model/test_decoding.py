@@ -216,10 +216,12 @@ def _jsd(p, q):
     return kl(p, m) / 2 + kl(q, m) / 2
 
 
-def _dola_reference(net, prompt, steps, layers, alpha):
+def _dola_reference(net, prompt, steps, layers, alpha, repetition=1.0):
     """Chuang et al. 2023, eq. 2-4: M = argmax_j JSD(q_N || q_j) over the candidate layers; the next token is the
     argmax over V_head = {x : q_N(x) >= alpha max_w q_N(w)} of log q_N(x) - log q_M(x), where q_j is the softmax of the
-    early exit of layer j (its residual through the final norm and the output head)."""
+    early exit of layer j (its residual through the final norm and the output head). transformers' DoLa then applies
+    its logits processors to those scores: a repetition penalty divides a seen token's positive score, multiplies a
+    negative one."""
     ids = list(prompt)
     for _ in range(steps):
         logits, cache = net.run_with_cache(torch.tensor([ids]))
@@ -233,6 +235,8 @@ def _dola_reference(net, prompt, steps, layers, alpha):
         m = max(divergence, key=divergence.get)
         head = q_n >= alpha * q_n.max()
         score = np.where(head, np.log(q_n) - np.log(_softmax(exits[m])), -np.inf)
+        for seen in set(ids):
+            score[seen] = score[seen] * repetition if score[seen] < 0 else score[seen] / repetition
         ids.append(int(score.argmax()))
         yield ids[-1], m, divergence[m]
 
@@ -243,6 +247,16 @@ def test_dola_matches_the_paper_tiny(tiny_net):
     ref = list(_dola_reference(tiny_net, prompt, 6, [0, 1], 0.1))
     assert [(s.token, s.premature) for s in ours] == [(t, m) for t, m, _ in ref]
     np.testing.assert_allclose([s.divergence for s in ours], [d for _, _, d in ref], rtol=1e-4)
+
+
+def test_dola_repetition_penalty_is_transformers_on_the_contrast_tiny(tiny_net):
+    prompt = [5, 9, 14, 3, 5, 9]
+    for repetition in (1.8, 1.2):
+        ours = dola(tiny_net, prompt, 12, [0, 1], alpha=0.1, repetition=repetition)
+        ref = list(_dola_reference(tiny_net, prompt, 12, [0, 1], 0.1, repetition))
+        assert [(s.token, s.premature) for s in ours] == [(t, m) for t, m, _ in ref]
+    plain = [s.token for s in dola(tiny_net, prompt, 12, [0, 1], alpha=0.1)]
+    assert plain != [s.token for s in ours]  # the penalty changed the text here (it repeated itself without)
 
 
 def test_dola_matches_the_paper_real(real):

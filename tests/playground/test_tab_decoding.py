@@ -11,6 +11,8 @@ from model.decoding import beam_search, greedy
 from playground import tab_decoding
 from playground.figures.decoding import Continuation, TreeNode, beam_tree_figure, continuations_html
 
+from ..helpers import tiny_config
+
 EARLY = next(iter(tab_decoding.EARLY_STOPPING))
 OK = dict(new_tokens=6, width=3, length_penalty=1.0, early_stopping=EARLY, temperature=0.8, top_p=0.95, seed=0,
           large=False)
@@ -57,8 +59,8 @@ def test_compare_bad_settings_get_a_message(tiny_runner, tiny_trace, change, mes
 def test_every_handler_asks_for_a_prompt_first(tiny_runner):
     assert "Analyze" in tab_decoding.compare(tiny_runner, None, **OK)[0]
     assert "Analyze" in list(tab_decoding.speculate(tiny_runner, None, 6, 2, 1, 0, False))[-1][0]
-    buckets = list(tab_decoding.dola_buckets(tiny_runner.cfg.n_layers))
-    assert "Analyze" in tab_decoding.contrast(tiny_runner, None, 6, buckets[0], 0.1, 3, 0.5, False)[0]
+    buckets = list(tab_decoding.dola_buckets(tiny_runner.cfg))
+    assert "Analyze" in tab_decoding.contrast(tiny_runner, None, 6, buckets[0], 0.1, 1.2, 3, 0.5, False)[0]
     assert "Analyze" in tab_decoding.kv_cache(tiny_runner, None, 8, 0, False)[0]
 
 
@@ -76,19 +78,52 @@ def test_speculate_measures_every_draft_and_matches_greedy(tiny_runner, tiny_tra
     assert "Draft layers" in bad[0][0]
 
 
-def test_dola_buckets_split_the_layers_as_the_paper():
-    buckets = tab_decoding.dola_buckets(30)
-    assert list(buckets.values()) == [list(range(0, 15, 2)), list(range(16, 30, 2))]
-    assert list(buckets) == ["early layers (0, 2, …, 14)", "late layers (16, 18, …, 28)"]
-    assert all(layers for layers in tab_decoding.dola_buckets(2).values())
+def transformers_dola_layers(final_layer: int, tied: bool, dola_layers: str) -> list[int]:
+    """transformers' `_dola_decoding` (now the hub's transformers-community/dola), its candidate premature layers
+    as written there: hidden_states index, 0 = the embedding."""
+    if not tied:
+        start_layer = 0
+    elif final_layer > 2:
+        start_layer = 2
+    elif final_layer == 2:
+        start_layer = 1
+    else:
+        start_layer = 0
+    if dola_layers == "low":
+        if start_layer == final_layer // 2:
+            return [start_layer]
+        return (list(range(start_layer, final_layer // 2, 2)) if final_layer <= 40
+                else list(range(start_layer, 20, 2)))
+    return (list(range(final_layer // 2, final_layer, 2)) if final_layer <= 40
+            else list(range(final_layer - 20, final_layer, 2)))
+
+
+@pytest.mark.parametrize("n_layers", [2, 3, 30, 48])
+@pytest.mark.parametrize("tied", [True, False])
+def test_dola_buckets_are_transformers(n_layers, tied):
+    from model.decoding import dola_candidate_layers
+
+    ours = dola_candidate_layers(n_layers, tied)
+    for which in ("low", "high"):
+        expected = transformers_dola_layers(n_layers, tied, which)
+        assert ours.get(which, []) == expected  # a set transformers' rule leaves empty is left out
+    cfg = tiny_config(n_layers=n_layers, tie_embeddings=tied)
+    assert list(tab_decoding.dola_buckets(cfg).values()) == list(ours.values())
+
+
+def test_dola_buckets_of_smollm2_as_the_tab_names_them():
+    buckets = tab_decoding.dola_buckets(tiny_config(n_layers=30, tie_embeddings=True))
+    assert list(buckets.values()) == [list(range(2, 15, 2)), list(range(15, 30, 2))]
+    assert list(buckets) == ["early layers (2, 4, …, 14)", "late layers (15, 17, …, 29)"]
 
 
 def test_contrast_rows(tiny_runner, tiny_trace):
-    buckets = list(tab_decoding.dola_buckets(tiny_runner.cfg.n_layers))
-    note, table, plot = tab_decoding.contrast(tiny_runner, tiny_trace, 5, buckets[0], 0.1, 3, 0.5, False)
+    buckets = list(tab_decoding.dola_buckets(tiny_runner.cfg))
+    note, table, plot = tab_decoding.contrast(tiny_runner, tiny_trace, 5, buckets[0], 0.1, 1.2, 3, 0.5, False)
     assert "**DoLa**" in note and table.count("<tr>") == 1 + 3 and len(plot.data[0].y) >= 1
-    for args, message in (((5, "nowhere", 0.1, 3, 0.5), "DoLa's layers"), ((5, buckets[0], 0, 3, 0.5), "α"),
-                          ((5, buckets[0], 0.1, 99, 0.5), "k"), ((5, buckets[0], 0.1, 3, 2), "α")):
+    for args, message in (((5, "nowhere", 0.1, 1.2, 3, 0.5), "DoLa's layers"), ((5, buckets[0], 0, 1.2, 3, 0.5), "α"),
+                          ((5, buckets[0], 0.1, 0.5, 3, 0.5), "repetition penalty"),
+                          ((5, buckets[0], 0.1, 1.2, 99, 0.5), "k"), ((5, buckets[0], 0.1, 1.2, 3, 2), "α")):
         assert message in tab_decoding.contrast(tiny_runner, tiny_trace, *args, False)[0]
 
 
