@@ -38,11 +38,13 @@ def parameters_markdown(runner: ModelRunner) -> str:
             f"{runner.parameter_count():,} |")
 
 
-def crossover(cfg) -> int:
-    """The context at which attention (projections and over the context) costs as much as the MLPs."""
+def crossovers(cfg) -> dict[str, int]:
+    """The context S from which attention costs at least as much per token as the MLPs: counting its q, k, v, o
+    projections, and over the context alone (the scores and the weighted values)."""
     parts = flops_per_token(cfg, 0)
     per_key = flops_per_token(cfg, 1)["attention over the context"]
-    return max(0, int(np.ceil((parts["MLP"] - parts["attention projections"]) / per_key)))
+    return {"with its projections": max(0, int(np.ceil((parts["MLP"] - parts["attention projections"]) / per_key))),
+            "over the context alone": max(0, int(np.ceil(parts["MLP"] / per_key)))}
 
 
 def render(runner: ModelRunner, trace: Trace | None, large: bool):
@@ -53,14 +55,17 @@ def render(runner: ModelRunner, trace: Trace | None, large: bool):
     here = flops_per_token(cfg, context)
     total = sum(here.values())
     attention = here["attention projections"] + here["attention over the context"]
+    cross = crossovers(cfg)
     flops = (f"**FLOPs per token** = 2 × (weights in matrix products) + 4 · L · S · H · Dh for S keys = "
              f"2 × {n_mm:,} + 4 · {cfg.n_layers} · S · {cfg.n_heads} · {cfg.d_head}. At this prompt's S = {context}: "
              f"**{total / 1e6:.1f} MFLOP**: MLPs {100 * here['MLP'] / total:.0f}%, attention "
              f"{100 * attention / total:.0f}% (over the context: "
              f"{100 * here['attention over the context'] / total:.1f}%), "
-             f"unembedding {100 * here['unembedding'] / total:.0f}%. Attention overtakes the MLPs at "
-             f"S ≈ {crossover(cfg):,}. (Kaplan et al. write the scores as 2·n_layer·n_ctx·d_attn; the weighted sum of "
-             f"values costs as much again. The unembedding counts although its weights are the embedding's.)")
+             f"unembedding {100 * here['unembedding'] / total:.0f}%. Attention with its projections overtakes the "
+             f"MLPs at S ≈ {cross['with its projections']:,}; attention over the context alone equals them at "
+             f"S ≈ {cross['over the context alone']:,}. (Kaplan et al. write the scores as 2·n_layer·n_ctx·d_attn; "
+             f"the weighted sum of values costs as much again. The unembedding counts although its weights are the "
+             f"embedding's.)")
     contexts = np.unique(np.geomspace(1, cfg.max_seq_len, 200).astype(int))
     per_context = [flops_per_token(cfg, int(c)) for c in contexts]
     plot = flops_figure(contexts, {name: np.array([p[name] for p in per_context], float) for name in here}, context,

@@ -7,9 +7,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model.arithmetic import parameter_counts
+from model.arithmetic import flops_per_token, parameter_counts
 from model.lens import lens_logits
 from playground import tab_arithmetic, tab_block, tab_bpe, tab_embeddings
+
+from ..helpers import tiny_config
 
 
 def test_embeddings_are_the_models_rows(tiny_runner, tiny_trace, tiny_net):
@@ -75,6 +77,25 @@ def test_arithmetic_matches_the_config(tiny_runner, tiny_trace):
     measured = tab_arithmetic.measure(tiny_runner, tiny_trace)
     assert "GFLOP/s" in measured and measured.count("%**") == 2  # MFU of prefill and decode
     assert "Analyze a prompt" in tab_arithmetic.measure(tiny_runner, None)
+
+
+@pytest.mark.parametrize("n_kv_heads", [1, 2, 6])
+def test_arithmetic_names_both_crossovers(n_kv_heads):
+    """Each crossover is the first S where its attention FLOPs reach the MLPs' (with the projections, and over the
+    context alone), from the per-token formula; for SmolLM2 they are 1,536 and 2,304."""
+    cfg = tiny_config(n_kv_heads=n_kv_heads)
+    got = tab_arithmetic.crossovers(cfg)
+
+    def attention(s: int, projections: bool) -> int:
+        f = flops_per_token(cfg, s)
+        return f["attention over the context"] + (f["attention projections"] if projections else 0)
+
+    for name, projections in (("with its projections", True), ("over the context alone", False)):
+        s = got[name]
+        mlp = flops_per_token(cfg, s)["MLP"]
+        assert attention(s, projections) >= mlp and (s == 0 or attention(s - 1, projections) < mlp)
+    smollm2 = tiny_config(vocab_size=49152, d_model=576, n_layers=30, n_heads=9, n_kv_heads=3, d_mlp=1536)
+    assert tab_arithmetic.crossovers(smollm2) == {"with its projections": 1536, "over the context alone": 2304}
 
 
 def test_bpe_tab_trains_and_replays(tiny_runner):
