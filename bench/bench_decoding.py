@@ -26,7 +26,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from model import KVCache, load  # noqa: E402
-from model.decoding import beam_search, contrastive, dola, greedy, speculative, time_kv_cache  # noqa: E402
+from model.decoding import (  # noqa: E402
+    beam_search, contrastive, dola, dola_candidate_layers, greedy, speculative, time_kv_cache,
+)
 from model.weights import default_gguf  # noqa: E402
 
 EOS = 2
@@ -65,10 +67,11 @@ def main() -> None:
             return hf.generate(tokens, attention_mask=torch.ones_like(tokens), max_new_tokens=n, min_new_tokens=n,
                                do_sample=False, pad_token_id=EOS, **kw)
 
+    low = dola_candidate_layers(net.cfg.n_layers, net.cfg.tie_embeddings)["low"]
     rows = [("greedy", median(lambda: greedy(net, prompt, n), repeats), median(lambda: hf_generate(), repeats)),
             ("beam search, width 4", median(lambda: beam_search(net, prompt, 4, n), repeats),
              median(lambda: hf_generate(num_beams=4, early_stopping=False), repeats)),
-            ("DoLa (early layers)", median(lambda: dola(net, prompt, n, list(range(0, 15, 2))), repeats), None),
+            ("DoLa (low layers)", median(lambda: dola(net, prompt, n, low, repetition=1.2), repeats), None),
             ("contrastive search, k 4", median(lambda: contrastive(net, prompt, n, 4, 0.6), repeats), None)]
     print(f"\n{'strategy':28} {'ours ms/token':>14} {'HF ms/token':>12} {'ours/HF':>8}")
     for name, ours, ref in rows:

@@ -38,24 +38,6 @@ NEG = -1.0e9  # transformers' "very large negative" for beams that must not be c
 # Running the model a step at a time
 
 
-def _new_cache(net: Transformer, batch: int, length: int) -> KVCache:
-    weight = net.tok_embeddings.weight
-    return KVCache.empty(net.cfg, batch, length, weight.dtype, weight.device)
-
-
-def _reorder(cache: KVCache, index: Tensor) -> None:
-    """Keep the cache rows of the beams that continue, in their new order (a beam may be copied)."""
-    for layer in range(len(cache.k)):
-        cache.k[layer] = cache.k[layer].index_select(0, index)
-        cache.v[layer] = cache.v[layer].index_select(0, index)
-
-
-def _expand(cache: KVCache, batch: int) -> None:
-    for layer in range(len(cache.k)):
-        cache.k[layer] = cache.k[layer].expand(batch, -1, -1, -1).contiguous()
-        cache.v[layer] = cache.v[layer].expand(batch, -1, -1, -1).contiguous()
-
-
 @torch.no_grad()
 def early_exit(net: Transformer, tokens: Tensor, layers: int, cache: KVCache) -> Tensor:
     """Logits (B, T, V) from the first `layers` blocks only, through the final norm and the unembedding (with its
@@ -112,9 +94,9 @@ def beam_search(net: Transformer, prompt: Sequence[int], num_beams: int, max_new
     unsatisfied = True
     steps: list[BeamStep] = []
 
-    cache = _new_cache(net, 1, max_length)
+    cache = KVCache.for_model(net, 1, max_length)
     logits = net(torch.tensor([list(prompt)]), cache=cache)[:, -1].float()  # (1, V)
-    _expand(cache, num_beams)
+    cache = cache.select(torch.zeros(num_beams, dtype=torch.long))  # every beam starts from the prompt
     logits = logits.expand(num_beams, -1)
     cur_len = prompt_len
     V = logits.shape[-1]
@@ -160,7 +142,7 @@ def beam_search(net: Transformer, prompt: Sequence[int], num_beams: int, max_new
         unsatisfied = unsatisfied and bool((best_possible > worst).any())
         if not (unsatisfied and not (bool(is_finished.all()) and early_stopping is True) and not bool(hits.all())):
             break
-        _reorder(cache, origin)
+        cache = cache.select(origin)  # the cache rows of the beams that continue, in their new order
         logits = net(running[:, cur_len - 1 : cur_len], cache=cache)[:, -1].float()
     sequences = [finished[i, prompt_len : prompt_len + int(finished_len[i])].tolist() for i in range(num_beams)]
     return BeamResult(sequences, finished_scores.tolist(), steps)
@@ -228,7 +210,7 @@ def speculative(net: Transformer, prompt: Sequence[int], draft_layers: int, gamm
     generator = torch.Generator().manual_seed(seed)
     greedy = temperature == 0
     length = len(prompt) + max_new_tokens + gamma + 1
-    target_cache, draft_cache = _new_cache(net, 1, length), _new_cache(net, 1, length)
+    target_cache, draft_cache = KVCache.for_model(net, 1, length), KVCache.for_model(net, 1, length)
     if len(prompt) > 1:
         head = torch.tensor([list(prompt[:-1])])
         net(head, cache=target_cache)
@@ -355,7 +337,7 @@ def dola(net: Transformer, prompt: Sequence[int], max_new_tokens: int, layers: S
         store[hook.name] = x[0, -1]
 
     hooks = [(name, keep) for name in set(names.values())]
-    cache = _new_cache(net, 1, len(prompt) + max_new_tokens)
+    cache = KVCache.for_model(net, 1, len(prompt) + max_new_tokens)
     tokens, steps, history = torch.tensor([list(prompt)]), [], list(prompt)
     for _ in range(max_new_tokens):
         final = net.run_with_hooks(tokens, hooks, cache=cache)[0, -1]
@@ -387,14 +369,13 @@ def contrastive(net: Transformer, prompt: Sequence[int], max_new_tokens: int, k:
         hidden["h"] = x * net.ln_final.weight  # (B, T, D): the unembedding's input
 
     hooks = [("ln_final.hook_normalized", keep)]
-    cache = _new_cache(net, 1, len(prompt) + max_new_tokens)
+    cache = KVCache.for_model(net, 1, len(prompt) + max_new_tokens)
     logits = net.run_with_hooks(torch.tensor([list(prompt)]), hooks, cache=cache)[0, -1]
     context = hidden["h"][0]  # (T, D)
     steps: list[ContrastStep] = []
     for _ in range(max_new_tokens):
         top = F.softmax(logits.float(), -1).topk(k)
-        rows = KVCache([t.expand(k, -1, -1, -1).clone() for t in cache.k],
-                       [t.expand(k, -1, -1, -1).clone() for t in cache.v], cache.length)
+        rows = cache.select(torch.zeros(k, dtype=torch.long))
         candidate_logits = net.run_with_hooks(top.indices[:, None], hooks, cache=rows)[:, -1]  # (k, V)
         h_v = hidden["h"][:, -1]  # (k, D)
         similarity = F.normalize(h_v, dim=-1) @ F.normalize(context, dim=-1).T  # (k, T)
@@ -404,7 +385,7 @@ def contrastive(net: Transformer, prompt: Sequence[int], max_new_tokens: int, k:
         steps.append(ContrastStep(token, -1, float(degeneration[best]), int(top.indices[0])))
         if token in set(eos_ids):
             break
-        cache = KVCache([t[best : best + 1] for t in rows.k], [t[best : best + 1] for t in rows.v], rows.length)
+        cache = rows.select(torch.tensor([best]))
         logits, context = candidate_logits[best], torch.cat([context, h_v[best : best + 1]])
     return steps
 
@@ -441,7 +422,7 @@ def time_kv_cache(net: Transformer, prompt: Sequence[int], new_tokens: int, budg
                   clock=time.perf_counter) -> CacheTiming:
     """Greedy generation twice over, timing each token with the cache (one position through the model) and without
     (the whole context again, as a model without a cache must). Stops early once `budget_s` is spent."""
-    cache = _new_cache(net, 1, len(prompt) + new_tokens)
+    cache = KVCache.for_model(net, 1, len(prompt) + new_tokens)
     ids = list(prompt)
     net(torch.tensor([ids]), cache=cache)  # the prompt's keys and values, as generation starts
     timing = CacheTiming([], [], [])

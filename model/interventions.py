@@ -14,10 +14,11 @@ Shapes: B batch, T tokens, L layers, H heads, Dh d_head, D d_model, V vocab.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from .transformer import HookFn, Transformer
@@ -103,6 +104,68 @@ def ablation_hooks(ablation: Ablation) -> list[tuple[str, HookFn]]:
     return hooks
 
 
+@dataclass(frozen=True)
+class LayerSweep:
+    """Each layer's attention block and MLP ablated in turn: the prompt's mean next-token loss and the logit
+    difference a - b at the last position, per layer (L,), and without any ablation."""
+
+    loss_attn: Tensor
+    loss_mlp: Tensor
+    diff_attn: Tensor
+    diff_mlp: Tensor
+    loss: float
+    diff: float
+
+
+def _loss_and_difference(logits: Tensor, ids: Tensor, a: int, b: int) -> tuple[Tensor, Tensor]:
+    """Mean next-token loss over the prompt (B,) (0 for a one-token prompt) and logit[a] - logit[b] at its end (B,),
+    from logits (B, T, V)."""
+    if len(ids) > 1:
+        loss = F.cross_entropy(logits[:, :-1].transpose(1, 2), ids[None, 1:].expand(len(logits), -1),
+                               reduction="none").mean(-1)
+    else:
+        loss = torch.zeros(len(logits))
+    return loss, logits[:, -1, a] - logits[:, -1, b]
+
+
+@torch.no_grad()
+def layer_sweep(net: Transformer, resid: Tensor, ids: Tensor, mode: str, a: int, b: int
+                ) -> Iterator[tuple[int, Tensor, Tensor]]:
+    """Ablate each layer's attention output and, separately, its MLP output (`mode` as in `Ablation`), one layer
+    at a time: yields (layer, loss (2,), difference (2,)) with row 0 the attention block knocked out and row 1 the
+    MLP, after (-1, loss (1,), difference (1,)) for the run without ablation. resid: (L + 1, T, D) the residual
+    entering each layer (each run starts at its layer); ids: (T,) the prompt. Collect with `collect_layer_sweep`."""
+    base = run_from(net, 0, resid[0][None], last_only=False).float()
+    yield -1, *_loss_and_difference(base, ids, a, b)
+    for layer in range(net.cfg.n_layers):
+        x = resid[layer][None].expand(2, -1, -1).clone()
+        knock = Ablation(attn=frozenset([layer]), mlp=frozenset([layer]), mode=mode)
+        hooks = [(name, _only_row(row, fn)) for row, (name, fn) in enumerate(ablation_hooks(knock))]
+        logits = run_from(net, layer, x, hooks, last_only=False).float()
+        yield layer, *_loss_and_difference(logits, ids, a, b)
+
+
+def _only_row(row: int, fn: HookFn) -> HookFn:
+    """The hook applied to one batch row only."""
+    def hook(x: Tensor, point) -> Tensor:
+        x = x.clone()
+        x[row : row + 1] = fn(x[row : row + 1], point)
+        return x
+    return hook
+
+
+def collect_layer_sweep(steps: Iterable[tuple[int, Tensor, Tensor]], n_layers: int) -> LayerSweep:
+    """`layer_sweep`'s steps gathered per layer."""
+    loss, diff = torch.empty(2, n_layers), torch.empty(2, n_layers)
+    base_loss = base_diff = 0.0
+    for layer, l, d in steps:
+        if layer < 0:
+            base_loss, base_diff = float(l[0]), float(d[0])
+        else:
+            loss[:, layer], diff[:, layer] = l, d
+    return LayerSweep(loss[0], loss[1], diff[0], diff[1], base_loss, base_diff)
+
+
 # ---------------------------------------------------------------------------------------
 # Activation patching: clean activations written into the corrupted run, one patch per batch row
 
@@ -148,6 +211,30 @@ def sweep_cost(sweep: Sweep, n_layers: int, n_tokens: int, n_heads: int) -> int:
     """Token-layers the sweep runs (each patch from its layer to the top): what its time is proportional to."""
     columns = n_tokens if sweep.per == "position" else n_heads
     return columns * n_tokens * n_layers * (n_layers + 1) // 2
+
+
+@dataclass(frozen=True)
+class PatchingRuns:
+    """What a patching sweep starts from: the clean and corrupted runs' metric, the clean activation at the sweep's
+    hook in each layer, (T, D) or (T, H, Dh), and the corrupted residual entering each layer (T, D)."""
+
+    clean: float
+    corrupted: float
+    clean_acts: list[Tensor]
+    corrupted_resid: list[Tensor]
+
+
+@torch.no_grad()
+def patching_runs(net: Transformer, clean_ids: Sequence[int], corrupted_ids: Sequence[int], sweep: Sweep,
+                  metric: Metric) -> PatchingRuns:
+    """The clean and the corrupted run, keeping what `patching_sweep` needs."""
+    L = net.cfg.n_layers
+    wanted = [f"blocks.{l}.{sweep.hook}" for l in range(L)]
+    clean_logits, clean = net.run_with_cache(torch.tensor([list(clean_ids)]), names_filter=wanted)
+    corrupt_logits, corrupt = net.run_with_cache(torch.tensor([list(corrupted_ids)]), names_filter=r"hook_resid_pre$")
+    return PatchingRuns(float(metric(clean_logits[:, -1])[0]), float(metric(corrupt_logits[:, -1])[0]),
+                        [clean[name][0] for name in wanted],
+                        [corrupt[f"blocks.{l}.hook_resid_pre"][0] for l in range(L)])
 
 
 @torch.no_grad()
@@ -212,6 +299,7 @@ def direct_logit_attribution(net: Transformer, cache: dict[str, Tensor], directi
 ATTRIBUTION_HOOKS = r"hook_embed$|hook_attn_out$|hook_mlp_out$|attn\.hook_z$|ln_final\.hook_scale$|hook_resid_post$"
 
 __all__ = [
-    "ATTRIBUTION_HOOKS", "Ablation", "Attribution", "SWEEPS", "Sweep", "ablation_hooks", "direct_logit_attribution",
-    "logit_difference", "patch_setter", "patching_sweep", "run_from", "sweep_cost", "sweep_size",
+    "ATTRIBUTION_HOOKS", "Ablation", "Attribution", "LayerSweep", "SWEEPS", "Sweep", "ablation_hooks",
+    "collect_layer_sweep", "direct_logit_attribution", "layer_sweep", "logit_difference", "patch_setter",
+    "PatchingRuns", "patching_runs", "patching_sweep", "run_from", "sweep_cost", "sweep_size",
 ]

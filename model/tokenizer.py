@@ -24,12 +24,16 @@ import os
 import tempfile
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from typing import AbstractSet, Literal
+from typing import TYPE_CHECKING, AbstractSet, Literal
 
 import jinja2.sandbox
+import regex
 import tiktoken
 
 from .loaders import TokenizerSpec
+
+if TYPE_CHECKING:
+    from . import bpe
 
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 # GPT-2's split with each digit on its own and no space glued to a digit: the whitespace
@@ -113,6 +117,8 @@ class ModelEncoding(tiktoken.Encoding):
         self.chat_template = spec.chat_template
         self.missing_bytes = frozenset(b for b in range(256) if bytes([b]) not in ranks)
         self._bad_chars: dict[str, bool] = {}
+        self._ranks = ranks  # our own reference: tiktoken's copy is private
+        self._pattern = regex.compile(pattern)
 
     # -- checking text before tiktoken sees it -------------------------------------------
 
@@ -208,6 +214,38 @@ class ModelEncoding(tiktoken.Encoding):
 
     def token_bytes(self, token: int) -> bytes:
         return self.decode_single_token_bytes(token)
+
+    # -- the vocabulary, read ------------------------------------------------------------
+
+    @property
+    def n_merges(self) -> int:
+        """Merges the tokenizer learned: its ordinary tokens that are not single bytes."""
+        return sum(len(piece) > 1 for piece in self._ranks)
+
+    def token_texts(self, vocab_size: int) -> list[str]:
+        """Each id's text (bytes decoded, invalid UTF-8 replaced), "" for an id the tokenizer does not use."""
+        texts = [""] * vocab_size
+        for piece, rank in self._ranks.items():
+            if rank < vocab_size:
+                texts[rank] = piece.decode("utf-8", errors="replace")
+        for text in self.special_tokens_set:
+            token = self.encode_single_token(text)
+            if token < vocab_size:
+                texts[token] = text
+        return texts
+
+    @property
+    def special_ids(self) -> list[int]:
+        """Ids of the control tokens, such as <|im_start|>."""
+        return sorted(self.encode_single_token(t) for t in self.special_tokens_set)
+
+    def merge_steps(self, text: str) -> list[tuple[bytes, list[bpe.ReplayStep]]]:
+        """How this tokenizer builds each pre-tokenized piece of `text`, merge by merge (`model.bpe.merge_steps`;
+        unencodable characters replaced)."""
+        from . import bpe  # bpe builds on this module's pattern and byte alphabet
+
+        pieces = self._pattern.findall(self.check(text, errors="replace"))
+        return [(p.encode("utf-8"), bpe.merge_steps(p.encode("utf-8"), self._ranks)) for p in pieces]
 
     def __getstate__(self):
         raise TypeError("ModelEncoding is built from a TokenizerSpec; pickle the spec instead")

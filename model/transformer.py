@@ -169,6 +169,17 @@ class KVCache:
             v=[torch.empty(shape, dtype=dtype, device=device) for _ in range(cfg.n_layers)],
         )
 
+    @classmethod
+    def for_model(cls, net: Transformer, batch: int, max_len: int) -> KVCache:
+        """An empty cache in the model's own dtype and on its device."""
+        weight = net.tok_embeddings.weight
+        return cls.empty(net.cfg, batch, max_len, weight.dtype, weight.device)
+
+    def select(self, rows: Tensor) -> KVCache:
+        """A new cache of the given batch rows (B',), in that order (a row may repeat), with the same length."""
+        return KVCache([t.index_select(0, rows) for t in self.k], [t.index_select(0, rows) for t in self.v],
+                       self.length)
+
     @property
     def max_len(self) -> int:
         return self.k[0].shape[2]

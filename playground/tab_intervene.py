@@ -131,14 +131,14 @@ def sweep_layers(runner: ModelRunner, trace: Trace | None, mode: str, a_text: st
         result = runner.layer_sweep(trace, MODES.get(mode, mode), a, b)
     except PromptError as e:
         return f"⚠️ {e}", None
-    worst = max(("attention", "MLP"), key=lambda k: result[f"loss_{'attn' if k == 'attention' else 'mlp'}"].max())
-    key = "attn" if worst == "attention" else "mlp"
-    layer = int(np.argmax(result[f"loss_{key}"]))
-    summary = (f"Without ablation: loss {result['loss']:.3f} nats per token, logit difference {pair} "
-               f"{result['diff']:+.3f}. The largest loss increase comes from ablating layer {layer}'s {worst} "
-               f"(+{result[f'loss_{key}'][layer] - result['loss']:.3f}).")
-    figure = layer_sweep_figure(result["loss_attn"], result["loss_mlp"], result["diff_attn"], result["diff_mlp"],
-                                result["loss"], result["diff"], plain(pair), MODES.get(mode, mode),
+    losses = {"attention": result.loss_attn.numpy(), "MLP": result.loss_mlp.numpy()}
+    worst = max(losses, key=lambda k: losses[k].max())
+    layer = int(np.argmax(losses[worst]))
+    summary = (f"Without ablation: loss {result.loss:.3f} nats per token, logit difference {pair} "
+               f"{result.diff:+.3f}. The largest loss increase comes from ablating layer {layer}'s {worst} "
+               f"(+{losses[worst][layer] - result.loss:.3f}).")
+    figure = layer_sweep_figure(losses["attention"], losses["MLP"], result.diff_attn.numpy(), result.diff_mlp.numpy(),
+                                result.loss, result.diff, plain(pair), MODES.get(mode, mode),
                                 font_scale=font_scale(large))
     return summary, figure
 

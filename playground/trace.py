@@ -25,6 +25,8 @@ import torch
 
 from model.lens import LensResult
 
+from .errors import TraceDropped
+
 KEPT_LAYERS = 1  # recomputed layers kept per trace (the one shown: a 512-token layer is 12 MB)
 _SERIALS = itertools.count()
 
@@ -181,3 +183,11 @@ class TraceBudget:
         with self._mutex:
             if id(obj) in self._entries:
                 self._entries.move_to_end(id(obj))
+
+    def use(self, trace: Trace) -> np.ndarray:
+        """The trace's residual streams, the trace becoming the most recently used; TraceDropped if released."""
+        resid = trace.resid
+        if trace.dropped or resid is None:
+            raise TraceDropped()
+        self.touch(trace)
+        return resid

@@ -134,14 +134,15 @@ def test_more_requests_than_the_queue_holds_get_the_queue_message(tiny_net, tiny
 
     from ..conftest import free_port
 
-    runner = ModelRunner(tiny_net, tiny_enc, wait_s=3, background_lens=False)
+    lock = threading.Lock()
+    runner = ModelRunner(tiny_net, tiny_enc, wait_s=3, background_lens=False, lock=lock)
     app = create_app(runner)
     port = free_port()
     queued(app, max_size=2).launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
                                    **launch_options())
     try:
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)
-        runner._lock.acquire()  # the model is busy: two requests run (and wait), two queue, the rest are turned away
+        lock.acquire()  # the model is busy: two requests run (and wait), two queue, the rest are turned away
         jobs = [client.submit("the cat", api_name="/next_token") for _ in range(7)]
         outcomes = []
         for job in jobs:
@@ -149,12 +150,12 @@ def test_more_requests_than_the_queue_holds_get_the_queue_message(tiny_net, tiny
                 outcomes.append(str(job.result(timeout=60)))
             except Exception as e:  # what a client is told when the queue is full
                 outcomes.append(f"{type(e).__name__}: {e}")
-        runner._lock.release()
+        lock.release()
         assert any("Queue is full" in o for o in outcomes), outcomes
         assert client.predict("the cat", api_name="/next_token")["ids"]  # and then it serves again
     finally:
-        if runner._lock.locked():
-            runner._lock.release()
+        if lock.locked():
+            lock.release()
         app.close()
 
 

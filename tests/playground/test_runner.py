@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 
@@ -9,7 +10,11 @@ import numpy as np
 import pytest
 import torch
 
+from model.interventions import Ablation
+from playground.batcher import MAX_BATCH_TOKENS, Analysis, Batcher, pack
+from playground.lens_worker import BackgroundLens
 from playground.runner import ModelBusyError, ModelRunner, PromptError, TraceDropped
+from playground.tracing import trace_batch
 from playground.trace import HEAD_STAT_NAMES, KEPT_LAYERS, head_statistics
 
 from ..conftest import TINY_PROMPT
@@ -39,7 +44,7 @@ def test_layers_recomputed_from_the_residual_equal_the_forward(which, request):
     """q, k, v, RoPE and the pattern of any layer, recomputed when shown, equal the model's own hooks (1e-6)."""
     runner, trace = (request.getfixturevalue(f"{which}_runner" if which == "tiny" else "runner"),
                      request.getfixturevalue(f"{which}_trace" if which == "tiny" else "trace"))
-    net = runner._net
+    net = request.getfixturevalue("tiny_net") if which == "tiny" else request.getfixturevalue("real")[0]
     _, cache = net.run_with_cache(torch.tensor([trace.ids.tolist()]),
                                   names_filter=r"attn\.hook_(q|k|v|rot_q|rot_k|pattern)$")
     for layer in sorted({0, runner.cfg.n_layers // 2, runner.cfg.n_layers - 1}):
@@ -72,12 +77,14 @@ def test_special_token_text_is_plain_text_but_the_chat_template_is_real(tiny_run
 
 
 def test_model_busy_is_a_clear_message(tiny_net, tiny_enc):
-    busy = ModelRunner(tiny_net, tiny_enc, wait_s=0.05)
-    with busy._locked():
-        with pytest.raises(ModelBusyError, match="busy"):
+    lock = threading.Lock()
+    busy = ModelRunner(tiny_net, tiny_enc, wait_s=0.05, background_lens=False, lock=lock)
+    with lock:
+        with pytest.raises(ModelBusyError, match=r"busy with other requests \(waited 0.05 s\)"):
             busy.analyze("hello")
         with pytest.raises(ModelBusyError):
             busy.next_logits([1, 2, 3])
+    assert busy.next_logits([1, 2, 3]).shape == (tiny_net.cfg.vocab_size,)  # free again
 
 
 def test_next_logits_and_generation_steps_equal_a_full_forward(tiny_runner, tiny_trace, tiny_net):
@@ -93,17 +100,22 @@ def test_next_logits_and_generation_steps_equal_a_full_forward(tiny_runner, tiny
 
 def test_hooked_runs_leave_the_shared_model_clean(tiny_runner, tiny_trace, tiny_net):
     ids = tiny_trace.ids.tolist()
-    zeroed = tiny_runner.run_with_hooks(ids, [("blocks.1.hook_mlp_out", lambda x, hook: torch.zeros_like(x))])
-    assert not torch.allclose(zeroed, tiny_net(torch.tensor([ids])))
+    zeroed = tiny_runner.ablate(tiny_trace, Ablation(mlp=frozenset([1])))
+    expected = tiny_net.run_with_hooks(torch.tensor([ids]), [("blocks.1.hook_mlp_out", lambda x, hook: 0 * x)])
+    np.testing.assert_allclose(zeroed, expected[0, -1].numpy(), atol=1e-5)
+    assert not np.allclose(zeroed, tiny_trace.next_logits, atol=1e-3)
+    tiny_runner.layer_sweep(tiny_trace, "mean", 5, 9)
+    tiny_runner.step(5, tiny_runner.generation_cache(tiny_trace, 1), attention=True)
+    tiny_runner.block(tiny_trace, 1, 0)
     assert all(not point.fns for point in tiny_net.hook_points.values())
 
 
 def test_lens_is_computed_once_per_trace(tiny_runner, tiny_trace, monkeypatch):
     labels, first = tiny_runner.lens(tiny_trace, False)
     assert labels == ["embed"] + [f"L{l}" for l in range(tiny_trace.n_layers)]
-    import playground.runner as runner_module
+    import playground.lens_worker as lens_worker
 
-    monkeypatch.setattr(runner_module, "LogitLens", lambda *a, **k: pytest.fail("recomputed"))
+    monkeypatch.setattr(lens_worker, "LogitLens", lambda *a, **k: pytest.fail("recomputed"))
     assert tiny_runner.lens(tiny_trace, False)[1] is first
 
 
@@ -143,56 +155,82 @@ def test_token_text(tiny_runner, tiny_enc):
 # -- many visitors: batching, the memory budget, the background lens --------------------------
 
 
-def test_analyses_that_arrive_together_run_as_one_batch_equal_to_running_alone(tiny_net, tiny_enc, monkeypatch):
+def _batcher(net, enc, max_tokens=MAX_BATCH_TOKENS):
+    """A batcher on its own, as the runner builds it: a lock the test holds to make the model busy, and a run that
+    records each batch's prompt lengths."""
+    lock, batches = threading.Lock(), []
+
+    @contextlib.contextmanager
+    def hold(wait_s):
+        if not lock.acquire(timeout=wait_s):
+            raise ModelBusyError(wait_s)
+        try:
+            yield net
+        finally:
+            lock.release()
+
+    def run(batch):
+        batches.append([len(r.ids) for r in batch])
+        return trace_batch(net, enc, batch)
+
+    return Batcher(hold, run, net.cfg.n_layers, max_tokens), lock, batches
+
+
+def _arrive(batcher, enc, prompts, results):
+    """Submit the prompts from threads, one after another in this order; wait until all of them wait."""
+    threads = []
+    for p in prompts:
+        request = Analysis(enc.encode(p), p, False, [])
+        threads.append(threading.Thread(target=lambda r=request: results.setdefault(r.prompt, batcher.submit(r, 30))))
+        threads[-1].start()
+        deadline = time.monotonic() + 10
+        while batcher.waiting < len(threads) and time.monotonic() < deadline:
+            time.sleep(0.005)
+    assert batcher.waiting == len(prompts)
+    return threads
+
+
+def test_analyses_that_arrive_together_run_as_one_batch_equal_to_running_alone(tiny_net, tiny_enc):
     runner = ModelRunner(tiny_net, tiny_enc, background_lens=False)
     prompts = ["the cat", "the cat sat on the mat. the cat sat on the", "on the mat the cat sat"]
     alone = [runner.analyze(p) for p in prompts]
-    batches = []
-    traced = runner._trace_batch
-    monkeypatch.setattr(runner, "_trace_batch", lambda batch: batches.append(len(batch)) or traced(batch))
+    batcher, lock, batches = _batcher(tiny_net, tiny_enc)
     together: dict[str, object] = {}
-    runner._lock.acquire()  # the model is busy: the three queue up
-    threads = [threading.Thread(target=lambda p=p: together.setdefault(p, runner.analyze(p))) for p in prompts]
-    for t in threads:
-        t.start()
-    while runner.waiting < len(prompts):
-        time.sleep(0.01)
-    runner._lock.release()
+    with lock:  # the model is busy: the three queue up
+        threads = _arrive(batcher, tiny_enc, prompts, together)
     for t in threads:
         t.join(timeout=30)
-    assert batches == [3]  # one forward for all three, of different lengths
+    assert len(batches) == 1 and sorted(batches[0]) == sorted(len(a.ids) for a in alone)  # one forward for all three
     for prompt, a in zip(prompts, alone):
         b = together[prompt]
         np.testing.assert_array_equal(a.ids, b.ids)
-        np.testing.assert_allclose(b.resid, a.resid, atol=1e-5)
+        np.testing.assert_allclose(b.resid, a.resid, atol=1e-5, rtol=1e-5)  # float32: batch shapes change sums
         np.testing.assert_allclose(b.next_logits, a.next_logits, atol=1e-5)
         np.testing.assert_allclose(b.surprisal, a.surprisal, atol=1e-4)
         np.testing.assert_allclose(b.head_stats, a.head_stats, atol=1e-5)
         assert np.abs(b.thumbnails.astype(int) - a.thumbnails).max() <= 1  # colour levels, rounding aside
 
 
-def test_a_batch_holds_what_fits_and_the_rest_waits(tiny_net, tiny_enc, monkeypatch):
-    import playground.runner as runner_module
-
-    monkeypatch.setattr(runner_module, "MAX_BATCH_TOKENS", 40)
-    runner = ModelRunner(tiny_net, tiny_enc, background_lens=False)
-    batches = []
-    traced = runner._trace_batch
-    monkeypatch.setattr(runner, "_trace_batch",
-                        lambda batch: batches.append([len(r.ids) for r in batch]) or traced(batch))
+def test_a_batch_holds_what_fits_and_the_rest_waits(tiny_net, tiny_enc):
+    batcher, lock, batches = _batcher(tiny_net, tiny_enc, max_tokens=40)
     prompts = ["the cat sat on the mat " * 3, "the cat", "on the mat", "the mat sat on the cat " * 3]
-    runner._lock.acquire()
-    threads = [threading.Thread(target=runner.analyze, args=(p,)) for p in prompts]
-    for t in threads:
-        t.start()
-        while runner.waiting < threads.index(t) + 1:  # arrive in this order
-            time.sleep(0.01)
-    runner._lock.release()
+    lengths = [len(tiny_enc.encode(p)) for p in prompts]
+    with lock:
+        threads = _arrive(batcher, tiny_enc, prompts, {})
     for t in threads:
         t.join(timeout=30)
-    assert sorted(sum(batches, [])) == sorted(len(tiny_enc.encode(p)) for p in prompts)
+    assert sorted(sum(batches, [])) == sorted(lengths)
+    assert batches[0] == [len(r.ids) for r in pack([Analysis([0] * n, "", False, []) for n in lengths], 40)]
+    assert batches[0][0] == lengths[0]  # the oldest goes first
     assert all(len(b) * max(b) <= 40 or len(b) == 1 for b in batches)
-    assert batches[0][0] == len(tiny_enc.encode(prompts[0]))  # the oldest goes first
+
+
+def test_pack_takes_the_oldest_and_whatever_else_fits():
+    waiting = [Analysis([0] * n, "", False, []) for n in (20, 30, 5, 10, 25)]
+    assert [len(r.ids) for r in pack(waiting, 64)] == [20, 30]  # 2 x 30 fits; a third would pad to 3 x 30
+    assert [len(r.ids) for r in pack(waiting, 50)] == [20, 5]  # 2 x 30 does not fit; 3 x 20 would not either
+    assert [len(r.ids) for r in pack(waiting[1:2], 8)] == [30]  # one too long for the budget still runs alone
+    assert pack([], 64) == []
 
 
 def test_the_memory_budget_drops_the_least_recently_used_trace(tiny_net, tiny_enc):
@@ -218,17 +256,33 @@ def test_the_budget_forgets_traces_nobody_holds(tiny_net, tiny_enc):
 
 
 def test_the_lens_is_computed_in_the_background_when_the_model_is_idle(tiny_net, tiny_enc):
-    runner = ModelRunner(tiny_net, tiny_enc, background_lens=True)
-    trace = ModelRunner(tiny_net, tiny_enc, background_lens=False).analyze("the cat sat")
-    runner._waiting.append(object())  # someone waits for the model: the background stays out of the way
-    runner.lens_later(trace)
-    time.sleep(0.3)
-    assert "post" not in trace.lens
-    runner._waiting.clear()
-    deadline = time.monotonic() + 10
-    while "post" not in trace.lens and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert "post" in trace.lens
+    runner = ModelRunner(tiny_net, tiny_enc, background_lens=False)
+    trace = runner.analyze("the cat sat", lens=False)
+    held, asked, someone_waits = [], threading.Semaphore(0), threading.Event()
+    someone_waits.set()
+
+    @contextlib.contextmanager
+    def hold(wait_s):
+        held.append(wait_s)
+        yield tiny_net
+
+    def busy() -> bool:
+        asked.release()
+        return someone_waits.is_set()
+
+    background = BackgroundLens(hold, busy)
+    try:
+        background.add(trace)
+        for _ in range(3):  # it asked three times whether anyone waits, was told yes each time...
+            assert asked.acquire(timeout=10)
+        assert held == [] and "post" not in trace.lens  # ...and so never took the model
+        someone_waits.clear()
+        deadline = time.monotonic() + 10
+        while "post" not in trace.lens and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert "post" in trace.lens and held
+    finally:
+        background.close()
     _, lens = runner.lens(trace, False)  # opening the tab now costs nothing
     assert lens is trace.lens["post"]
 

@@ -50,8 +50,12 @@ def test_the_layer_sweep_equals_ablating_by_hand(tiny_runner, tiny_trace, tiny_n
         logits = tiny_net.run_with_hooks(ids, [(f"blocks.{layer}.hook_{part}_out", lambda x,
                                                 hook: torch.zeros_like(x))])[0]
         loss = F.cross_entropy(logits[:-1], ids[0, 1:])
-        assert result[f"loss_{part}"][layer] == pytest.approx(float(loss), abs=1e-4)
-        assert result[f"diff_{part}"][layer] == pytest.approx(float(logits[-1, a] - logits[-1, b]), abs=1e-4)
+        assert float(getattr(result, f"loss_{part}")[layer]) == pytest.approx(float(loss), abs=1e-4)
+        difference = float(logits[-1, a] - logits[-1, b])
+        assert float(getattr(result, f"diff_{part}")[layer]) == pytest.approx(difference, abs=1e-4)
+    plain = tiny_net(ids)[0]
+    assert result.loss == pytest.approx(float(F.cross_entropy(plain[:-1], ids[0, 1:])), abs=1e-4)
+    assert result.diff == pytest.approx(float(plain[-1, a] - plain[-1, b]), abs=1e-4)
     note, figure = tab_intervene.sweep_layers(tiny_runner, tiny_trace, "zero", "", "", False)
     assert "Without ablation" in note and len(figure.data) == 4
 

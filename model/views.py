@@ -1,0 +1,177 @@
+"""Views of one layer or block, recomputed from a stored residual stream by running the model's own code.
+
+A trace keeps the residual stream entering every layer; everything else a tab shows for one layer (its q, k, v and
+pattern, the residual after its attention block, its MLP's activations, the keys and values a KV cache would hold)
+is recomputed from there when asked. Nothing here copies a block's forward: `capture` attaches hooks to the block it
+reads, runs that block on the residual entering it, and ends the run as soon as the last wanted hook has fired (as
+TransformerLens's `stop_at_layer` does for layers), so a view costs only the part of the block it needs and always
+equals the forward's own hooks.
+
+Shapes: T tokens, D d_model, H heads, G key/value heads, Dh d_head, F MLP width, V vocab, L layers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .lens import lens_logits
+from .transformer import HookPoint, KVCache, Transformer
+
+LAYER_HOOKS = ("attn.hook_q", "attn.hook_k", "attn.hook_v", "attn.hook_rot_q", "attn.hook_rot_k", "attn.hook_pattern")
+BLOCK_HOOKS = ("ln1.hook_scale", "hook_attn_out", "hook_resid_mid", "ln2.hook_scale", "mlp.hook_pre",
+               "mlp.hook_pre_linear", "mlp.hook_post", "hook_mlp_out")
+
+
+class _Enough(Exception):
+    """Raised by the last wanted hook: the rest of the block is not needed."""
+
+
+@torch.no_grad()
+def capture(net: Transformer, layer: int, resid: Tensor, names: Sequence[str]) -> dict[str, Tensor]:
+    """Run block `layer` on resid (B, T, D), the residual stream entering it, and return what its hook points
+    `names` (relative to the block, e.g. "attn.hook_q") see; the run stops after the last of them in forward order."""
+    prefix = f"blocks.{layer}."
+    order = [name[len(prefix):] for name in net.hook_names() if name.startswith(prefix)]
+    missing = [name for name in names if name not in order]
+    if missing:
+        raise KeyError(f"no hook point named {prefix}{missing[0]}")
+    last = max(names, key=order.index)
+    store: dict[str, Tensor] = {}
+
+    def keep(x: Tensor, point: HookPoint) -> None:
+        name = point.name[len(prefix):]
+        store[name] = x.detach()
+        if name == last:
+            raise _Enough
+
+    rotations, mask = net.positions(0, resid.shape[1], resid.device)
+    try:
+        with net.hooks([(prefix + name, keep) for name in names]):
+            net.blocks[layer](resid, rotations, mask, None)
+    except _Enough:
+        pass
+    return store
+
+
+def layer_tensors(net: Transformer, resid: Tensor, layer: int) -> dict[str, Tensor]:
+    """One layer's q, k, v (before RoPE), rot_q, rot_k and attention pattern from the residual entering it (T, D):
+    q (T, H, Dh), k and v (T, G, Dh), pattern (H, T, T)."""
+    seen = capture(net, layer, resid[None], LAYER_HOOKS)
+    return {name.split("hook_")[-1]: seen[name][0] for name in LAYER_HOOKS}
+
+
+def resid_mid(net: Transformer, resid: Tensor) -> Tensor:
+    """The residual after each attention block (L, T, D), from the residual entering each layer (L + 1, T, D)."""
+    return torch.stack([capture(net, l, resid[l][None], ["hook_resid_mid"])["hook_resid_mid"][0]
+                        for l in range(net.cfg.n_layers)])
+
+
+def prefilled_cache(net: Transformer, resid: Tensor, extra: int) -> KVCache:
+    """A KV cache holding the keys (after RoPE) and values of the T positions whose residual streams are given
+    (L + 1, T, D), with room for `extra` more tokens: what a forward over the prompt would have left in it."""
+    T = resid.shape[1]
+    cache = KVCache.for_model(net, 1, T + extra)
+    for l in range(net.cfg.n_layers):
+        seen = capture(net, l, resid[l][None], ["attn.hook_v", "attn.hook_rot_k"])
+        cache.k[l][:, :, :T] = seen["attn.hook_rot_k"].transpose(1, 2)  # (1, G, T, Dh)
+        cache.v[l][:, :, :T] = seen["attn.hook_v"].transpose(1, 2)
+    cache.length = T
+    return cache
+
+
+@dataclass(frozen=True)
+class BlockView:
+    """One layer at one position, recomputed from the trace (D d_model, F MLP width)."""
+
+    layer: int
+    position: int
+    resid_pre: np.ndarray  # (D,) the residual entering the layer
+    scale1: float  # ln1's divisor, sqrt(mean(x^2) + eps)
+    gain1: np.ndarray  # (D,)
+    attn_out: np.ndarray  # (D,)
+    resid_mid: np.ndarray  # (D,)
+    scale2: float
+    gain2: np.ndarray  # (D,)
+    gate: np.ndarray  # (F,) w1 x, before SiLU
+    up: np.ndarray  # (F,) w3 x
+    post: np.ndarray  # (F,) silu(gate) * up
+    w2_norms: np.ndarray  # (F,) the length of each neuron's write-out column of w2
+    mlp_out: np.ndarray  # (D,)
+    eps: float
+
+
+def block_view(net: Transformer, resid: Tensor, layer: int, position: int) -> BlockView:
+    """Inside one block at one position: the residual, both RMSNorms (scale and gain), and the SwiGLU MLP's gate,
+    up and post activations with each neuron's write-out size, from the residual entering the layer (T, D)."""
+    seen = {name: t[0, position] for name, t in capture(net, layer, resid[None], BLOCK_HOOKS).items()}
+    block = net.blocks[layer]
+    return BlockView(
+        layer, position, own(resid[position]), float(seen["ln1.hook_scale"]), own(block.ln1.weight),
+        own(seen["hook_attn_out"]), own(seen["hook_resid_mid"]), float(seen["ln2.hook_scale"]),
+        own(block.ln2.weight), own(seen["mlp.hook_pre"]), own(seen["mlp.hook_pre_linear"]), own(seen["mlp.hook_post"]),
+        own(block.mlp.w2.weight.float().norm(dim=0)), own(seen["hook_mlp_out"]), net.cfg.norm_eps)
+
+
+# ---------------------------------------------------------------------------------------
+# The weights, read
+
+
+@dataclass(frozen=True)
+class EmbeddingView:
+    """Tokens' embedding rows and what they say (n tokens, k neighbours)."""
+
+    tokens: np.ndarray  # (n,)
+    rows: np.ndarray  # (n, D)
+    norms: np.ndarray  # (V,) every token's embedding norm
+    nearest: np.ndarray  # (n, k) nearest other tokens by cosine
+    cosine: np.ndarray  # (n, k)
+    output: np.ndarray  # (n, k) most likely tokens when the row is read out through the final norm
+    output_p: np.ndarray  # (n, k)
+    self_rank: np.ndarray  # (n,) rank of the token itself in that read-out (0 = it predicts itself)
+    pca: np.ndarray  # (n, 2) the rows projected on their first two principal components
+    explained: np.ndarray  # (2,) share of variance each explains
+
+
+@torch.no_grad()
+def embedding_view(net: Transformer, tokens: list[int], k: int = 10) -> EmbeddingView:
+    """Each token's embedding row, its nearest tokens by cosine, and the same row read as an output direction
+    (through the final norm, as the logit lens's "embed" row); every token's embedding norm; a 2-D PCA."""
+    weight = net.tok_embeddings.weight.float()  # (V, D); tied: also the unembedding
+    rows = weight[tokens]  # (n, D)
+    cosine = F.normalize(rows, dim=-1) @ F.normalize(weight, dim=-1).T
+    cos_top = cosine.topk(k + 1, dim=-1)  # the token itself comes first
+    out = lens_logits(net, rows)  # (n, V): the embedding through the final norm and the unembedding
+    out_top = out.softmax(-1).topk(k, dim=-1)
+    self_rank = (out > out.gather(-1, torch.tensor(tokens)[:, None])).sum(-1)
+    centred = rows - rows.mean(0, keepdim=True)
+    if len(tokens) >= 3:
+        _, singular, vt = torch.linalg.svd(centred, full_matrices=False)
+        pca, explained = centred @ vt[:2].T, singular[:2] ** 2 / (singular**2).sum()
+    else:
+        pca, explained = torch.zeros(len(tokens), 2), torch.zeros(2)
+    return EmbeddingView(np.array(tokens), own(rows), own(weight.norm(dim=-1)), cos_top.indices[:, 1:].numpy(),
+                         own(cos_top.values[:, 1:]), out_top.indices.numpy(), own(out_top.values),
+                         self_rank.numpy(), own(pca), own(explained))
+
+
+def norm_gains(net: Transformer) -> np.ndarray:
+    """Every RMSNorm's gain: (2L + 1, D), ln1 and ln2 of each layer, then the final norm."""
+    gains = [w for b in net.blocks for w in (b.ln1.weight, b.ln2.weight)] + [net.ln_final.weight]
+    return own(torch.stack(gains))
+
+
+def parameter_count(net: Transformer) -> int:
+    """The model's parameters, counted from its weights (a tied matrix once)."""
+    return sum(p.numel() for p in net.parameters())
+
+
+def own(t: Tensor) -> np.ndarray:
+    """A float32 copy of a slice, as numpy: a view would keep the whole tensor it came from alive (a trace's
+    next-token logits would hold every position's, 100 MB at 512 tokens)."""
+    return t.detach().float().numpy().copy()
