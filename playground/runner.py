@@ -65,6 +65,8 @@ class ModelRunner:
         self.max_tokens = max_tokens
         self.wait_s = wait_s
         self.budget = TraceBudget(memory_mb * 2**20)
+        self.parameter_count = views.parameter_count(net)  # the model's parameters, from its weights (tied once)
+        self.norm_gains = views.norm_gains(net)  # every RMSNorm's gain (2L + 1, D): weights never change
         self.batcher = Batcher(self._locked, lambda batch: trace_batch(self._net, self._enc, batch), net.cfg.n_layers)
         self._background = BackgroundLens(self._locked, lambda: self.batcher.waiting > 0) if background_lens else None
 
@@ -325,14 +327,6 @@ class ModelRunner:
     def embeddings(self, tokens: list[int], k: int = 10) -> views.EmbeddingView:
         with self._locked() as net:
             return views.embedding_view(net, tokens, k)
-
-    def parameter_count(self) -> int:
-        with self._locked() as net:
-            return views.parameter_count(net)
-
-    def norm_gains(self) -> np.ndarray:
-        with self._locked() as net:
-            return views.norm_gains(net)
 
     def measure_speed(self, ids: list[int], decode_steps: int = 16) -> dict[str, float]:
         """`model.arithmetic.measure_speed`, holding the model (about two seconds)."""

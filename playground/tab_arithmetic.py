@@ -35,7 +35,7 @@ def parameters_markdown(runner: ModelRunner) -> str:
     return (f"**Parameters** (V {cfg.vocab_size:,}, D {cfg.d_model}, L {cfg.n_layers}, H {cfg.n_heads}, "
             f"G {cfg.n_kv_heads}, Dh {cfg.d_head}, F {cfg.d_mlp})\n\n| component | formula | parameters | share |\n"
             f"|---|---|---|---|\n{rows}\n| **total** | | **{total:,}** | counted from the weights: "
-            f"{runner.parameter_count():,} |")
+            f"{runner.parameter_count:,} |")
 
 
 def crossovers(cfg) -> dict[str, int]:
@@ -101,7 +101,7 @@ def measure(runner: ModelRunner, trace: Trace | None) -> str:
                             ("decode (one token at a time, KV cache)", speed["decode_tokens_per_s"], decode_flops)):
         achieved = rate * per
         rows.append(f"| {name} | {rate:,.1f} | {achieved / 1e9:,.1f} | **{100 * achieved / peak:.1f}%** |")
-    weights_gb = 4 * runner.parameter_count() / 1e9
+    weights_gb = 4 * runner.parameter_count / 1e9
     return (f"Measured on this machine, now: float32 matmul peak **{peak / 1e9:,.1f} GFLOP/s** (a micro-benchmark: "
             f"1024 × 1024 matrix products for half a second; not the chip's datasheet). MFU = FLOPs per token × "
             f"tokens/s ÷ peak.\n\n| | tokens/s | GFLOP/s achieved | MFU |\n|---|---|---|---|\n" + "\n".join(rows) +

@@ -17,7 +17,8 @@ from .figures.tokens import axis_labels
 from .runner import ModelRunner, PromptError
 from .trace import HEAD_STAT_NAMES, Trace, attention_stages, uniform_entropy
 from .ui import (
-    Link, READ_ONLY, Event, TabContext, TabView, arrows, bind, font_scale, grid_side, intro, layer_head, scriptable,
+    LAYER_VIEW, Link, READ_ONLY, Event, TabContext, TabView, arrows, bind, font_scale, grid_side, intro, layer_head,
+    scriptable,
 )
 
 KEYS = (*arrows("attn-head", "head"), *arrows("attn-layer", "layer", "ArrowDown", "ArrowUp"))
@@ -162,7 +163,7 @@ def build(ctx: TabContext) -> TabView:
     head_inputs = [ctx.trace, layer, head, ctx.large]
     head_outputs = [heatmap, stages, vectors, gqa, layer_grid, summary]
     for control in (layer, head, ctx.large):
-        options = scriptable(READ_ONLY, "attention_head") if control is layer else READ_ONLY
+        options = scriptable(LAYER_VIEW, "attention_head") if control is layer else LAYER_VIEW
         control.change(bind(render_head, runner), head_inputs, head_outputs, **options)
     layer_grid.select(bind(pick_in_layer, runner), None, [head], **READ_ONLY)
     overview.select(bind(pick_in_overview, runner), None, [layer, head], **READ_ONLY)

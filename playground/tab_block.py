@@ -14,7 +14,7 @@ from .figures.block import activations_figure, gains_figure, neurons_figure, nor
 from .figures.tokens import axis_labels
 from .runner import ModelRunner, PromptError
 from .trace import Trace
-from .ui import Link, READ_ONLY, Event, TabContext, TabView, bind, clamp, font_scale, intro, arrows
+from .ui import LAYER_VIEW, Link, Event, TabContext, TabView, bind, clamp, font_scale, intro, arrows
 
 KEYS = (*arrows("blk-position", "token"), *arrows("blk-layer", "layer", "ArrowDown", "ArrowUp"))
 LINKS = (Link("layer", "blk-layer"), Link("pos", "blk-position"))
@@ -36,7 +36,7 @@ def overview(runner: ModelRunner, trace: Trace | None, large: bool):
     """(residual norms, gains): what does not depend on the layer and token chosen."""
     scale, cfg = font_scale(large), runner.cfg
     gain_labels = [f"L{l} {ln}" for l in range(cfg.n_layers) for ln in ("ln1", "ln2")] + ["final"]
-    gains = gains_figure(runner.norm_gains(), gain_labels, font_scale=scale)
+    gains = gains_figure(runner.norm_gains, gain_labels, font_scale=scale)
     if trace is None or trace.resid is None:
         return None, gains
     rows = ["embed"] + [f"L{l}" for l in range(cfg.n_layers)]
@@ -108,6 +108,6 @@ def build(ctx: TabContext) -> TabView:
     chosen = [note, steps, neurons, activations]
     draw = bind(render, ctx.runner)
     for control in (layer, position):
-        control.input(draw, inputs, chosen, **READ_ONLY)
-    ctx.large.change(bind(after_analyze, ctx.runner), inputs, [position, norms, gains, *chosen], **READ_ONLY)
+        control.input(draw, inputs, chosen, **LAYER_VIEW)
+    ctx.large.change(bind(after_analyze, ctx.runner), inputs, [position, norms, gains, *chosen], **LAYER_VIEW)
     return TabView(render=Event(bind(after_analyze, ctx.runner), inputs, [position, norms, gains, *chosen]))

@@ -13,7 +13,7 @@ from .figures.embeddings import neighbours_figure, norms_figure, pca_figure, rea
 from .figures.tokens import markdown_token, token_label
 from .runner import ModelRunner
 from .trace import Trace
-from .ui import READ_ONLY, Event, TabContext, TabView, bind, clamp, font_scale, intro
+from .ui import LAYER_VIEW, Event, TabContext, TabView, bind, clamp, font_scale, intro
 
 WORDS = (" Paris, London, Berlin, Rome, France, England, Germany, Italy, cat, dog, horse, mouse, 1, 2, 3, 7, red, "
          "blue, green")
@@ -115,6 +115,6 @@ def build(ctx: TabContext) -> TabView:
                  [note, neighbours, readout, norms, pca,
                                                                                        prompt_note])
     for trigger in (text.submit, words.submit, k.release, ctx.large.change):
-        trigger(view.fn, view.inputs, view.outputs, **READ_ONLY)
+        trigger(view.fn, view.inputs, view.outputs, **LAYER_VIEW)
     return TabView(render=view)
 

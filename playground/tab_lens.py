@@ -14,7 +14,7 @@ from .figures.lens import STATISTICS, LensStat, lens_grid, rankings_watch, stati
 from .figures.tokens import axis_labels, token_label
 from .runner import ModelRunner, PromptError
 from .trace import Trace
-from .ui import Link, MODEL_RUN, READ_ONLY, Event, TabContext, TabView, bind, clamp, font_scale, intro, arrows
+from .ui import LAYER_VIEW, Link, MODEL_RUN, Event, TabContext, TabView, bind, clamp, font_scale, intro, arrows
 
 KEYS = arrows("lens-position", "position")
 LINKS = (Link("pos", "lens-position"),)
@@ -116,5 +116,5 @@ def build(ctx: TabContext) -> TabView:
     for control in (statistic, with_mid, position):
         control.input(draw, inputs, outputs, **MODEL_RUN)
     extra.submit(draw, inputs, outputs, **MODEL_RUN)
-    ctx.large.change(bind(redraw_if_shown, ctx.runner), [*inputs, ctx.active], outputs, **READ_ONLY)
+    ctx.large.change(bind(redraw_if_shown, ctx.runner), [*inputs, ctx.active], outputs, **LAYER_VIEW)
     return TabView(render=Event(bind(after_analyze, ctx.runner), inputs, [position, *outputs], runs_model=True))

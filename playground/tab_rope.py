@@ -16,7 +16,8 @@ from .rope_formulas import rotate_pairs
 from .runner import ModelRunner, PromptError
 from .trace import Trace
 from .ui import (
-    Link, READ_ONLY, Event, TabContext, TabView, arrows, bind, clamp, font_scale, intro, layer_head, scriptable,
+    LAYER_VIEW, Link, READ_ONLY, Event, TabContext, TabView, arrows, bind, clamp, font_scale, intro, layer_head,
+    scriptable,
 )
 
 KEYS = (*arrows("rope-query", "query position"), *arrows("rope-layer", "layer", "ArrowDown", "ArrowUp"))
@@ -118,7 +119,7 @@ def build(ctx: TabContext) -> TabView:
     outputs = [pairs, angles, decay, scores, relative, note]
     draw = bind(render, ctx.runner)
     for control in (layer, head, query, key, log_base):  # user moves only; after Analyze, after_analyze draws
-        control.input(draw, inputs, outputs, **(scriptable(READ_ONLY, "rope") if control is query else READ_ONLY))
-    ctx.large.change(draw, inputs, outputs, **READ_ONLY)
-    reset.click(lambda: model_log_base, None, log_base, **READ_ONLY).then(draw, inputs, outputs, **READ_ONLY)
+        control.input(draw, inputs, outputs, **(scriptable(LAYER_VIEW, "rope") if control is query else LAYER_VIEW))
+    ctx.large.change(draw, inputs, outputs, **LAYER_VIEW)
+    reset.click(lambda: model_log_base, None, log_base, **READ_ONLY).then(draw, inputs, outputs, **LAYER_VIEW)
     return TabView(render=Event(bind(after_analyze, ctx.runner), inputs, [query, key, *outputs]))

@@ -22,14 +22,23 @@ import numpy as np
 
 from .runner import ModelRunner
 
-# Event options. READ_ONLY: handlers that only read a visitor's own state: no model run, so any
-# number may run at once, hidden from the API, no progress spinner. MODEL_RUN: handlers that
-# run the shared model: two at a time through Gradio's queue (the runner's lock then orders them).
+# Event options, one per kind of handler (tests/playground/test_registry.py checks the first):
+# READ_ONLY: handlers that only read a visitor's own state and never take the model's lock, so any
+#   number may run at once; hidden from the API, no progress spinner.
+# LAYER_VIEW: handlers that may hold the model for milliseconds (one layer or block recomputed
+#   from the trace's residual, an embedding row read out, a lens already mostly computed): at most
+#   LAYER_VIEWS_AT_ONCE of them at a time over the whole app (one concurrency group), so a crowd
+#   dragging sliders cannot pile up behind a long run; no spinner, as for READ_ONLY.
+# MODEL_RUN: handlers that run the shared model for longer: two at a time per event through
+#   Gradio's queue (the runner's lock then orders them).
 # ANALYZE: analyses, up to ANALYSES_AT_ONCE at a time, so that a burst reaches the runner together
-# and runs as one batched forward (the runner's lock still runs the model once at a time).
+#   and runs as one batched forward (the runner's lock still runs the model once at a time).
 MODEL_CONCURRENCY = 2
+LAYER_VIEWS_AT_ONCE = 4
 ANALYSES_AT_ONCE = 32
 READ_ONLY = dict(concurrency_limit=None, api_visibility="private", show_progress="hidden")
+LAYER_VIEW = dict(concurrency_limit=LAYER_VIEWS_AT_ONCE, concurrency_id="layer_view", api_visibility="private",
+                  show_progress="hidden")
 MODEL_RUN = dict(concurrency_limit=MODEL_CONCURRENCY, api_visibility="private")
 ANALYZE = dict(concurrency_limit=ANALYSES_AT_ONCE, api_visibility="private")
 

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import ast
+import inspect
+import threading
 from pathlib import Path
 
 import gradio as gr
 import pytest
 
 from playground.registry import TAB_IDS, TABS
+from playground.runner import ModelRunner
 from playground.ui import Event, TabContext, TabView
+
+from ..conftest import TINY_PROMPT
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -184,3 +189,65 @@ def test_presenter_figures_use_no_font_under_18_px(tiny_runner, tiny_trace, spec
     for fig in figures:
         small = [(what, size) for what, size in _font_sizes(fig) if size is None or size < 18]
         assert not small, (spec.id, fig.layout.title.text, small)
+
+
+class CountingLock:
+    """The runner's lock, counting how often it is taken."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.taken = 0
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        got = self._lock.acquire(blocking, timeout)
+        self.taken += got
+        return got
+
+    def release(self) -> None:
+        self._lock.release()
+
+
+def _arguments(fn, trace_state, trace, shown_tab: str) -> list:
+    """What Gradio would pass: each input component's starting value (the visitor's trace for the trace state),
+    and a click on the first cell where the handler takes event data."""
+    args = [trace if c is trace_state else shown_tab if isinstance(c, gr.State) and c.value in TAB_IDS else c.value
+            for c in fn.inputs]
+    for i, p in enumerate(inspect.signature(fn.fn).parameters.values()):
+        if isinstance(p.annotation, type) and issubclass(p.annotation, gr.EventData):
+            args.insert(i, p.annotation(None, {"index": [0, 0], "value": "0", "selected": True, "row_value": None,
+                                              "col_value": None}))
+    return args
+
+
+def test_handlers_declared_lock_free_never_take_the_model_lock(tiny_net, tiny_enc):
+    """The event contract: a READ_ONLY handler (no concurrency limit) must not hold the shared model even briefly;
+    a handler that may recompute a layer is declared LAYER_VIEW (or MODEL_RUN) and gets a limit. Every lock-free
+    handler of the whole app runs here on a real trace, and the lock counts whether it was taken."""
+    from app import create_app
+
+    lock = CountingLock()
+    runner = ModelRunner(tiny_net, tiny_enc, background_lens=False, lock=lock)
+    app = create_app(runner)
+    trace = runner.analyze(TINY_PROMPT, lens=False)
+    (analyze,) = [fn for fn in app.fns.values() if fn.name == "analyze" and fn.api_name == "analyze"]
+    trace_state = analyze.outputs[0]
+    tab_of = {spec.module.__name__: spec.id for spec in TABS}  # a tab's handlers run as if it were showing
+    ran, offenders = 0, []
+    for fn in app.fns.values():
+        if fn.fn is None or fn.concurrency_limit is not None:  # only JavaScript, or allowed the model
+            continue
+        trace.layers.clear()  # nothing cached hides a recomputation
+        trace.lens.clear()
+        trace.resid_mid = None
+        before = lock.taken
+        try:
+            out = fn.fn(*_arguments(fn, trace_state, trace, tab_of.get(fn.fn.__module__, TAB_IDS[0])))
+            if inspect.isgenerator(out):
+                list(out)
+            ran += 1
+        except Exception:  # a starting value the handler cannot use: it still must not have taken the lock
+            pass
+        if lock.taken != before:
+            offenders.append(f"{fn.fn.__module__}.{fn.name}")
+    assert not offenders, f"declared lock-free, yet took the model's lock: {sorted(set(offenders))}"
+    assert ran >= 20  # most handlers ran through on a real trace, so the check saw their model calls
