@@ -22,6 +22,7 @@ import gradio as gr  # noqa: E402
 from model import load  # noqa: E402
 from model.allocator import keep_freed_memory  # noqa: E402
 from playground import tab_sampler  # noqa: E402
+from playground.gen_session import GenSession  # noqa: E402
 from playground.runner import ModelRunner  # noqa: E402
 
 SETTINGS = [
@@ -37,7 +38,7 @@ def main() -> None:
     net, enc = load()
     runner = ModelRunner(net, enc)
     trace = runner.analyze("The capital of France is Paris. The capital of Germany is")
-    sess = tab_sampler.GenSession.start(runner, trace)
+    sess = GenSession.start(runner, trace)
     plot = gr.Plot(render=False)
     times = []
     for repeat in range(10):

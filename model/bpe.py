@@ -98,7 +98,7 @@ def train_bpe(text: str, merges: int, min_frequency: int = 1, top: int = 8) -> B
             stopped = f"no pair occurs {min_frequency} times"
             break
         ranked = sorted(pairs.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
-        candidates = [(names[x], names[y], n, n / (singles[x] * singles[y])) for (x, y), n in ranked]
+        candidates = [(names[x], names[y], n, wordpiece_score(n, singles[x], singles[y])) for (x, y), n in ranked]
         new = len(names)
         names.append(names[a] + names[b])
         words = [(_merge_word(word, a, b, new), n) for word, n in words]
@@ -107,9 +107,9 @@ def train_bpe(text: str, merges: int, min_frequency: int = 1, top: int = 8) -> B
     return BpeTraining(steps, n_bytes, n_bytes, len(counts), stopped)
 
 
-def wordpiece_scores(pairs: dict[tuple[str, str], int], singles: dict[str, int]) -> dict[tuple[str, str], float]:
-    """WordPiece's merge score for each pair on the same counts: freq(ab) / (freq(a) x freq(b))."""
-    return {(a, b): n / (singles[a] * singles[b]) for (a, b), n in pairs.items()}
+def wordpiece_score(pair: int, a: int, b: int) -> float:
+    """WordPiece's merge score for a pair on the same counts: freq(ab) / (freq(a) x freq(b))."""
+    return pair / (a * b)
 
 
 @dataclass(frozen=True)

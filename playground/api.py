@@ -17,7 +17,7 @@ from model.sampling import SamplerSettings, distribution
 
 from .runner import ModelRunner, PromptError
 from .trace import HEAD_STAT_KEYS
-from .ui import ANALYSES_AT_ONCE, MODEL_CONCURRENCY, bind, number
+from .ui import ANALYSES_AT_ONCE, MAX_SWEEP_S, MODEL_CONCURRENCY, bind, number
 
 MAX_TOP_N = 200
 
@@ -225,7 +225,6 @@ def ablate(runner: ModelRunner, prompt: str, heads: str = "", attention_layers: 
                                  "after": float(after[a_id] - after[b_id])}}
 
 
-MAX_PATCH_S = 120  # as the tab: a sweep estimated to take longer is refused
 
 
 def patch(runner: ModelRunner, clean: str, corrupted: str, a: str, b: str, sweep: str = "resid") -> dict:
@@ -250,8 +249,8 @@ def patch(runner: ModelRunner, clean: str, corrupted: str, a: str, b: str, sweep
         corrupted_ids, _, _ = runner.tokenize(corrupted, False)
         cfg = runner.cfg
         estimate = runner.estimate_seconds(sweep_cost(kind, cfg.n_layers, len(clean_ids), cfg.n_heads))
-        if estimate > MAX_PATCH_S:
-            raise ValueError(f"this sweep would take about {estimate:.0f} s; the limit is {MAX_PATCH_S} s")
+        if estimate > MAX_SWEEP_S:
+            raise ValueError(f"this sweep would take about {estimate:.0f} s; the limit is {MAX_SWEEP_S} s")
         clean_diff, corrupt_diff, rows = runner.patching(clean_ids, corrupted_ids, kind, token_of(runner, a, "a"),
                                                          token_of(runner, b, "b"))
         values = [row.round(6).tolist() for _, row in rows]

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import gradio as gr
 import numpy as np
 
-from model.arithmetic import kv_cache_bytes
+from model.arithmetic import kv_cache_bytes, matmul_weights
 from model.decoding import (
     BeamResult, beam_search, contrastive, dola, dola_candidate_layers, greedy, repeated_ngrams, sampled, speculative,
     time_kv_cache, token_log_probs,
@@ -30,7 +30,7 @@ from .figures.decoding import (
 from .figures.tokens import axis_labels, token_label
 from .runner import ModelRunner, PromptError
 from .trace import Trace
-from .ui import MODEL_RUN, READ_ONLY, Event, TabContext, TabView, bind, font_scale, intro, number
+from .ui import MODEL_RUN, Event, TabContext, TabView, bind, font_scale, intro, number, stop_button
 
 CSS = DECODING_CSS
 NEW_TOKENS = (1, 48)  # tokens each strategy may generate
@@ -177,20 +177,10 @@ def draft_depths(n_layers: int) -> list[int]:
     return sorted({max(1, round(n_layers * f)) for f in (0.2, 0.4, 0.6, 0.8, 0.9)} | {n_layers - 1})
 
 
-_STOPS: set[str] = set()  # sessions that pressed Stop: their sweep ends after the draft being measured
-
-
-def stop_sweep(request: gr.Request) -> str:
-    _STOPS.add(request.session_hash)
-    return "⏹ Stopping after the draft being measured …"
-
-
 def speculate(runner: ModelRunner, trace: Trace | None, new_tokens, gamma, shown_layers, temperature,
-              large: bool, request: gr.Request = None) -> Iterator[tuple]:
+              large: bool) -> Iterator[tuple]:
     """Speculative decoding for several draft depths, measured against greedy in the same run: (note, rounds, plot).
-    Stop (`stop_sweep`) ends it between two drafts, keeping what was measured."""
-    session = request.session_hash if request is not None else None
-    _STOPS.discard(session)
+    Stop (`ui.stop_button`) cancels it; what was measured and shown stays."""
     try:
         prompt, n = _prompt(runner, trace, new_tokens)
         gamma = _number(gamma, "Drafted tokens a round", *GAMMA, whole=True)
@@ -201,6 +191,12 @@ def speculate(runner: ModelRunner, trace: Trace | None, new_tokens, gamma, shown
         return
     eos = _eos(runner)
     depths = sorted(set(draft_depths(runner.cfg.n_layers)) | {shown})
+    cfg = runner.cfg
+    unembedding = cfg.vocab_size * cfg.d_model / matmul_weights(cfg)
+    why_not = (f"In this {cfg.n_layers}-layer model the unembedding is {100 * unembedding:.0f}% of the weights a "
+               f"token reads, so a draft of k layers costs that plus k/{cfg.n_layers} of the rest: speculation with "
+               f"the model's own layers teaches the rule but rarely pays; it pays with a small, separate draft model "
+               f"that agrees often.")
     yield f"Timing plain greedy decoding, then {len(depths)} drafts …", "", None
     plain, plain_s = runner.run_strategy(greedy, prompt, n, eos)
     started = time.monotonic()
@@ -224,21 +220,16 @@ def speculate(runner: ModelRunner, trace: Trace | None, new_tokens, gamma, shown
                     f"accepted, {len(result.tokens)} tokens: {same}. Each round drafts up to {gamma} tokens, the whole "
                     f"model checks them in one forward and keeps each with probability min(1, p/q); the first "
                     f"rejected one is resampled from max(0, p − q), and if all pass the model adds one more.")
-        stopped = session in _STOPS or (i + 1 < len(depths) and time.monotonic() - started > SWEEP_LIMIT_S)
-        if session in _STOPS:
-            progress = f"⏹ Stopped by you after {i + 1} of {len(depths)} drafts."
-        elif stopped:
+        stopped = i + 1 < len(depths) and time.monotonic() - started > SWEEP_LIMIT_S
+        if stopped:
             progress = (f"⏹ Stopped after {i + 1} of {len(depths)} drafts: a sweep measures for at most "
                         f"{SWEEP_LIMIT_S:g} s (fewer new tokens make each draft quicker).")
         else:
             progress = f"Measured {i + 1} of {len(depths)} drafts." if i + 1 < len(depths) else "Done."
         yield (f"{note}\n\n{progress} Greedy took {1000 * plain_s / max(1, len(plain)):.0f} ms a token here. "
-               f"Speed-up = greedy's time per token ÷ speculative's, both measured in this run. In a 30-layer model "
-               f"whose unembedding is a fifth of the weights, a draft costs most of a forward, so speculation here "
-               f"teaches the rule but does not pay: it pays with a small, separate draft model that agrees often.",
+               f"Speed-up = greedy's time per token ÷ speculative's, both measured in this run. {why_not}",
                rounds_html, speedup_figure(measured, acceptance, speedup, gamma, font_scale(large)))
         if stopped:
-            _STOPS.discard(session)
             return
 
 
@@ -390,10 +381,10 @@ def build(ctx: TabContext) -> TabView:
 
     settings = [new_tokens, width, length_penalty, early, temperature, top_p, seed, ctx.large]
     go_btn.click(bind(compare, runner), [ctx.trace, *settings], [summary, tree, side], **MODEL_RUN)
-    spec_btn.click(bind(speculate, runner), [ctx.trace, new_tokens, gamma, shown, spec_temp, ctx.large],
-                   [spec_note, spec_rounds, spec_plot], trigger_mode="always_last", **MODEL_RUN)
+    sweep = spec_btn.click(bind(speculate, runner), [ctx.trace, new_tokens, gamma, shown, spec_temp, ctx.large],
+                           [spec_note, spec_rounds, spec_plot], trigger_mode="always_last", **MODEL_RUN)
     # always_last: a click while a sweep is still stopping runs once it has stopped (the default would drop it)
-    stop.click(stop_sweep, None, spec_note, **READ_ONLY)
+    stop_button(stop, sweep, spec_note)
     contrast_inputs = [ctx.trace, new_tokens, bucket, dola_alpha, dola_repetition, top_k, cs_alpha, ctx.large]
     contrast_btn.click(bind(contrast, runner), contrast_inputs, [contrast_note, contrast_side, contrast_plot],
                        **MODEL_RUN)

@@ -23,11 +23,12 @@ from .figures.interventions import (
 from .figures.tokens import axis_labels, markdown_token, token_label
 from .runner import ModelRunner, PromptError
 from .trace import Trace
-from .ui import MODEL_RUN, READ_ONLY, Event, TabContext, TabView, bind, font_scale, session_state, intro
+from .ui import (
+    MAX_SWEEP_S, MODEL_RUN, READ_ONLY, Event, TabContext, TabView, bind, font_scale, session_state, intro, stop_button,
+)
 
 CELL = 30  # pixels per head in the clickable grid
 TOP = 12  # tokens shown before and after an ablation
-MAX_SWEEP_S = 120  # sweeps estimated to take longer are refused, with the estimate
 MODES = {"zero": "zero", "mean over the prompt's positions": "mean"}
 CLEAN_EXAMPLE, CORRUPTED_EXAMPLE = "The capital of France is", "The capital of Italy is"
 
@@ -265,7 +266,7 @@ def build(ctx: TabContext) -> TabView:
                     **MODEL_RUN)
     patching = patch_btn.click(bind(patch, runner), [clean, corrupted, clean_answer, corrupted_answer, kind, ctx.large],
                                [patch_note, patch_plot], **MODEL_RUN)
-    cancel.click(lambda: "Cancelled.", None, patch_note, cancels=[patching], **READ_ONLY)
+    stop_button(cancel, patching, patch_note)
     attribute_btn.click(bind(attribute, runner), [ctx.trace, a_text, b_text, ctx.large],
                         [attribute_note, attribute_plot, heads_plot], **MODEL_RUN)
     outputs = [grid, picked, ablate_note, ablate_plot, sweep_plot, attribute_note, attribute_plot, heads_plot]

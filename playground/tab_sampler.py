@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import gradio as gr
 import numpy as np
 import pandas as pd
 import torch
 
-from model import KVCache
 from model.sampling import (
     LLAMA_CPP_PROGRAM, SamplerSettings, distribution, draw, hf_leaves_out, llama_cpp_leaves_out, sample, stages,
     to_hf_kwargs, to_llama_cpp_flags,
@@ -28,6 +27,7 @@ from .figures.sampler import (
     stages_matrix,
 )
 from .figures.tokens import axis_labels, token_label
+from .gen_session import MAX_NEW_TOKENS, GenSession
 from .runner import ModelRunner
 from .trace import Trace
 from .ui import (
@@ -37,121 +37,83 @@ from .ui import (
 
 CSS = GENERATION_CSS
 
-MAX_NEW_TOKENS = 128  # per session, step by step or in one go
 GENERATE_TIME_LIMIT_S = 60  # one "Generate" press stops streaming after this long
 MAX_DRAWS = 100_000
+TOKENS_SHOWN = (3, 60)  # bars a figure may show (the slider offers 5..40; the API may ask for anything)
+SEED_STRIDE = 100_003  # a prime: step s of seed n draws with generator seed n * stride + s, each its own stream
 ORDERS = ("HF transformers", "llama.cpp")
 STEP_OPTIONS = dict(concurrency_limit=2 * MODEL_CONCURRENCY, api_visibility="private")  # one short model step each
 
 
-@dataclass(eq=False)
-class GenSession:
-    """One visitor's generation: the prompt, the tokens chosen so far, and the model's next-token logits now.
+@dataclass(frozen=True)
+class Control:
+    """One sampler slider: the `SamplerSettings` field it sets (its default is the field's), its range and label,
+    its elem_id, and the prepared-link parameter that may set it (None: links leave it alone)."""
 
-    The KV cache is built from the trace on the first step (so a visitor who only looks at the
-    distribution holds none) and counts against the server's memory budget like the trace; if
-    it is dropped to make room, the next step rebuilds it.
-    """
-
-    trace: Trace
-    prompt_ids: list[int]
-    prompt_text: str
-    logits: np.ndarray  # (V,) next-token logits after the prompt and the generated tokens
-    generated: list[int] = field(default_factory=list)
-    chosen_p: list[float] = field(default_factory=list)  # probability each token was chosen with
-    cache: KVCache | None = None
-    dropped: bool = False
-    attention: np.ndarray | None = None  # (L, H, S) what the newest generated token attends to
-
-    @classmethod
-    def start(cls, runner: ModelRunner, trace: Trace) -> GenSession:
-        """Start from an analysed prompt and its next-token logits."""
-        return cls(trace, trace.ids.tolist(), runner.decode(trace.ids.tolist()), trace.next_logits)
+    name: str
+    label: str
+    low: float
+    high: float
+    step: float
+    elem_id: str
+    link: str | None = None
 
     @property
-    def nbytes(self) -> int:
-        cache = 0 if self.cache is None else sum(t.nbytes for t in (*self.cache.k, *self.cache.v))
-        return self.logits.nbytes + cache + (0 if self.attention is None else self.attention.nbytes)
+    def whole(self) -> bool:
+        return isinstance(getattr(SamplerSettings(), self.name), int)
 
-    def drop(self) -> None:
-        self.cache, self.dropped = None, True
+    @property
+    def default(self) -> float | int:
+        return getattr(SamplerSettings(), self.name)
 
-    def _rebuild(self, runner: ModelRunner, tokens: list[int]) -> np.ndarray:
-        """A new cache: the prompt's keys and values from the trace, then `tokens` stepped; the logits after them."""
-        self.cache = runner.generation_cache(self.trace, MAX_NEW_TOKENS)
-        self.dropped = False
-        runner.budget.admit(self)
-        logits = self.trace.next_logits
-        for token in tokens:
-            logits = runner.step(token, self.cache)
-        return logits
 
-    def push(self, runner: ModelRunner, token: int, p: float) -> None:
-        """Append a token: one forward step over it with the cache."""
-        if len(self.generated) >= MAX_NEW_TOKENS:
-            raise ValueError(f"the limit is {MAX_NEW_TOKENS} generated tokens; press Reset to start again")
-        if self.cache is None:
-            self._rebuild(runner, self.generated)
-        self.logits, self.attention = runner.step(token, self.cache, attention=True)
-        self.generated.append(token)
-        self.chosen_p.append(p)
-
-    def pop(self, runner: ModelRunner) -> None:
-        """Go back one token: the cache loses two positions and the last kept token is stepped again for its logits
-        (cheaper than keeping every step's logits: 128 x 49,152 floats)."""
-        if not self.generated:
-            return
-        self.generated.pop()
-        self.chosen_p.pop()
-        if not self.generated:
-            self.reset()
-        else:
-            if self.cache is None:
-                self._rebuild(runner, self.generated[:-1])
-            else:
-                self.cache.length -= 2
-            self.logits, self.attention = runner.step(self.generated[-1], self.cache, attention=True)
-
-    def reset(self) -> None:
-        self.generated.clear()
-        self.chosen_p.clear()
-        self.logits, self.attention = self.trace.next_logits, None
-        if self.cache is not None:
-            self.cache.length = self.trace.n_tokens
-
-    def distribution(self, settings: SamplerSettings) -> torch.Tensor:
-        """The next-token probabilities after the chain, with this session's history."""
-        return distribution(torch.from_numpy(self.logits), settings, self.prompt_ids, self.generated)
+# The sampler's controls, in the order of the chain's settings, row by row as laid out. Every list of them (the
+# handlers' arguments, the links, the layout) comes from here.
+CONTROL_ROWS: tuple[tuple[Control, ...], ...] = (
+    (Control("temperature", "Temperature (0 = greedy)", 0, 2, 0.05, "samp-temp", "temperature"),
+     Control("top_k", "Top-k (0 = off)", 0, 200, 1, "samp-topk", "top_k"),
+     Control("top_p", "Top-p (1 = off)", 0.01, 1, 0.01, "samp-topp", "top_p")),
+    (Control("min_p", "Min-p (0 = off)", 0, 1, 0.01, "samp-minp", "min_p"),
+     Control("typical_p", "Typical-p (1 = off)", 0.01, 1, 0.01, "samp-typical", "typical_p"),
+     Control("repetition_penalty", "Repetition penalty (1 = off)", 0.5, 2, 0.05, "samp-rep", "repetition_penalty"),
+     Control("presence_penalty", "Presence penalty (llama.cpp)", -2, 2, 0.1, "samp-presence", "presence_penalty"),
+     Control("frequency_penalty", "Frequency penalty (llama.cpp)", -2, 2, 0.1, "samp-frequency",
+             "frequency_penalty")),
+    (Control("epsilon", "Epsilon cutoff (HF; 0 = off)", 0, 0.2, 0.0005, "samp-epsilon"),
+     Control("eta", "Eta cutoff (HF; 0 = off)", 0, 0.2, 0.0005, "samp-eta"),
+     Control("top_n_sigma", "Top-n-sigma (llama.cpp; 0 = off)", 0, 5, 0.1, "samp-sigma"),
+     Control("repeat_last_n", "Penalty window, tokens (llama.cpp; -1 = all)", -1, 512, 1, "samp-lastn")),
+    (Control("xtc_probability", "XTC probability (llama.cpp; 0 = off)", 0, 1, 0.05, "samp-xtc-p"),
+     Control("xtc_threshold", "XTC threshold (> 0.5 = off)", 0, 0.6, 0.01, "samp-xtc-t"),
+     Control("dry_multiplier", "DRY multiplier (llama.cpp; 0 = off)", 0, 3, 0.05, "samp-dry"),
+     Control("dry_base", "DRY base", 1, 4, 0.05, "samp-dry-base"),
+     Control("dry_allowed_length", "DRY allowed length", 1, 8, 1, "samp-dry-len")),
+)
+CONTROLS = tuple(c for row in CONTROL_ROWS for c in row)
 
 
 KEYS = (Key(("ArrowRight", "PageDown"), "samp-sample", None, "sample the next token"),
         Key(("ArrowLeft", "PageUp"), "samp-back", None, "back one token"))
 
 
-LINKS = (Link("order", "samp-order", "radio"), Link("temperature", "samp-temp"), Link("top_k", "samp-topk"),
-         Link("top_p", "samp-topp"), Link("min_p", "samp-minp"), Link("typical_p", "samp-typical"),
-         Link("repetition_penalty", "samp-rep"), Link("presence_penalty", "samp-presence"),
-         Link("frequency_penalty", "samp-frequency"), Link("seed", "samp-seed", "number"),
-         Link("gen", "samp-continuation", "text"))
-def settings_from(order: str, temperature, top_k, top_p, min_p, typical_p, repetition, presence, frequency,
-                  epsilon=0.0, eta=0.0, top_n_sigma=0.0, repeat_last_n=64, xtc_probability=0.0, xtc_threshold=0.1,
-                  dry_multiplier=0.0, dry_base=1.75, dry_allowed_length=2, *,
-                  breakers: tuple[int, ...] = ()) -> SamplerSettings:
-    """SamplerSettings from the controls' values (ValueError with a readable message when out of range);
-    `breakers`: the model's DRY breaker tokens (`ModelRunner.dry_breakers`)."""
-    whole = {}
-    for name, value in (("top_k", top_k), ("repeat_last_n", repeat_last_n), ("dry_allowed_length",
-                                                                            dry_allowed_length)):
+LINKS = (Link("order", "samp-order", "radio"), *(Link(c.link, c.elem_id) for c in CONTROLS if c.link),
+         Link("seed", "samp-seed", "number"), Link("gen", "samp-continuation", "text"))
+
+
+def settings_from(order: str, *values, breakers: tuple[int, ...] = ()) -> SamplerSettings:
+    """SamplerSettings from the order and the controls' values in `CONTROLS`' order (any left out keep their
+    defaults; ValueError with a readable message when out of range); `breakers`: the model's DRY breaker tokens
+    (`ModelRunner.dry_breakers`)."""
+    if len(values) > len(CONTROLS):
+        raise ValueError(f"{len(values)} sampler settings given; there are {len(CONTROLS)}")
+    fields = {}
+    for control, value in zip(CONTROLS, values):
         try:
-            whole[name] = int(value)
+            fields[control.name] = int(value) if control.whole else float(value)
         except (TypeError, ValueError):
-            raise ValueError(f"{name} must be a whole number, got {value!r}") from None
-    return SamplerSettings(temperature=float(temperature), top_p=float(top_p), min_p=float(min_p),
-                           typical_p=float(typical_p), repetition_penalty=float(repetition),
-                           presence_penalty=float(presence), frequency_penalty=float(frequency), epsilon=float(epsilon),
-                           eta=float(eta), top_n_sigma=float(top_n_sigma), xtc_probability=float(xtc_probability),
-                           xtc_threshold=float(xtc_threshold), dry_multiplier=float(dry_multiplier),
-                           dry_base=float(dry_base), dry_breakers=tuple(breakers), **whole,
+            kind = "a whole number" if control.whole else "a number"
+            raise ValueError(f"{control.name} must be {kind}, got {value!r}") from None
+    return SamplerSettings(**fields, dry_breakers=tuple(breakers),
                            order="llama.cpp" if str(order).startswith("llama") else "hf")
 
 
@@ -175,7 +137,7 @@ def render(runner: ModelRunner, session: GenSession | None, *values):
     history = dict(prompt_ids=session.prompt_ids, generated_ids=session.generated)
     st = stages(logits, settings, **history)
     raw, final = st[0].probs, st[-1].probs
-    shown = torch.maximum(raw, final).topk(clamp(top_n, 3, 60)).indices
+    shown = torch.maximum(raw, final).topk(clamp(top_n, *TOKENS_SHOWN)).indices
     labels = [token_name(runner, int(t)) for t in shown]
     labels = [f"{label} ({int(t)})" if labels.count(label) > 1 else label for label, t in zip(labels, shown)]
     removed_by = [next((s.name for s in st if s.removed[t]), None) for t in shown]
@@ -252,7 +214,7 @@ def _push(runner: ModelRunner, session: GenSession | None, large: bool, controls
 def _seeded_draw(seed) -> callable:
     """A choice drawn from the chain; the seed and the step number fix it, so the same choices replay the same text."""
     def choose(session: GenSession, settings: SamplerSettings) -> int:
-        generator = torch.Generator().manual_seed(int(seed or 0) * 100_003 + len(session.generated))
+        generator = torch.Generator().manual_seed(int(seed or 0) * SEED_STRIDE + len(session.generated))
         return int(sample(torch.from_numpy(session.logits), settings, generator, session.prompt_ids,
                           session.generated))
     return choose
@@ -268,16 +230,13 @@ def take_greedy(runner: ModelRunner, session: GenSession | None, seed: int, larg
     return _push(runner, session, large, controls, lambda s, settings: s.distribution(settings).argmax())
 
 
-def force_token(runner: ModelRunner, session: GenSession | None, seed: int, large: bool, order: str, temperature, top_k,
-                top_p, min_p, typical_p, repetition, presence, frequency, epsilon, eta, top_n_sigma, repeat_last_n,
-                xtc_probability, xtc_threshold, dry_multiplier, dry_base, dry_allowed_length, evt: gr.SelectData):
-    """A click on a table row appends that token (Gradio passes event data only to named parameters)."""
+def force_token(runner: ModelRunner, session: GenSession | None, seed: int, large: bool, evt: gr.SelectData,
+                *controls):
+    """A click on a table row appends that token (Gradio passes event data to a named parameter before the
+    controls)."""
     row = evt.row_value
     if not row:
         return session, gr.update(), ""
-    controls = (order, temperature, top_k, top_p, min_p, typical_p, repetition, presence, frequency, epsilon, eta,
-                top_n_sigma, repeat_last_n, xtc_probability, xtc_threshold, dry_multiplier, dry_base,
-                dry_allowed_length)
     return _push(runner, session, large, controls, lambda s, settings: int(row[1]))
 
 
@@ -346,7 +305,7 @@ def draw_samples(runner: ModelRunner, session: GenSession | None, n: int, seed: 
     counts = torch.bincount(draw(probs, n, seed), minlength=len(probs)).float() / n
     weight = torch.maximum(probs, counts)
     n_positive = int((weight > 0).sum())  # only tokens that can be drawn, or were
-    shown = weight.topk(min(clamp(top_n, 3, 60), n_positive)).indices
+    shown = weight.topk(min(clamp(top_n, *TOKENS_SHOWN), n_positive)).indices
     labels = [f"{token_name(runner, int(t))} ({int(t)})" for t in shown]
     return samples_figure(labels, probs[shown].numpy(), counts[shown].numpy(), n, seed, font_scale=font_scale(large))
 
@@ -365,35 +324,13 @@ def build(ctx: TabContext) -> TabView:
         "to it. Every slider recomputes from the stored logits; nothing is re-run. Grey bars: the raw softmax; "
         "coloured bars: the probabilities after the chain, or the step that removed a token."
     )
-    with gr.Row():
-        order = gr.Radio(list(ORDERS), value=ORDERS[0], label="Order", elem_id="samp-order")
-        temperature = gr.Slider(0, 2, value=1.0, step=0.05, label="Temperature (0 = greedy)", elem_id="samp-temp")
-        top_k = gr.Slider(0, 200, value=0, step=1, label="Top-k (0 = off)", elem_id="samp-topk")
-        top_p = gr.Slider(0.01, 1, value=1.0, step=0.01, label="Top-p (1 = off)", elem_id="samp-topp")
-    with gr.Row():
-        min_p = gr.Slider(0, 1, value=0.0, step=0.01, label="Min-p (0 = off)", elem_id="samp-minp")
-        typical = gr.Slider(0.01, 1, value=1.0, step=0.01, label="Typical-p (1 = off)", elem_id="samp-typical")
-        rep = gr.Slider(0.5, 2, value=1.0, step=0.05, label="Repetition penalty (1 = off)", elem_id="samp-rep")
-        presence = gr.Slider(-2, 2, value=0.0, step=0.1, label="Presence penalty (llama.cpp)", elem_id="samp-presence")
-        frequency = gr.Slider(-2, 2, value=0.0, step=0.1, label="Frequency penalty (llama.cpp)",
-                              elem_id="samp-frequency")
-    with gr.Row():
-        epsilon = gr.Slider(0, 0.2, value=0.0, step=0.0005, label="Epsilon cutoff (HF; 0 = off)",
-                            elem_id="samp-epsilon")
-        eta = gr.Slider(0, 0.2, value=0.0, step=0.0005, label="Eta cutoff (HF; 0 = off)", elem_id="samp-eta")
-        top_n_sigma = gr.Slider(0, 5, value=0.0, step=0.1, label="Top-n-sigma (llama.cpp; 0 = off)",
-                                elem_id="samp-sigma")
-        repeat_last_n = gr.Slider(-1, 512, value=64, step=1, label="Penalty window, tokens (llama.cpp; -1 = all)",
-                                  elem_id="samp-lastn")
-    with gr.Row():
-        xtc_probability = gr.Slider(0, 1, value=0.0, step=0.05, label="XTC probability (llama.cpp; 0 = off)",
-                                    elem_id="samp-xtc-p")
-        xtc_threshold = gr.Slider(0, 0.6, value=0.1, step=0.01, label="XTC threshold (> 0.5 = off)",
-                                  elem_id="samp-xtc-t")
-        dry_multiplier = gr.Slider(0, 3, value=0.0, step=0.05, label="DRY multiplier (llama.cpp; 0 = off)",
-                                   elem_id="samp-dry")
-        dry_base = gr.Slider(1, 4, value=1.75, step=0.05, label="DRY base", elem_id="samp-dry-base")
-        dry_allowed_length = gr.Slider(1, 8, value=2, step=1, label="DRY allowed length", elem_id="samp-dry-len")
+    sliders = []
+    for i, row in enumerate(CONTROL_ROWS):
+        with gr.Row():
+            if i == 0:
+                order = gr.Radio(list(ORDERS), value=ORDERS[0], label="Order", elem_id="samp-order")
+            sliders += [gr.Slider(c.low, c.high, value=c.default, step=c.step, label=c.label, elem_id=c.elem_id)
+                        for c in row]
     top_n = gr.Slider(5, 40, value=15, step=1, label="Tokens shown", elem_id="samp-topn")
     message = gr.Markdown(elem_id="samp-message")
     with gr.Row():
@@ -431,8 +368,8 @@ def build(ctx: TabContext) -> TabView:
     with gr.Accordion("Export these settings", open=False):
         export = gr.Markdown(elem_id="samp-export")
 
-    controls = [order, temperature, top_k, top_p, min_p, typical, rep, presence, frequency, epsilon, eta, top_n_sigma,
-                repeat_last_n, xtc_probability, xtc_threshold, dry_multiplier, dry_base, dry_allowed_length]
+    controls = [order, *sliders]
+    temperature = sliders[[c.name for c in CONTROLS].index("temperature")]
     view = Event(bind(render, runner), [session, *controls, top_n, ctx.large],
                  [bars, matrix, orders, export, table, message])
     for control in (*controls, top_n, ctx.large):
@@ -447,7 +384,7 @@ def build(ctx: TabContext) -> TabView:
     for trigger, handler, inputs in (
         (sample_btn.click, sample_next, step_inputs),
         (greedy_btn.click, take_greedy, step_inputs),
-        (table.select, force_token, step_inputs),
+        (table.select, force_token, [session, seed, ctx.large, *controls]),
     ):
         watching.then(view.then(trigger(bind(handler, runner), inputs, step_outputs, **STEP_OPTIONS)))
     generating = generate_btn.click(bind(generate_n, runner), [session, n_generate, seed, watch_layer, watch_head,

@@ -34,6 +34,7 @@ from .runner import ModelRunner
 # ANALYZE: analyses, up to ANALYSES_AT_ONCE at a time, so that a burst reaches the runner together
 #   and runs as one batched forward (the runner's lock still runs the model once at a time).
 MODEL_CONCURRENCY = 2
+MAX_SWEEP_S = 120  # a patching sweep (tab or API) estimated to take longer is refused, with the estimate
 LAYER_VIEWS_AT_ONCE = 4
 ANALYSES_AT_ONCE = 32
 READ_ONLY = dict(concurrency_limit=None, api_visibility="private", show_progress="hidden")
@@ -76,6 +77,17 @@ def number(value, name: str, low: float = -math.inf, high: float = math.inf, who
     if not low <= value <= high:
         raise ValueError(f"{name} must be in {low:g}..{high:g}, got {value!r}")
     return int(value) if whole else float(value)
+
+
+def stopped(note: str | None) -> str:
+    """The note a stopped run leaves: what it had said so far, and that it was stopped."""
+    return f"{note or ''}\n\n⏹ Stopped by you: what was measured so far stays.".strip()
+
+
+def stop_button(button: gr.Button, run, note: gr.Markdown) -> None:
+    """A button that cancels a running event (a sweep, a patch) between two of its steps; the run's note says so
+    and what it had shown stays. The model is free again once the step under way ends."""
+    button.click(stopped, note, note, cancels=[run], **READ_ONLY)
 
 
 def clamp(value, low: int, high: int) -> int:
@@ -151,7 +163,7 @@ class TabContext:
 @dataclass(frozen=True)
 class TabView:
     """What a tab gives back: how to draw it from a new trace (inputs[0] is the trace). The shell runs it for the
-    tab on show after an Analyze, and for the others when they are first opened (`drawn_when_shown`)."""
+    tab on show after an Analyze, and for the others when they are first opened (`TabDrawing.on_open`)."""
 
     render: Event  # its fn returns a tuple: one value per output
 

@@ -11,6 +11,7 @@ import gradio as gr
 import pytest
 
 from playground.registry import TAB_IDS, TABS
+from playground.gen_session import GenSession
 from playground.runner import ModelRunner
 from playground.ui import Event, TabContext, TabView
 
@@ -119,7 +120,7 @@ def test_generation_from_a_dropped_trace_says_so(tiny_runner):
     from playground import tab_sampler
 
     trace = tiny_runner.analyze("the cat sat on the mat")
-    session = tab_sampler.GenSession.start(tiny_runner, trace)
+    session = GenSession.start(tiny_runner, trace)
     trace.drop()
     controls = ["HF transformers", 1.0, 0, 1.0, 0.0, 1.0, 1.0, 0.0, 0.0]
     _, _, message = tab_sampler.sample_next(tiny_runner, session, 0, False, *controls)

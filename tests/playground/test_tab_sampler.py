@@ -8,7 +8,7 @@ import torch
 
 from model.sampling import distribution, stages
 from playground import tab_sampler
-from playground.tab_sampler import GenSession
+from playground.gen_session import GenSession
 
 CONTROLS = ["HF transformers", 0.8, 40, 0.9, 0.02, 1.0, 1.1, 0.0, 0.0, 0.0, 0.0, 0.0, 64, 0.0, 0.1, 0.0, 1.75, 2]
 
@@ -75,7 +75,7 @@ def test_sample_greedy_force_back_and_reset(tiny_runner, tiny_trace):
     expected = int(sess.distribution(settings).argmax())
     sess, text, message = tab_sampler.take_greedy(tiny_runner, sess, 0, False, *CONTROLS)
     assert message == "" and sess.generated == [expected] and 'class="gtok"' in text
-    sess, _, _ = tab_sampler.force_token(tiny_runner, sess, 0, False, *CONTROLS, Click([" cat", 261, 0.1, 0.1]))
+    sess, _, _ = tab_sampler.force_token(tiny_runner, sess, 0, False, Click([" cat", 261, 0.1, 0.1]), *CONTROLS)
     assert sess.generated[-1] == 261
     a, _, _ = tab_sampler.sample_next(tiny_runner, sess, 3, False, *CONTROLS)
     drawn = a.generated[-1]
@@ -86,15 +86,28 @@ def test_sample_greedy_force_back_and_reset(tiny_runner, tiny_trace):
 
 
 def test_generate_streams_until_the_limit(tiny_runner, tiny_trace, monkeypatch):
-    monkeypatch.setattr(tab_sampler, "MAX_NEW_TOKENS", 4)
+    from playground import gen_session
+
+    for module in (tab_sampler, gen_session):
+        monkeypatch.setattr(module, "MAX_NEW_TOKENS", 4)
     sess = GenSession.start(tiny_runner, tiny_trace)
     results = list(tab_sampler.generate_n(tiny_runner, sess, 10, 1, 0, 0, False, *CONTROLS))  # more than the limit
-    n = len(sess.generated)
-    assert [r[1].count('class="gtok"') for r in results] == list(range(1, n + 1))  # one more token per update
-    if sess.generated[-1] != tiny_runner.eos_token_id:  # unless the model ended its text first
-        assert n == 4 and results[-1][2] == ""
-        *_, (_, _, message, _) = tab_sampler.generate_n(tiny_runner, sess, 1, 1, 0, 0, False, *CONTROLS)
-        assert "limit" in message and len(sess.generated) == 4
+    assert tiny_runner.eos_token_id not in sess.generated  # seed 1 does not end the text: the limit stops it
+    assert [r[1].count('class="gtok"') for r in results] == [1, 2, 3, 4]  # one more token per update, up to 4
+    assert results[-1][2] == ""
+    *_, (_, _, message, _) = tab_sampler.generate_n(tiny_runner, sess, 1, 1, 0, 0, False, *CONTROLS)
+    assert "limit" in message and len(sess.generated) == 4
+
+
+def test_generate_stops_at_the_end_of_text(tiny_runner, tiny_trace):
+    sess = GenSession.start(tiny_runner, tiny_trace)
+    eos = tiny_runner.eos_token_id
+    forced = list(CONTROLS)
+    forced[1] = 0.0  # greedy, from logits where end-of-text is made the most likely
+    sess.logits = sess.logits.copy()
+    sess.logits[eos] = sess.logits.max() + 10
+    results = list(tab_sampler.generate_n(tiny_runner, sess, 10, 1, 0, 0, False, *forced))
+    assert sess.generated == [eos] and len(results) == 1 and results[-1][2] == ""
 
 
 def test_draw_samples_follow_the_distribution(tiny_runner, tiny_trace):
@@ -132,8 +145,9 @@ def test_xtc_and_dry_are_stages_and_exported(tiny_runner, tiny_trace):
     llama = ["llama.cpp", *CONTROLS[1:13], 0.5, 0.05, 0.8, 1.75, 2]
     bars, matrix, orders, export, table, message = tab_sampler.render(tiny_runner, sess, *llama, 10, False)
     assert message == ""
-    names = list(matrix.data[0].x) if matrix.data[0].x is not None else []
-    assert "XTC (fires 50% of the time)" in " ".join(map(str, names)) + str(matrix.layout)
+    stage_names = [column.split("<br>")[0] for column in matrix.data[0].x]  # the matrix's columns, one per stage
+    assert stage_names[0] == "softmax" and stage_names[-1] == "temperature"
+    assert stage_names[-2] == "XTC (fires 50% of the time)" and "DRY" in stage_names
     assert "--xtc-probability 0.5" in export and "--dry-multiplier 0.8" in export
     settings = tab_sampler.settings_from(*llama, breakers=tiny_runner.dry_breakers)
     assert settings.dry_breakers == tiny_runner.dry_breakers and tiny_runner.dry_breakers  # the tiny vocab has '\n'
