@@ -51,13 +51,7 @@ CSS = """
   div:has(> .js-plotly-plot) { overflow-x: auto; }
 }
 """
-PRESENTER_JS = """(large) => {
-  document.body.classList.toggle('presenter', !!large);
-  const examples = document.querySelector('#examples > .label-wrap');
-  if (examples && large && examples.classList.contains('open')) examples.click();  // fold the examples away
-  if (window.playgroundFocus) window.playgroundFocus();
-  return large;
-}"""
+PRESENTER_JS = "(large) => window.playgroundPresenter ? window.playgroundPresenter(large) : large"  # presenter.js
 SLIDE_JS = "() => {{ if (window.playgroundSlide) window.playgroundSlide('{}'); }}"
 
 

@@ -1,7 +1,7 @@
 """Presenter mode for a projector: one screen per view, large high-contrast text, keyboard stepping, slide export.
 
-Everything here runs in the visitor's browser (CSS and one script in the page's head), so stepping
-through a talk costs the server only the redraws it already does:
+Everything here runs in the visitor's browser (CSS, and the script `presenter.js` in the page's head after its
+configuration), so stepping through a talk costs the server only the redraws it already does:
 
 - With presenter mode on, the title and model line fold away, the prompt shrinks to one line that
   stays at the top with the tab bar, the examples and each tab's explanation fold to one line (a
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from pathlib import Path
 
 SLIDE_SIZE = (1920, 1080)  # the PNG/SVG slide, 16:9
 
@@ -67,7 +68,6 @@ body.presenter .intro { display: -webkit-box; -webkit-line-clamp: 1; -webkit-box
   cursor: pointer; border-left: 4px solid #000; padding-left: 8px; }
 body.presenter .intro.open { display: block; }
 body:not(.presenter) #slide-buttons { display: none !important; }
-#samp-continuation { display: none !important; }
 #key-help { position: fixed; right: 24px; bottom: 24px; z-index: 2000; background: #fff; color: #000;
   border: 3px solid #000; border-radius: 8px; padding: 16px 20px; font-size: 20px; max-width: 560px;
   box-shadow: 0 4px 24px rgba(0, 0, 0, .3); }
@@ -76,210 +76,26 @@ body:not(.presenter) #slide-buttons { display: none !important; }
 #key-help kbd { border: 2px solid #000; border-radius: 4px; padding: 0 6px; font-family: inherit; font-weight: 600; }
 """
 
-_SCRIPT = """
-<script>
-(() => {
-  const FIGURES = __FIGURES__;
-  const KEYS = __KEYS__;
-  const LINKS = __LINKS__;
-  const LABELS = __LABELS__;
-  const SLIDE = __SLIDE__;
-  const GLOBAL = [["[ ]", "previous / next tab"], ["p", "presenter mode on / off"],
-                  ["s", "download the main figure as a 16:9 PNG slide"], ["v", "… as SVG"], ["?", "these keys"],
-                  ["Esc", "hide them"]];
-  const presenter = () => document.body.classList.contains("presenter");
-  const activeTab = () => {
-    const tab = document.querySelector('[role=tab][aria-selected=true]');
-    return tab ? tab.dataset.tabId : null;
-  };
-  const stickyHeight = () => {
-    const top = document.getElementById("top");
-    const bar = document.querySelector(".tabs > .tab-wrapper");
-    const h = top ? top.getBoundingClientRect().height : 0;
-    document.documentElement.style.setProperty("--presenter-top", h + "px");
-    return h + (bar ? bar.getBoundingClientRect().height : 0);
-  };
-  // Presenter mode: scroll the main figure to sit whole under the sticky bar.
-  const focusFigure = () => {
-    if (!presenter()) return;
-    const el = document.getElementById(FIGURES[activeTab()] || "");
-    if (!el || el.getBoundingClientRect().height < 20) return;
-    const y = el.getBoundingClientRect().top + window.scrollY - stickyHeight() - 6;
-    window.scrollTo({top: Math.max(0, y), behavior: "instant"});
-  };
-  const soon = () => [150, 600, 1500].forEach(t => setTimeout(focusFigure, t));
-  window.playgroundFocus = soon;
-  const watch = new ResizeObserver(() => { if (presenter()) setTimeout(focusFigure, 50); });
-  const observeFigures = () => Object.values(FIGURES).forEach(id => {
-    const el = document.getElementById(id);
-    if (el && !el.dataset.watched) { el.dataset.watched = "1"; watch.observe(el); }
-  });
-  setInterval(observeFigures, 1000);
-  new MutationObserver(() => { if (presenter()) soon(); })
-    .observe(document.body, {attributes: true, attributeFilter: ["class"]});
-  document.addEventListener("click", (e) => {
-    const intro = e.target.closest && e.target.closest(".intro");
-    if (intro && presenter()) intro.classList.toggle("open");
-    if (e.target.closest && e.target.closest("[role=tab]")) soon();
-  });
-  // Steps: a slider moved by its step, or a button clicked.
-  const step = (key) => {
-    const target = document.getElementById(key.target);
-    if (!target) return false;
-    if (key.step === null) {
-      const button = target.tagName === "BUTTON" ? target : target.querySelector("button");
-      if (button) button.click();
-      return !!button;
+
+
+SCRIPT = Path(__file__).with_name("presenter.js")  # the page's script; it knows no tab, only `config`
+
+
+def config(tabs: Sequence) -> dict:
+    """What the script knows of these tabs (`registry.TABS`): their main figures, keys, link parameters and labels,
+    and the slide size."""
+    return {
+        "figures": {tab.id: tab.figure for tab in tabs},
+        "keys": {tab.id: [{"keys": list(k.keys), "target": k.target, "step": k.step, "says": k.says}
+                          for k in tab.keys] for tab in tabs},
+        "links": {tab.id: [{"param": k.param, "target": k.target, "kind": k.kind, "source": k.source,
+                            "last": k.last} for k in tab.links] for tab in tabs},
+        "labels": {tab.id: tab.label for tab in tabs},
+        "slide": list(SLIDE_SIZE),
     }
-    const range = target.querySelector("input[type=range]");
-    if (!range) return false;
-    const value = Math.min(Number(range.max), Math.max(Number(range.min), Number(range.value) + key.step));
-    if (value === Number(range.value)) return true;
-    range.value = String(value);
-    range.dispatchEvent(new Event("input", {bubbles: true}));
-    range.dispatchEvent(new Event("change", {bubbles: true}));
-    return true;
-  };
-  const switchTab = (delta) => {
-    const tabs = [...document.querySelectorAll("[role=tab]")];
-    const i = tabs.findIndex(t => t.getAttribute("aria-selected") === "true");
-    const next = tabs[(i + delta + tabs.length) % tabs.length];
-    if (next) { next.click(); soon(); }
-  };
-  const slide = (format) => {
-    const tab = activeTab();
-    const el = document.getElementById(FIGURES[tab] || "");
-    const plot = el && el.querySelector(".js-plotly-plot");
-    const name = "playground-" + tab;
-    if (plot && window.Plotly) {
-      window.Plotly.downloadImage(plot, {format: format, width: SLIDE[0], height: SLIDE[1], filename: name});
-      return;
-    }
-    const img = el && el.querySelector("img");
-    if (img) {
-      const a = document.createElement("a");
-      a.href = img.src; a.download = name + ".png"; a.click();
-      return;
-    }
-    alert("This tab's main view is text, not a plot: take a screenshot of it instead.");
-  };
-  window.playgroundSlide = slide;
-  const help = () => {
-    let box = document.getElementById("key-help");
-    if (box) { box.remove(); return; }
-    box = document.createElement("div");
-    box.id = "key-help";
-    const tab = activeTab();
-    const rows = (KEYS[tab] || []).map(k => [k.keys.map(name).join(" "), k.says]).concat(GLOBAL);
-    box.innerHTML = "<strong>Keys" + (LABELS[tab] ? " on " + LABELS[tab] : "") + "</strong><table>" +
-      rows.map(([k, s]) => "<tr><td>" + k.split(" ").map(x => "<kbd>" + x + "</kbd>").join(" ") + "</td><td>" + s +
-               "</td></tr>").join("") + "</table>";
-    document.body.appendChild(box);
-  };
-  // Prepared links: ?layer=3&head=5&pos=7, the sampler's settings, gen=12,873 (its continuation). Applied once,
-  // after the linked tab has drawn; "link to this view" carries the current values.
-  const valueOf = (link) => {
-    const el = document.getElementById(link.target);
-    if (!el) return null;
-    if (link.kind === "slider") { const r = el.querySelector("input[type=range]"); return r ? r.value : null; }
-    if (link.kind === "number") { const n = el.querySelector("input"); return n ? n.value : null; }
-    if (link.kind === "radio") { const c = el.querySelector("input:checked"); return c ? c.value : null; }
-    if (link.param === "gen") {
-      const ids = [...document.querySelectorAll("#samp-text .gtok[data-id]")].map(t => t.dataset.id);
-      return ids.length ? ids.join(",") : null;
-    }
-    return null;
-  };
-  const setValue = (link, value) => {
-    const el = document.getElementById(link.target);
-    if (!el) return;
-    const fire = (input) => ["input", "change"].forEach(t => input.dispatchEvent(new Event(t, {bubbles: true})));
-    if (link.kind === "slider") {
-      const r = el.querySelector("input[type=range]");
-      if (!r) return;
-      r.value = String(Math.min(Number(r.max), Math.max(Number(r.min), Number(value))));
-      fire(r);
-    } else if (link.kind === "radio") {
-      const option = [...el.querySelectorAll("input[type=radio]")].find(o => o.value === value);
-      if (option) option.click();
-    } else {
-      const input = el.querySelector("textarea, input");
-      if (!input) return;
-      input.value = value;
-      fire(input);
-      if (link.kind === "number") input.dispatchEvent(new KeyboardEvent("keydown", {key: "Enter", bubbles: true}));
-    }
-  };
-  const applyLink = async () => {
-    const params = new URLSearchParams(location.search);
-    const wanted = Object.values(LINKS).flat().some(l => params.has(l.param));
-    if (!wanted) return;
-    const wait = (ms) => new Promise(r => setTimeout(r, ms));
-    for (let i = 0; i < 360; i++) {  // until the page shows the linked tab and it has drawn its main figure
-      const tab = activeTab();
-      const fig = tab && document.getElementById(FIGURES[tab] || "");
-      if (tab === (params.get("tab") || tab) && fig && fig.getBoundingClientRect().height > 20 &&
-          fig.querySelector(".js-plotly-plot, img, .tok, p")) break;
-      await wait(250);
-    }
-    await wait(800);
-    const links = (LINKS[activeTab()] || []).filter(l => params.has(l.param));
-    const last = links.filter(l => l.param === "gen");
-    for (const link of links.filter(l => l.param !== "gen").concat(last)) {
-      setValue(link, params.get(link.param));
-      await wait(link.param === "gen" ? 0 : 400);
-    }
-  };
-  // Gradio may add this script after the page has loaded: run now in that case.
-  if (document.readyState === "complete") setTimeout(applyLink, 500);
-  else window.addEventListener("load", () => setTimeout(applyLink, 500));
-  const shareLink = () => {
-    const box = document.getElementById("share-link");
-    const a = box && box.querySelector("a");
-    if (!a) return;
-    const base = new URL(a.getAttribute("href").split("#")[0], location.href);
-    const params = new URLSearchParams(base.search);
-    for (const link of LINKS[activeTab()] || []) {
-      const v = valueOf(link);
-      if (v === null || v === "") params.delete(link.param); else params.set(link.param, v);
-    }
-    const query = "?" + params.toString();
-    if (a.getAttribute("href") !== query) {
-      a.setAttribute("href", query);
-      const code = a.querySelector("code") || a;
-      code.textContent = query.length > 61 ? query.slice(0, 60) + "…" : query;
-    }
-  };
-  setInterval(shareLink, 700);
-  const name = (k) => ({ArrowLeft: "←", ArrowRight: "→", ArrowUp: "↑", ArrowDown: "↓", PageUp: "PgUp",
-                        PageDown: "PgDn"})[k] || k;
-  document.addEventListener("keydown", (e) => {
-    if (e.ctrlKey || e.metaKey || e.altKey || e.isComposing) return;
-    const t = e.target;
-    if (t && (t.isContentEditable || ["INPUT", "TEXTAREA", "SELECT"].includes(t.tagName))) return;
-    const tab = activeTab();
-    const own = (KEYS[tab] || []).find(k => k.keys.includes(e.key));
-    let done = false;
-    if (own) done = step(own);
-    else if (e.key === "?") { help(); done = true; }
-    else if (e.key === "Escape") { const b = document.getElementById("key-help"); if (b) b.remove(); done = !!b; }
-    else if (e.key === "[" || e.key === "]") { switchTab(e.key === "]" ? 1 : -1); done = true; }
-    else if (e.key === "p") { const box = document.querySelector("#large input"); if (box) box.click(); done = !!box; }
-    else if (e.key === "s" || e.key === "v") { slide(e.key === "s" ? "png" : "svg"); done = true; }
-    if (done) e.preventDefault();
-  });
-})();
-</script>
-"""
 
 
 def head(tabs: Sequence) -> str:
-    """The page's head script for these tabs (`registry.TABS`): their main figures and keys."""
-    figures = {tab.id: tab.figure for tab in tabs}
-    keys = {tab.id: [{"keys": list(k.keys), "target": k.target, "step": k.step, "says": k.says} for k in tab.keys]
-            for tab in tabs}
-    labels = {tab.id: tab.label for tab in tabs}
-    links = {tab.id: [{"param": k.param, "target": k.target, "kind": k.kind} for k in tab.links] for tab in tabs}
-    return (_SCRIPT.replace("__FIGURES__", json.dumps(figures)).replace("__KEYS__", json.dumps(keys))
-            .replace("__LINKS__", json.dumps(links))
-            .replace("__LABELS__", json.dumps(labels)).replace("__SLIDE__", json.dumps(list(SLIDE_SIZE))))
+    """The page's head: the configuration as one JSON object, then the script."""
+    settings = json.dumps(config(tabs)).replace("</", "<\\/")  # nothing in it may close the script element
+    return f"<script>window.PLAYGROUND_CONFIG = {settings};</script>\n<script>\n{SCRIPT.read_text()}</script>\n"

@@ -30,7 +30,9 @@ from .figures.decoding import (
 from .figures.tokens import axis_labels, token_label
 from .runner import ModelRunner, PromptError
 from .trace import Trace
-from .ui import MODEL_RUN, Event, TabContext, TabView, bind, font_scale, intro, number, stop_button
+from .ui import (
+    MODEL_RUN, Event, StopFlag, TabContext, TabView, bind, font_scale, intro, number, stop_button, stop_state,
+)
 
 CSS = DECODING_CSS
 NEW_TOKENS = (1, 48)  # tokens each strategy may generate
@@ -178,9 +180,11 @@ def draft_depths(n_layers: int) -> list[int]:
 
 
 def speculate(runner: ModelRunner, trace: Trace | None, new_tokens, gamma, shown_layers, temperature,
-              large: bool) -> Iterator[tuple]:
+              large: bool, stop: StopFlag | None = None) -> Iterator[tuple]:
     """Speculative decoding for several draft depths, measured against greedy in the same run: (note, rounds, plot).
-    Stop (`ui.stop_button`) cancels it; what was measured and shown stays."""
+    Stop (`stop`, pressed by `ui.stop_button`) ends it between two drafts, keeping what was measured."""
+    stop = stop or StopFlag()
+    stop.clear()
     try:
         prompt, n = _prompt(runner, trace, new_tokens)
         gamma = _number(gamma, "Drafted tokens a round", *GAMMA, whole=True)
@@ -203,6 +207,10 @@ def speculate(runner: ModelRunner, trace: Trace | None, new_tokens, gamma, shown
     acceptance, speedup, measured = [], [], []
     rounds_html, note = "", ""
     for i, k in enumerate(depths):
+        if stop.pressed:  # between two drafts: what was measured stays
+            yield (f"{note}\n\n⏹ Stopped by you after {i} of {len(depths)} drafts.", rounds_html,
+                   speedup_figure(measured, acceptance, speedup, gamma, font_scale(large)))
+            return
         result = runner.run_strategy(speculative, prompt, k, gamma, n, temperature, 0, eos)
         measured.append(k)
         acceptance.append(result.acceptance)
@@ -381,10 +389,11 @@ def build(ctx: TabContext) -> TabView:
 
     settings = [new_tokens, width, length_penalty, early, temperature, top_p, seed, ctx.large]
     go_btn.click(bind(compare, runner), [ctx.trace, *settings], [summary, tree, side], **MODEL_RUN)
-    sweep = spec_btn.click(bind(speculate, runner), [ctx.trace, new_tokens, gamma, shown, spec_temp, ctx.large],
-                           [spec_note, spec_rounds, spec_plot], trigger_mode="always_last", **MODEL_RUN)
+    stopping = stop_state()
+    spec_btn.click(bind(speculate, runner), [ctx.trace, new_tokens, gamma, shown, spec_temp, ctx.large, stopping],
+                   [spec_note, spec_rounds, spec_plot], trigger_mode="always_last", **MODEL_RUN)
     # always_last: a click while a sweep is still stopping runs once it has stopped (the default would drop it)
-    stop_button(stop, sweep, spec_note)
+    stop_button(stop, stopping, spec_note)
     contrast_inputs = [ctx.trace, new_tokens, bucket, dola_alpha, dola_repetition, top_k, cs_alpha, ctx.large]
     contrast_btn.click(bind(contrast, runner), contrast_inputs, [contrast_note, contrast_side, contrast_plot],
                        **MODEL_RUN)

@@ -24,7 +24,8 @@ from .figures.tokens import axis_labels, markdown_token, token_label
 from .runner import ModelRunner, PromptError
 from .trace import Trace
 from .ui import (
-    MAX_SWEEP_S, MODEL_RUN, READ_ONLY, Event, TabContext, TabView, bind, font_scale, session_state, intro, stop_button,
+    MAX_SWEEP_S, MODEL_RUN, READ_ONLY, Event, StopFlag, TabContext, TabView, bind, font_scale, session_state, intro,
+    stop_button, stop_state,
 )
 
 CELL = 30  # pixels per head in the clickable grid
@@ -165,8 +166,11 @@ def attribute(runner: ModelRunner, trace: Trace | None, a_text: str, b_text: str
 
 
 def patch(runner: ModelRunner, clean: str, corrupted: str, a_text: str, b_text: str, kind: str,
-          large: bool) -> Iterator[tuple]:
-    """Activation patching, streamed layer by layer: (status, heatmap)."""
+          large: bool, stop: StopFlag | None = None) -> Iterator[tuple]:
+    """Activation patching, streamed layer by layer: (status, heatmap). Stop (`stop`) ends it between two layers,
+    keeping the layers done."""
+    stop = stop or StopFlag()
+    stop.clear()
     sweep = SWEEPS.get(kind)
     if sweep is None:
         yield f"⚠️ Unknown sweep {kind!r}.", None
@@ -198,12 +202,17 @@ def patch(runner: ModelRunner, clean: str, corrupted: str, a_text: str, b_text: 
     pair = f"{name(runner, a)} − {name(runner, b)}"
     title = (f"Patching the {sweep.name} from “{clean}” into “{corrupted}”: logit difference {plain(pair)} "
              f"{corrupt_diff:+.2f} (corrupted) → {clean_diff:+.2f} (clean)")
+    def shown(done: str) -> tuple:
+        return (f"{sweep.name.capitalize()} sweep: {done}. 1 = the patch restores the clean answer, 0 = no effect.",
+                patching_figure(values, [f"L{l}" for l in range(n_rows)], columns, title,
+                                "position" if sweep.per == "position" else "head", font_scale=font_scale(large)))
+
     for layer, row in rows:
         values[layer] = row
-        done = f"layer {layer + 1} of {n_rows}" if layer + 1 < n_rows else "done"
-        yield (f"{sweep.name.capitalize()} sweep: {done}. 1 = the patch restores the clean answer, 0 = no effect.",
-               patching_figure(values, [f"L{l}" for l in range(n_rows)], columns, title,
-                               "position" if sweep.per == "position" else "head", font_scale=font_scale(large)))
+        yield shown(f"layer {layer + 1} of {n_rows}" if layer + 1 < n_rows else "done")
+        if stop.pressed and layer + 1 < n_rows:  # between two layers: the layers done stay
+            yield shown(f"⏹ stopped by you after layer {layer + 1} of {n_rows}")
+            return
 
 
 def build(ctx: TabContext) -> TabView:
@@ -264,9 +273,10 @@ def build(ctx: TabContext) -> TabView:
                      [ablate_note, ablate_plot], **MODEL_RUN)
     sweep_btn.click(bind(sweep_layers, runner), [ctx.trace, mode, a_text, b_text, ctx.large], [sweep_note, sweep_plot],
                     **MODEL_RUN)
-    patching = patch_btn.click(bind(patch, runner), [clean, corrupted, clean_answer, corrupted_answer, kind, ctx.large],
-                               [patch_note, patch_plot], **MODEL_RUN)
-    stop_button(cancel, patching, patch_note)
+    stopping = stop_state()
+    patch_btn.click(bind(patch, runner), [clean, corrupted, clean_answer, corrupted_answer, kind, ctx.large, stopping],
+                    [patch_note, patch_plot], **MODEL_RUN)
+    stop_button(cancel, stopping, patch_note)
     attribute_btn.click(bind(attribute, runner), [ctx.trace, a_text, b_text, ctx.large],
                         [attribute_note, attribute_plot, heads_plot], **MODEL_RUN)
     outputs = [grid, picked, ablate_note, ablate_plot, sweep_plot, attribute_note, attribute_plot, heads_plot]

@@ -35,7 +35,7 @@ from .ui import (
     scriptable, session_state,
 )
 
-CSS = GENERATION_CSS
+CSS = GENERATION_CSS + "#samp-continuation { display: none !important; }  /* set by prepared links only */\n"
 
 GENERATE_TIME_LIMIT_S = 60  # one "Generate" press stops streaming after this long
 MAX_DRAWS = 100_000
@@ -97,7 +97,8 @@ KEYS = (Key(("ArrowRight", "PageDown"), "samp-sample", None, "sample the next to
 
 
 LINKS = (Link("order", "samp-order", "radio"), *(Link(c.link, c.elem_id) for c in CONTROLS if c.link),
-         Link("seed", "samp-seed", "number"), Link("gen", "samp-continuation", "text"))
+         Link("seed", "samp-seed", "number"),
+         Link("gen", "samp-continuation", "text", source="#samp-text .gtok[data-id]", last=True))
 
 
 def settings_from(order: str, *values, breakers: tuple[int, ...] = ()) -> SamplerSettings:

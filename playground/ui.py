@@ -11,8 +11,9 @@ for Gradio, keeping the signature Gradio inspects for event data.
 from __future__ import annotations
 
 import functools
-import math
 import inspect
+import math
+import threading
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -79,15 +80,43 @@ def number(value, name: str, low: float = -math.inf, high: float = math.inf, who
     return int(value) if whole else float(value)
 
 
-def stopped(note: str | None) -> str:
-    """The note a stopped run leaves: what it had said so far, and that it was stopped."""
-    return f"{note or ''}\n\n⏹ Stopped by you: what was measured so far stays.".strip()
+class StopFlag:
+    """One visitor's Stop for their long runs (a speculative sweep, a patching sweep), kept in their session state:
+    a run clears it when it starts and looks at it between two steps, so it ends there, the model free and what
+    was measured still shown. (Gradio's `cancels=` would drop the run mid-step and leave the next click waiting.)"""
+
+    def __init__(self) -> None:
+        self._pressed = threading.Event()
+
+    def press(self) -> None:
+        self._pressed.set()
+
+    def clear(self) -> None:
+        self._pressed.clear()
+
+    @property
+    def pressed(self) -> bool:
+        return self._pressed.is_set()
+
+    def __deepcopy__(self, memo) -> StopFlag:  # each session gets its own from the state's default
+        return StopFlag()
 
 
-def stop_button(button: gr.Button, run, note: gr.Markdown) -> None:
-    """A button that cancels a running event (a sweep, a patch) between two of its steps; the run's note says so
-    and what it had shown stays. The model is free again once the step under way ends."""
-    button.click(stopped, note, note, cancels=[run], **READ_ONLY)
+def stop_state() -> gr.State:
+    """A session's StopFlag."""
+    return session_state(StopFlag())
+
+
+def pressing(flag: StopFlag | None, note: str | None) -> str:
+    """The Stop button's handler: the flag pressed, and the note saying the run stops after its current step."""
+    if flag is not None:
+        flag.press()
+    return f"{note or ''}\n\n⏹ Stopping after the step under way …".strip()
+
+
+def stop_button(button: gr.Button, flag: gr.State, note: gr.Markdown) -> None:
+    """A Stop button: presses the session's flag (any time, never waiting for the model)."""
+    button.click(pressing, [flag, note], note, **READ_ONLY)
 
 
 def clamp(value, low: int, high: int) -> int:
@@ -126,6 +155,8 @@ class Link:
     param: str
     target: str
     kind: str = "slider"
+    source: str = ""  # a CSS selector: the current value is the data-id of each element it finds, comma-joined
+    last: bool = False  # applied after the tab's other link values (it depends on them)
 
 
 def arrows(target: str, what: str, back: str = "ArrowLeft", forward: str = "ArrowRight") -> tuple[Key, Key]:

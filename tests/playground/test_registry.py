@@ -148,11 +148,13 @@ def test_keys_and_links_name_the_tabs_own_controls(tiny_runner, spec):
         assert isinstance(by_id.get(key.target), expected), (spec.id, key)
     for link in spec.links:
         assert isinstance(by_id.get(link.target), KINDS[link.kind]), (spec.id, link)
-    script = presenter.head(TABS)
-    keys = json.loads(script.split("const KEYS = ")[1].split(";\n")[0])
-    links = json.loads(script.split("const LINKS = ")[1].split(";\n")[0])
+    head = presenter.head(TABS)
+    config = json.loads(head.split("window.PLAYGROUND_CONFIG = ")[1].split(";</script>")[0])
+    assert config == presenter.config(TABS)  # what the page gets is the whole configuration, as JSON
+    keys, links = config["keys"], config["links"]
     assert [k["target"] for k in keys[spec.id]] == [k.target for k in spec.keys]
     assert [k["param"] for k in links[spec.id]] == [k.param for k in spec.links]
+    assert presenter.SCRIPT.read_text() in head
 
 
 def _font_sizes(fig) -> list[tuple[str, float]]:

@@ -181,3 +181,18 @@ def test_a_long_sweep_stops_at_its_time_limit(tiny_runner, tiny_trace, monkeypat
     steps = list(tab_decoding.speculate(tiny_runner, tiny_trace, 8, 3, 1, 0, False))
     note, _, plot = steps[-1]
     assert "Stopped after 1 of" in note and len(plot.data[0].x) == 1
+
+
+def test_stop_ends_a_sweep_between_two_drafts_and_keeps_what_was_measured(tiny_runner, tiny_trace):
+    from playground.ui import StopFlag, pressing
+
+    stop = StopFlag()
+    stop.press()  # pressed before the run: a new run starts afresh
+    steps = tab_decoding.speculate(tiny_runner, tiny_trace, 6, 2, 1, 0, False, stop)
+    assert not next(steps)[0].startswith("⏹") and not stop.pressed
+    first = next(steps)  # the first draft measured
+    assert "Measured 1 of" in first[0]
+    assert pressing(stop, first[0]).endswith("⏹ Stopping after the step under way …") and stop.pressed
+    rest = list(steps)
+    assert len(rest) == 1 and "Stopped by you after 1 of 2 drafts" in rest[0][0]  # no draft started after Stop
+    assert len(rest[0][2].data[0].x) == 1 and rest[0][1] == first[1]  # what was measured stays

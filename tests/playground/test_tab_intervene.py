@@ -104,3 +104,19 @@ def test_token_pairs(tiny_runner, tiny_trace):
     assert a == tiny_runner.first_token(" cat") and b != a and "`·cat`" in label
     with pytest.raises(ValueError, match="different"):
         tab_intervene.token_pair(tiny_runner, tiny_trace.next_logits, " cat", " cat sat")
+
+
+def test_stop_ends_patching_between_two_layers(tiny_runner):
+    from playground.ui import StopFlag
+
+    stop = StopFlag()
+    steps = tab_intervene.patch(tiny_runner, "the cat sat on the", "the mat sat on the", " cat", " mat", "resid",
+                                False, stop)
+    assert "Running" in next(steps)[0]
+    note, figure = next(steps)
+    assert "layer 1 of" in note
+    stop.press()
+    rest = list(steps)
+    assert len(rest) == 1 and "stopped by you after layer 1 of 2" in rest[0][0]
+    rows = np.array(rest[0][1].data[0].z, dtype=float)
+    assert np.isfinite(rows[0]).all() and np.isnan(rows[1]).all()  # the layer done stays; the next never ran
