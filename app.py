@@ -27,7 +27,8 @@ from playground.registry import TAB_IDS, TABS  # noqa: E402
 from playground.runner import MAX_PROMPT_TOKENS, TRACE_MEMORY_MB, ModelRunner, PromptError  # noqa: E402
 from playground.trace import Trace  # noqa: E402
 from playground.ui import (  # noqa: E402
-    ANALYZE, MODEL_CONCURRENCY, MODEL_RUN, READ_ONLY, Event, TabContext, TabDrawing, bind, scriptable, session_state,
+    ANALYZE, MODEL_CONCURRENCY, MODEL_RUN, READ_ONLY, SERVER_THREADS, Event, TabContext, TabDrawing, bind, scriptable,
+    session_state,
 )
 
 EXAMPLES = [
@@ -39,7 +40,7 @@ EXAMPLES = [
     ("A novel's first line (repetition)",
      "Mr and Mrs Dursley, of number four, Privet Drive, were proud to say that they were perfectly normal.", False),
 ]
-QUEUE_SIZE = 64  # requests waiting at most; more get Gradio's "queue is full" message
+QUEUE_SIZE = 256  # requests waiting at most; more are refused with a message that says when to retry
 
 CSS = """
 .hint { color: #666; }
@@ -67,7 +68,7 @@ def launch_options() -> dict:
     """What launch() needs besides the address: the theme, the page's and every tab's CSS, and the MCP server
     (the public API endpoints as tools for agents, at /gradio_api/mcp/)."""
     return dict(theme=theme(), css=CSS + presenter.CSS + "".join(getattr(tab.module, "CSS", "") for tab in TABS),
-                head=presenter.head(TABS), mcp_server=True)
+                head=presenter.head(TABS), mcp_server=True, max_threads=SERVER_THREADS)
 
 
 def analyze(runner: ModelRunner, prompt: str, chat: bool, progress=gr.Progress()) -> tuple[Trace | None, str]:
@@ -174,9 +175,30 @@ def create_app(runner: ModelRunner, model_note: str = "") -> gr.Blocks:
     return app
 
 
-def queued(app: gr.Blocks, max_size: int = QUEUE_SIZE) -> gr.Blocks:
-    """The app with Gradio's queue: model runs two at a time by default, at most max_size waiting."""
-    return app.queue(default_concurrency_limit=MODEL_CONCURRENCY, max_size=max_size)
+def queued(app: gr.Blocks, max_size: int = QUEUE_SIZE, runner: ModelRunner | None = None) -> gr.Blocks:
+    """The app with Gradio's queue: model runs two at a time by default, at most max_size waiting. A request that
+    finds the queue full is refused with a message that says about when to try again (from the runner's measured
+    speed when given), instead of Gradio's "Queue is full. Max size is N"."""
+    app.queue(default_concurrency_limit=MODEL_CONCURRENCY, max_size=max_size)
+    queue, push = app._queue, app._queue.push  # Gradio has no setting for this message: wrap the one call
+
+    async def push_or_say_when(body, request, username):
+        ok, detail, state = await push(body, request, username)
+        if state == "queue_full":
+            detail = full_message(len(queue), runner)
+        return ok, detail, state
+
+    queue.push = push_or_say_when
+    return app
+
+
+def full_message(waiting: int, runner: ModelRunner | None) -> str:
+    """What a visitor reads when the queue is full: how many wait, and about when to try again (each waiting request
+    counted as a short analysis at the speed measured here; at least 5 s)."""
+    per_request = runner.estimate_seconds(64 * runner.cfg.n_layers) if runner is not None else 0.2
+    retry = max(5, round(waiting * per_request / 5) * 5)
+    return (f"The playground is full right now: {waiting} requests are waiting. Please try again in about "
+            f"{retry} s.")
 
 
 def main() -> int:
@@ -201,8 +223,10 @@ def main() -> int:
     except CheckpointError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    app = create_app(ModelRunner(net, enc, memory_mb=args.trace_memory_mb), note)
-    queued(app).launch(server_name=args.host, server_port=args.port, share=args.share, **launch_options())
+    runner = ModelRunner(net, enc, memory_mb=args.trace_memory_mb)
+    app = create_app(runner, note)
+    queued(app, runner=runner).launch(server_name=args.host, server_port=args.port, share=args.share,
+                                      **launch_options())
     return 0
 
 

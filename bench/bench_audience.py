@@ -2,6 +2,7 @@
 
     python bench/bench_audience.py --visitors 30 --tokens 16
     python bench/bench_audience.py --visitors 10 --tokens 500
+    python bench/bench_audience.py --visitors 100 --phase burst    # a lecture hall pressing Analyze at once
 
 Starts the real `python app.py` and, for each visitor, a gradio_client session that does what a
 browser does: Analyze and the draw that follows it (the tab showing draws the trace), then
@@ -166,11 +167,73 @@ def memory_phase(visitors: int, tokens: int) -> None:
     print(f"  each visitor adds about {per_visitor:.1f} MB (slope after the first two); errors: {len(errors)}")
 
 
+def call(url: str, api: str, data: list, session: str | None = None) -> str:
+    """One event through Gradio's REST queue API (POST, then its event stream): the stream's text."""
+    import json
+
+    body = json.dumps({"data": data, **({"session_hash": session} if session else {})}).encode()
+    request = urllib.request.Request(f"{url}gradio_api/call/{api}", data=body,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=120) as r:
+        event = json.load(r)["event_id"]
+    with urllib.request.urlopen(f"{url}gradio_api/call/{api}/{event}", timeout=120) as r:
+        return r.read().decode()
+
+
+def burst(url: str, visitors: int, tokens: int, open_pages: bool = False) -> tuple[list[float], list[str]]:
+    """Every visitor presses Analyze at the same moment, as a light HTTP client through Gradio's REST queue API:
+    (seconds to each answer, errors). With `open_pages`, each visitor's session exists before the burst (as a
+    browser's does from the page's load); else each press opens a new session (Gradio builds its state then)."""
+    times: list[float] = []
+    errors: list[str] = []
+    start = threading.Barrier(visitors)
+
+    def one(v: int) -> None:
+        session = f"visitor-{v}-{time.monotonic_ns()}" if open_pages else None
+        try:
+            if session:
+                call(url, "tokenize", ["hello", False], session)
+            start.wait()
+            began = time.perf_counter()
+            stream = call(url, "analyze", [prompt_of(v, tokens), False], session)
+            if "event: complete" not in stream or "Analyzed" not in stream:
+                errors.append(f"visitor {v}: {stream[-200:]}")
+            else:
+                times.append(time.perf_counter() - began)
+        except Exception as e:  # a refusal (503 with the server's message) or a time-out
+            detail = e.read().decode()[:200] if hasattr(e, "read") else ""
+            errors.append(f"visitor {v}: {type(e).__name__}: {e} {detail}")
+
+    threads = [threading.Thread(target=one, args=(v,)) for v in range(visitors)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return times, errors
+
+
+def burst_phase(visitors: int, tokens: int) -> None:
+    print(f"burst, {visitors} Analyze presses at once over the REST queue API, prompts of about {tokens} tokens:")
+    for open_pages in (True, False):
+        proc, url = start_server()
+        try:
+            burst(url, 2, tokens)  # warm up
+            times, errors = burst(url, visitors, tokens, open_pages)
+        finally:
+            proc.terminate()
+            proc.wait()
+        what = "pages already open" if open_pages else "each press a new session"
+        if times:
+            print(f"  {what:26s} answered {len(times)}: p50 {statistics.median(times):6.2f} s   "
+                  f"p95 {percentile(times, 0.95):6.2f} s   max {max(times):6.2f} s")
+        print(f"  {'':26s} errors: {len(errors)}{'  ' + errors[0] if errors else ''}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--visitors", type=int, default=30)
     parser.add_argument("--tokens", type=int, default=16)
-    parser.add_argument("--phase", choices=("both", "latency", "memory"), default="both")
+    parser.add_argument("--phase", choices=("both", "latency", "memory", "burst"), default="both")
     args = parser.parse_args()
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; "
           f"{psutil.virtual_memory().total / 2**30:.0f} GB")
@@ -178,6 +241,8 @@ def main() -> None:
         latency_phase(args.visitors, args.tokens)
     if args.phase in ("both", "memory"):
         memory_phase(args.visitors, args.tokens)
+    if args.phase == "burst":
+        burst_phase(args.visitors, args.tokens)
 
 
 if __name__ == "__main__":

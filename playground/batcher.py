@@ -21,7 +21,7 @@ from .trace import Trace
 
 MAX_BATCH_TOKENS = 1024  # padded tokens in one batched analysis (its logits alone are 200 MB at this size)
 TOKEN_LAYER_S = 6e-5  # seconds per token per layer in a batched run on two AVX2 cores, until measured here
-POLL_S = 0.02  # how often a waiting request tries for the model
+POLL_S = 0.1  # how often a waiting request tries for the model (a release wakes one waiter at once)
 
 Hold = Callable[[float], AbstractContextManager]  # hold(wait_s): the model, or ModelBusyError after wait_s
 Progress = Callable[[float, str], None]  # (fraction done, what is happening)
@@ -65,17 +65,24 @@ class Batcher:
         self._waiting: list[Analysis] = []
         self._mutex = threading.Lock()
         self._token_layer_s = TOKEN_LAYER_S  # measured on batched runs as they happen, for estimates
+        self._last_active = time.monotonic()  # the last arrival or batched run
 
     @property
     def waiting(self) -> int:
         """Analyses waiting for the model."""
         return len(self._waiting)
 
+    def quiet_for(self) -> float:
+        """Seconds since an analysis last arrived or ran (0 while one waits): a burst arrives over a second or
+        more, so background work waits for a quiet moment, not just an empty list."""
+        return 0.0 if self._waiting else time.monotonic() - self._last_active
+
     def submit(self, request: Analysis, wait_s: float, progress: Progress | None = None) -> Trace:
         """Queue the request and return its trace once a batched run (ours or another request's) has made it;
         ModelBusyError if the model stays busy for wait_s."""
         with self._mutex:
             self._waiting.append(request)
+            self._last_active = time.monotonic()
         deadline = time.monotonic() + wait_s
         reported = None  # the place in line last shown to the visitor
         while not request.done.is_set():
@@ -118,6 +125,7 @@ class Batcher:
             for request in batch:
                 request.error = e
         finally:
+            self._last_active = time.monotonic()
             for request in batch:
                 request.done.set()
 

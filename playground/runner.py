@@ -49,6 +49,7 @@ T_ = TypeVar("T_")
 MAX_PROMPT_TOKENS = 512
 MAX_PROMPT_CHARS = 20_000
 MODEL_WAIT_S = 30  # how long a request waits for the model while others use it
+LENS_QUIET_S = 1.0  # the background lens starts a block only after this long without an analysis
 TRACE_MEMORY_MB = int(os.environ.get("PLAYGROUND_TRACE_MEMORY_MB", 6144))  # all visitors' traces together
 
 
@@ -68,7 +69,8 @@ class ModelRunner:
         self.parameter_count = views.parameter_count(net)  # the model's parameters, from its weights (tied once)
         self.norm_gains = views.norm_gains(net)  # every RMSNorm's gain (2L + 1, D): weights never change
         self.batcher = Batcher(self._locked, lambda batch: trace_batch(self._net, self._enc, batch), net.cfg.n_layers)
-        self._background = BackgroundLens(self._locked, lambda: self.batcher.waiting > 0) if background_lens else None
+        quiet = lambda: self.batcher.quiet_for() < LENS_QUIET_S  # noqa: E731 (the lens waits for a quiet moment)
+        self._background = BackgroundLens(self._locked, quiet) if background_lens else None
 
     def close(self) -> None:
         """Stop the background work (after its current block)."""

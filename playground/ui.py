@@ -37,7 +37,8 @@ from .runner import ModelRunner
 MODEL_CONCURRENCY = 2
 MAX_SWEEP_S = 120  # a patching sweep (tab or API) estimated to take longer is refused, with the estimate
 LAYER_VIEWS_AT_ONCE = 4
-ANALYSES_AT_ONCE = 32
+ANALYSES_AT_ONCE = 128  # a lecture hall's burst reaches the runner together, and packs into few batched forwards
+SERVER_THREADS = ANALYSES_AT_ONCE + 32  # Gradio's worker threads (its default, 40, would cap the analyses at once)
 READ_ONLY = dict(concurrency_limit=None, api_visibility="private", show_progress="hidden")
 LAYER_VIEW = dict(concurrency_limit=LAYER_VIEWS_AT_ONCE, concurrency_id="layer_view", api_visibility="private",
                   show_progress="hidden")

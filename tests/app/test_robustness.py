@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 
 import numpy as np
 import psutil
+import pytest
 
 from ..conftest import ROOT
 from ..helpers import raw_call
@@ -138,17 +143,26 @@ def test_more_requests_than_the_queue_holds_get_the_queue_message(tiny_net, tiny
     runner = ModelRunner(tiny_net, tiny_enc, wait_s=3, background_lens=False, lock=lock)
     app = create_app(runner)
     port = free_port()
-    queued(app, max_size=2).launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                                   **launch_options())
+    queued(app, max_size=2, runner=runner).launch(server_name="127.0.0.1", server_port=port,
+                                                  prevent_thread_lock=True, quiet=True, **launch_options())
     try:
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)
         lock.acquire()  # the model is busy: two requests run (and wait), two queue, the rest are turned away
         jobs = [client.submit("the cat", api_name="/next_token") for _ in range(7)]
+        time.sleep(1.0)  # the submissions reach the queue
+        refusal = urllib.request.Request(f"http://127.0.0.1:{port}/gradio_api/call/next_token",
+                                         data=json.dumps({"data": ["the cat"]}).encode(),
+                                         headers={"Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as refused:  # the server's own words, as a page or script gets them
+            urllib.request.urlopen(refusal, timeout=30)
+        detail = json.loads(refused.value.read())["detail"]
+        assert refused.value.code == 503 and detail.startswith("The playground is full right now: ")
+        assert re.search(r"try again in about \d+ s\.$", detail), detail
         outcomes = []
         for job in jobs:
             try:
                 outcomes.append(str(job.result(timeout=60)))
-            except Exception as e:  # what a client is told when the queue is full
+            except Exception as e:  # gradio_client words a full queue its own way
                 outcomes.append(f"{type(e).__name__}: {e}")
         lock.release()
         assert any("Queue is full" in o for o in outcomes), outcomes
@@ -170,3 +184,44 @@ def test_a_visitor_who_leaves_mid_analysis_harms_no_one(server, client, real):
     status = client.predict("Someone else's prompt, analysed right after.", False, api_name="/analyze")
     assert "Analyzed" in status[-1] if isinstance(status, (list, tuple)) else "Analyzed" in status
     assert client.predict("Hello", 0, 0, False, api_name="/attention")["ids"] == real[1].encode("Hello")
+
+
+def test_a_lecture_hall_burst_of_100_analyses_is_served(tiny_net, tiny_enc):
+    """A hundred visitors press Analyze at once (REST queue API, light clients): every one is answered, none is
+    turned away (the queue holds them, and they reach the runner together to run as a few batched forwards)."""
+    from app import create_app, launch_options, queued
+    from playground.runner import ModelRunner
+
+    from ..conftest import free_port
+
+    runner = ModelRunner(tiny_net, tiny_enc, background_lens=False)
+    app = create_app(runner)
+    port = free_port()
+    queued(app, runner=runner).launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True,
+                                      quiet=True, **launch_options())
+    answers: list[str] = []
+    start = threading.Barrier(100)
+
+    def press(v: int) -> None:
+        body = json.dumps({"data": [f"visitor {v}: the cat sat on the mat", False]}).encode()
+        post = urllib.request.Request(f"http://127.0.0.1:{port}/gradio_api/call/analyze", data=body,
+                                      headers={"Content-Type": "application/json"})
+        start.wait()
+        try:
+            with urllib.request.urlopen(post, timeout=120) as r:
+                event = json.load(r)["event_id"]
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/gradio_api/call/analyze/{event}", timeout=120) as r:
+                answers.append(r.read().decode())
+        except Exception as e:
+            answers.append(f"{type(e).__name__}: {e}")
+
+    try:
+        threads = [threading.Thread(target=press, args=(v,)) for v in range(100)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=180)
+    finally:
+        app.close()
+    served = [a for a in answers if "event: complete" in a and "Analyzed" in a]
+    assert len(served) == 100, [a for a in answers if a not in served][:3]
