@@ -182,7 +182,7 @@ def test_a_visitor_who_leaves_mid_analysis_harms_no_one(server, client, real):
     job.cancel()
     leaving.close()
     status = client.predict("Someone else's prompt, analysed right after.", False, api_name="/analyze")
-    assert "Analyzed" in status[-1] if isinstance(status, (list, tuple)) else "Analyzed" in status
+    assert isinstance(status, str) and "Analyzed" in status  # the trace itself is session state, not an output
     assert client.predict("Hello", 0, 0, False, api_name="/attention")["ids"] == real[1].encode("Hello")
 
 

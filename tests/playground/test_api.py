@@ -115,12 +115,25 @@ def test_the_real_model_through_the_client(client, runner):
 # -- the laboratory's endpoints -----------------------------------------------------------------
 
 
-def test_lens(tiny_runner, tiny_trace):
-    out = api.lens(tiny_runner, tiny_trace.prompt, -1, False, 3)
-    _, lens = tiny_runner.lens(tiny_runner.analyze(tiny_trace.prompt), False)
-    assert out["rows"][0] == "embed" and len(out["top"]) == tiny_runner.cfg.n_layers + 1
-    assert [t["p"] for t in out["top"][-1]] == pytest.approx(lens.top_probs[-1, -1, :3].tolist(), abs=1e-6)
-    assert out["position"] == tiny_trace.n_tokens - 1 and out["rank_of_final"][-1] == 0
+def test_lens(tiny_runner, tiny_trace, tiny_net, tiny_enc):
+    """Against the logit lens computed here from the model's own cache: each row's residual at the position through
+    the final norm and the unembedding, its top tokens, and the rank of the final prediction."""
+    position = 2
+    out = api.lens(tiny_runner, tiny_trace.prompt, position, False, 3)
+    ids = tiny_enc.encode(tiny_trace.prompt)
+    logits, cache = tiny_net.run_with_cache(torch.tensor([ids]), names_filter=r"hook_embed$|hook_resid_post$")
+    L = tiny_net.cfg.n_layers
+    rows = [cache["hook_embed"][0, position]] + [cache[f"blocks.{l}.hook_resid_post"][0, position] for l in range(L)]
+    row_logits = tiny_net.output(tiny_net.ln_final(torch.stack(rows)))  # (L + 1, V)
+    probs = row_logits.softmax(-1)
+    final = int(logits[0, position].argmax())
+    assert out["rows"] == ["embed"] + [f"L{l}" for l in range(L)] and out["position"] == position
+    for r in range(L + 1):
+        top = probs[r].topk(3)
+        assert [t["p"] for t in out["top"][r]] == pytest.approx(top.values.tolist(), abs=1e-5)
+        assert [t["text"] for t in out["top"][r]] == [tiny_enc.decode([int(i)]) for i in top.indices]
+        assert out["rank_of_final"][r] == int((row_logits[r] > row_logits[r, final]).sum())
+    assert out["rank_of_final"][-1] == 0 and out["token"] == tiny_enc.decode([ids[position]])
     assert "position must be" in api.lens(tiny_runner, "the cat", 99)["error"]
 
 
@@ -133,11 +146,32 @@ def test_attribute(tiny_runner, tiny_net, tiny_enc):
     assert "b must be" in api.attribute(tiny_runner, "the cat sat", " cat", "")["error"]
 
 
-def test_ablate(tiny_runner):
+def test_ablate(tiny_runner, tiny_net, tiny_enc):
+    """Against the same ablation written out here: heads L1H2 and L0H5 and layer 0's attention output replaced by
+    their mean over the prompt's positions."""
     out = api.ablate(tiny_runner, "the cat sat", "L1H2, l0h5", [0], [], "mean", " cat", " mat")
-    assert len(out["before"]) == len(out["after"]) == 10 and out["logit_difference"]["before"] != \
-        out["logit_difference"]["after"]
-    assert sum(t["p"] for t in out["after"]) <= 1.0 + 1e-6
+    ids = torch.tensor([tiny_enc.encode("the cat sat")])
+
+    def mean_heads(heads):
+        def hook(z, hook):  # (B, T, H, Dh)
+            z = z.clone()
+            z[:, :, heads] = z[:, :, heads].mean(1, keepdim=True)
+            return z
+        return hook
+
+    def mean_all(x, hook):  # (B, T, D)
+        return x.mean(1, keepdim=True).expand_as(x).clone()
+
+    hooks = [("blocks.0.attn.hook_z", mean_heads([5])), ("blocks.1.attn.hook_z", mean_heads([2])),
+             ("blocks.0.hook_attn_out", mean_all)]
+    before, after = tiny_net(ids)[0, -1], tiny_net.run_with_hooks(ids, hooks)[0, -1]
+    for got, logits in ((out["before"], before), (out["after"], after)):
+        top = logits.softmax(-1).topk(10)
+        assert [t["id"] for t in got] == top.indices.tolist()
+        assert [t["p"] for t in got] == pytest.approx(top.values.tolist(), abs=1e-5)
+    a, b = tiny_enc.encode(" cat")[0], tiny_enc.encode(" mat")[0]
+    assert out["logit_difference"]["before"] == pytest.approx(float(before[a] - before[b]), abs=1e-4)
+    assert out["logit_difference"]["after"] == pytest.approx(float(after[a] - after[b]), abs=1e-4)
 
 
 @pytest.mark.parametrize("heads,attn,mode,message", [
@@ -163,7 +197,6 @@ def test_the_mcp_server_offers_the_read_only_tools(server, real):
     import ast
     import asyncio
     import concurrent.futures
-    import json
 
     from mcp import ClientSession
     from mcp.client.streamable_http import streamablehttp_client
@@ -181,6 +214,5 @@ def test_the_mcp_server_offers_the_read_only_tools(server, real):
     assert set(tools) == {"tokenize", "attention", "next_token", "lens", "attribute"}
     assert all(tool.description for tool in tools.values())
     assert "prompt" in tools["attribute"].inputSchema["properties"]
-    text = called.content[0].text  # Gradio sends the dict as JSON or as its Python repr
-    payload = json.loads(text) if text.lstrip().startswith('{"') else ast.literal_eval(text)
+    payload = ast.literal_eval(called.content[0].text)  # Gradio's MCP server sends str(output): the dict's repr
     assert payload["ids"] == real[1].encode("Hello world")

@@ -64,14 +64,21 @@ def test_every_handler_asks_for_a_prompt_first(tiny_runner):
     assert "Analyze" in tab_decoding.kv_cache(tiny_runner, None, 8, 0, False)[0]
 
 
-def test_speculate_measures_every_draft_and_matches_greedy(tiny_runner, tiny_trace):
+def test_speculate_measures_every_draft_and_matches_greedy(tiny_runner, tiny_trace, tiny_net):
+    from model.decoding import speculative
+
     steps = list(tab_decoding.speculate(tiny_runner, tiny_trace, 8, 3, 1, 0, False))
     note, rounds, plot = steps[-1]
     depths = sorted(set(tab_decoding.draft_depths(tiny_runner.cfg.n_layers)) | {1})
     assert len(steps) == 1 + len(depths)  # a first message, then one update per draft measured
     assert "the same tokens as greedy decoding" in note and "Done." in note
-    assert list(plot.data[0].x) == depths and all(0 <= a <= 100 for a in plot.data[0].y)
-    assert rounds.count("<li>") >= 1
+    prompt, eos = tiny_trace.ids.tolist(), [tiny_runner.eos_token_id]
+    expected = {k: speculative(tiny_net, prompt, k, 3, 8, eos_ids=eos) for k in depths}  # greedy: deterministic
+    assert list(plot.data[0].x) == depths
+    np.testing.assert_allclose(plot.data[0].y, [100 * expected[k].acceptance for k in depths])  # what is shown
+    shown = expected[1]
+    assert rounds.count("<li>") == len(shown.rounds)
+    assert f"{len(shown.rounds)} rounds, {100 * shown.acceptance:.0f}% of drafted tokens accepted" in note
     bad = list(tab_decoding.speculate(tiny_runner, tiny_trace, 8, 0, 1, 0, False))
     assert len(bad) == 1 and "Drafted tokens" in bad[0][0]
     bad = list(tab_decoding.speculate(tiny_runner, tiny_trace, 8, 2, tiny_runner.cfg.n_layers, 0, False))
