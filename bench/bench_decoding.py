@@ -26,9 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from model import KVCache, load  # noqa: E402
-from model.decoding import (  # noqa: E402
-    beam_search, contrastive, dola, dola_candidate_layers, greedy, speculative, time_kv_cache,
-)
+from model.contrast import contrastive, dola, dola_candidate_layers  # noqa: E402
+from model.decoding import beam_search, greedy, speculative, time_kv_cache  # noqa: E402
 from model.weights import default_gguf  # noqa: E402
 
 EOS = 2

@@ -1,5 +1,6 @@
-"""Decoding strategies on the model, each written to be checked: beam search, speculative decoding with the model's
-own first layers as the draft, DoLa and contrastive search.
+"""Decoding strategies on the model, each written to be checked: beam search and speculative decoding with the
+model's own first layers as the draft; greedy and sampled continuations, their log-probabilities, and what the KV
+cache saves.
 
 - `beam_search` reproduces transformers' vectorised beam search (generate(num_beams=..., length_penalty=...,
   early_stopping=..., do_sample=False)): every step keeps the 2 x num_beams best continuations, finished ones are
@@ -8,16 +9,14 @@ own first layers as the draft, DoLa and contrastive search.
 - `speculative` drafts gamma tokens with the first k layers (early exit through the final norm and the unembedding,
   the logit lens's row k), verifies them with one forward of the whole model, accepts each with min(1, p/q) and
   resamples a rejection from norm(max(0, p - q)). Greedy, it accepts while the model's argmax agrees.
-- `dola` (Chuang et al. 2023) contrasts the final layer with the premature layer of largest Jensen-Shannon
-  divergence, within the tokens the final layer finds plausible.
-- `contrastive` (Su et al. 2022) scores the top-k candidates by (1 - alpha) p(v) - alpha max_j cos(h_v, h_j).
+DoLa and contrastive search, which reshape each step's choice rather than how steps are searched, are in
+`model.contrast`.
 
 Shapes: B beams or candidates, T tokens, V vocab, D d_model.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ from torch import Tensor
 
 from .generation import generate
 from .lens import lens_logits
-from .sampling import SamplerSettings, repetition_penalty
+from .sampling import SamplerSettings
 from .transformer import KVCache, Transformer
 
 NEG = -1.0e9  # transformers' "very large negative" for beams that must not be chosen
@@ -277,117 +276,6 @@ def greedy(net: Transformer, prompt: Sequence[int], max_new_tokens: int,
     started = time.perf_counter()
     tokens = list(generate(net, prompt, max_new_tokens, stop_ids=eos_ids))
     return tokens, time.perf_counter() - started
-
-
-# ---------------------------------------------------------------------------------------
-# DoLa and contrastive search
-
-
-def _exit_names(layers: Sequence[int]) -> dict[int, str]:
-    """The hook holding the residual after each layer (0 = after the embedding)."""
-    return {layer: "hook_embed" if layer == 0 else f"blocks.{layer - 1}.hook_resid_post" for layer in layers}
-
-
-def jensen_shannon(p_logits: Tensor, q_logits: Tensor) -> float:
-    """JSD between softmax(p) and softmax(q), in nats."""
-    return float(_jensen_shannon_rows(p_logits, q_logits[None])[0])
-
-
-def _jensen_shannon_rows(p_logits: Tensor, q_logits: Tensor) -> Tensor:
-    """JSD in nats between softmax(p) (V,) and each row of softmax(q) (n, V): (n,)."""
-    p, q = F.softmax(p_logits.float(), -1)[None], F.softmax(q_logits.float(), -1)
-    m = 0.5 * (p + q)
-    return 0.5 * (torch.special.xlogy(p, p) - torch.special.xlogy(p, m)).sum(-1) + \
-        0.5 * (torch.special.xlogy(q, q) - torch.special.xlogy(q, m)).sum(-1)
-
-
-def dola_candidate_layers(n_layers: int, tied: bool) -> dict[str, list[int]]:
-    """transformers' `dola_layers="low"` and `"high"` candidate sets (0 = the embedding, l = after block l - 1). With
-    tied embeddings the embedding's early exit is nearly an identity, so "low" starts at layer 2 (1 for a 2-layer
-    model); past 40 layers each set is capped at 10 layers. A set the rule leaves empty (low, for a 3-layer tied
-    model) is left out."""
-    start = 0 if not tied else 2 if n_layers > 2 else 1 if n_layers == 2 else 0
-    half = n_layers // 2
-    if start == half:
-        low = [start]
-    else:
-        low = list(range(start, half, 2)) if n_layers <= 40 else list(range(start, 20, 2))
-    high = list(range(half, n_layers, 2)) if n_layers <= 40 else list(range(n_layers - 20, n_layers, 2))
-    return {name: layers for name, layers in (("low", low), ("high", high)) if layers}
-
-
-@dataclass
-class ContrastStep:
-    token: int
-    premature: int  # DoLa: the layer contrasted with (-1 for contrastive search)
-    divergence: float  # DoLa: its Jensen-Shannon divergence from the final layer; contrastive: the chosen max cos
-    plain: int  # what greedy decoding would have taken
-
-
-@torch.no_grad()
-def dola(net: Transformer, prompt: Sequence[int], max_new_tokens: int, layers: Sequence[int], alpha: float = 0.1,
-         eos_ids: Sequence[int] = (), repetition: float = 1.0) -> list[ContrastStep]:
-    """DoLa, greedy: at each step the premature layer M with the largest JSD from the final layer, then
-    argmax over {x : p_N(x) >= alpha max p_N} of log p_N(x) - log p_M(x), after transformers' repetition penalty
-    on those contrast scores (prompt and output counted; 1.0 = off). One forward per token with the KV cache."""
-    names = _exit_names(layers)
-    store: dict[str, Tensor] = {}
-
-    def keep(x: Tensor, hook) -> None:
-        store[hook.name] = x[0, -1]
-
-    hooks = [(name, keep) for name in set(names.values())]
-    cache = KVCache.for_model(net, 1, len(prompt) + max_new_tokens)
-    tokens, steps, history = torch.tensor([list(prompt)]), [], list(prompt)
-    for _ in range(max_new_tokens):
-        final = net.run_with_hooks(tokens, hooks, cache=cache)[0, -1]
-        early = lens_logits(net, torch.stack([store[names[layer]] for layer in layers]))  # (n, V): one matmul
-        divergence = _jensen_shannon_rows(final, early)
-        best = int(divergence.argmax())
-        log_final, log_early = F.log_softmax(final.float(), -1), F.log_softmax(early[best].float(), -1)
-        plausible = log_final >= math.log(alpha) + log_final.max()
-        contrast = torch.where(plausible, log_final - log_early, torch.tensor(float("-inf")))
-        contrast = repetition_penalty(contrast, torch.tensor(history), repetition)
-        token = int(contrast.argmax())
-        steps.append(ContrastStep(token, layers[best], float(divergence[best]), int(final.argmax())))
-        if token in set(eos_ids):
-            break
-        tokens = torch.tensor([[token]])
-        history.append(token)
-    return steps
-
-
-@torch.no_grad()
-def contrastive(net: Transformer, prompt: Sequence[int], max_new_tokens: int, k: int, alpha: float,
-                eos_ids: Sequence[int] = ()) -> list[ContrastStep]:
-    """Contrastive search: among the top-k next tokens, the one maximising (1 - alpha) p(v) - alpha max_j cos(h_v, h_j),
-    h being the last layer's normalised hidden state (what the unembedding reads) and j the earlier positions.
-    The k candidates run as one batch of k rows over a copy of the KV cache; the chosen row's cache goes on."""
-    hidden: dict[str, Tensor] = {}
-
-    def keep(x: Tensor, hook) -> None:
-        hidden["h"] = x * net.ln_final.weight  # (B, T, D): the unembedding's input
-
-    hooks = [("ln_final.hook_normalized", keep)]
-    cache = KVCache.for_model(net, 1, len(prompt) + max_new_tokens)
-    logits = net.run_with_hooks(torch.tensor([list(prompt)]), hooks, cache=cache)[0, -1]
-    context = hidden["h"][0]  # (T, D)
-    steps: list[ContrastStep] = []
-    for _ in range(max_new_tokens):
-        top = F.softmax(logits.float(), -1).topk(k)
-        rows = cache.select(torch.zeros(k, dtype=torch.long))
-        candidate_logits = net.run_with_hooks(top.indices[:, None], hooks, cache=rows)[:, -1]  # (k, V)
-        h_v = hidden["h"][:, -1]  # (k, D)
-        similarity = F.normalize(h_v, dim=-1) @ F.normalize(context, dim=-1).T  # (k, T)
-        degeneration = similarity.max(-1).values
-        best = int(((1 - alpha) * top.values - alpha * degeneration).argmax())
-        token = int(top.indices[best])
-        steps.append(ContrastStep(token, -1, float(degeneration[best]), int(top.indices[0])))
-        if token in set(eos_ids):
-            break
-        cache = rows.select(torch.tensor([best]))
-        logits, context = candidate_logits[best], torch.cat([context, h_v[best : best + 1]])
-    return steps
 
 
 # ---------------------------------------------------------------------------------------

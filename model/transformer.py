@@ -11,6 +11,9 @@ as Meta's original Llama code and GGUF files do. Hugging Face checkpoints store 
 in the *half-split* layout, (x0, x_{d/2}), (x1, x_{d/2+1}), ...; the loaders permute those
 rows into ours (see `loaders.half_split_to_interleaved`). Both give the same q.k scores.
 
+One module on purpose (the house style's nanoGPT rule): config, maths, hooks, attention, MLP, block and model
+read top-down in one place, which is what makes it longer than the others.
+
     interleaved:  [x0 x1 | x2 x3 | x4 x5 | x6 x7]      pairs are neighbours
     half-split:   [x0 x1 x2 x3 | x4 x5 x6 x7]          pair i is (x_i, x_{i+d/2})
 

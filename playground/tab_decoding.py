@@ -4,7 +4,8 @@ own first layers as the draft, DoLa and contrastive search, and the KV cache tha
 
 Every strategy is `model.decoding`'s, run through `ModelRunner.run_strategy` (one run holds the model at a time;
 a sweep lets others in between its runs). Beam search matches transformers' `generate`, speculative decoding
-matches plain greedy decoding, DoLa and contrastive search match the papers' equations (tests/model/test_decoding.py).
+matches plain greedy decoding, DoLa and contrastive search (`model.contrast`) match the papers' equations
+(tests/model/test_decoding.py). One tab, five sections, each a handler and its layout: hence its length.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ import gradio as gr
 import numpy as np
 
 from model.arithmetic import kv_cache_bytes, matmul_weights
+from model.contrast import contrastive, dola, dola_candidate_layers
 from model.decoding import (
-    BeamResult, beam_search, contrastive, dola, dola_candidate_layers, greedy, repeated_ngrams, sampled, speculative,
-    time_kv_cache, token_log_probs,
+    BeamResult, beam_search, greedy, repeated_ngrams, sampled, speculative, time_kv_cache, token_log_probs,
 )
 from model.sampling import SamplerSettings
 from model.transformer import ModelConfig

@@ -3,7 +3,8 @@
 Slider moves recompute the chain on cached logits (no model run). Step-by-step generation
 keeps a per-visitor `GenSession` whose KV cache starts from the keys and values of the
 trace's residual streams, so each new token costs one position of compute; going back just
-shortens the cache.
+shortens the cache (`gen_session`). The controls come from one table (`CONTROL_ROWS`). One tab: the chain's view,
+stepping, drawing and export, each a handler and its layout: hence its length.
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from model.sampling import (
-    LLAMA_CPP_PROGRAM, SamplerSettings, distribution, draw, hf_leaves_out, llama_cpp_leaves_out, sample, stages,
-    to_hf_kwargs, to_llama_cpp_flags,
+from model.sampler_export import (
+    LLAMA_CPP_PROGRAM, hf_leaves_out, llama_cpp_leaves_out, to_hf_kwargs, to_llama_cpp_flags,
 )
+from model.sampling import SamplerSettings, distribution, draw, sample, stages
 
 from .figures.sampler import (
     GENERATION_CSS, attention_row_figure, distribution_bars, generated_html, orders_figure, samples_figure,

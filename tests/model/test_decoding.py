@@ -9,13 +9,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from model.contrast import contrastive, dola, jensen_shannon
 from model.decoding import (
     beam_search,
-    contrastive,
-    dola,
     early_exit,
     greedy,
-    jensen_shannon,
     repeated_ngrams,
     residual_distribution,
     speculative,

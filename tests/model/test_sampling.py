@@ -13,8 +13,9 @@ from transformers import (
 )
 
 from model import generate
+from model.sampler_export import to_hf_kwargs, to_llama_cpp_flags
 from model.sampling import (
-    SamplerSettings, chain, distribution, draw, recent_window, sample, stages, to_hf_kwargs, to_llama_cpp_flags,
+    SamplerSettings, chain, distribution, draw, recent_window, sample, stages,
 )
 
 from ..conftest import REAL_PROMPT
@@ -302,7 +303,7 @@ def test_exports():
                  "--repeat-last-n 128", "--top-n-sigma 1",
                  "'penalties;top_n_sigma;top_k;typ_p;top_p;min_p;temperature'"):
         assert flag in flags
-    from model.sampling import hf_leaves_out, llama_cpp_leaves_out
+    from model.sampler_export import hf_leaves_out, llama_cpp_leaves_out
 
     assert hf_leaves_out(s) == ["presence_penalty", "top_n_sigma"] and llama_cpp_leaves_out(s) == ["epsilon"]
 
@@ -379,7 +380,7 @@ def test_xtc_and_dry_exports_and_ranges():
                  "--dry-allowed-length 2", "--dry-penalty-last-n -1",
                  "'penalties;dry;top_k;typ_p;top_p;min_p;xtc;temperature'"):
         assert flag in flags
-    from model.sampling import hf_leaves_out
+    from model.sampler_export import hf_leaves_out
 
     assert hf_leaves_out(s) == ["xtc", "dry"]
     for bad in (dict(xtc_probability=1.5), dict(xtc_threshold=-0.1), dict(dry_multiplier=-1), dict(dry_base=0.5),

@@ -108,7 +108,7 @@ def transformers_dola_layers(final_layer: int, tied: bool, dola_layers: str) -> 
 @pytest.mark.parametrize("n_layers", [2, 3, 30, 48])
 @pytest.mark.parametrize("tied", [True, False])
 def test_dola_buckets_are_transformers(n_layers, tied):
-    from model.decoding import dola_candidate_layers
+    from model.contrast import dola_candidate_layers
 
     ours = dola_candidate_layers(n_layers, tied)
     for which in ("low", "high"):
