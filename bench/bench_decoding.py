@@ -80,12 +80,12 @@ def main() -> None:
     # a beam step against one batched forward of 4 tokens with the cache, at this context
     cache = KVCache.empty(net.cfg, 4, len(prompt) + 2, torch.float32, "cpu")
     with torch.no_grad():
-        net(tokens.expand(4, -1), cache=cache)
+        net(tokens.expand(4, -1), kv_cache=cache)
 
     def one_batched_step():
         cache.length = len(prompt)
         with torch.no_grad():
-            net(torch.tensor([[prompt[-1]]] * 4), cache=cache)
+            net(torch.tensor([[prompt[-1]]] * 4), kv_cache=cache)
 
     step = median(one_batched_step, max(5, repeats * 5))
     beam_per_step = rows[1][1] / n

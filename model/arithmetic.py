@@ -76,10 +76,10 @@ def measure_speed(net: Transformer, ids: list[int], decode_steps: int = 16) -> d
     tokens = torch.tensor([ids])
     net(tokens)
     prefill = min(_timed(lambda: net(tokens)) for _ in range(3))
-    cache = KVCache.for_model(net, 1, len(ids) + decode_steps + 1)
-    net(tokens, cache=cache)
+    kv_cache = KVCache.for_model(net, 1, len(ids) + decode_steps + 1)
+    net(tokens, kv_cache=kv_cache)
     step = torch.tensor([[ids[-1]]])
-    decode = _timed(lambda: [net(step, cache=cache) for _ in range(decode_steps)])
+    decode = _timed(lambda: [net(step, kv_cache=kv_cache) for _ in range(decode_steps)])
     return {"peak_flops": peak, "prefill_tokens_per_s": len(ids) / prefill,
             "decode_tokens_per_s": decode_steps / decode, "context": len(ids)}
 

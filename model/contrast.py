@@ -66,7 +66,7 @@ class ContrastStep:
 
 @torch.no_grad()
 def dola(net: Transformer, prompt: Sequence[int], max_new_tokens: int, layers: Sequence[int], alpha: float = 0.1,
-         eos_ids: Sequence[int] = (), repetition: float = 1.0) -> list[ContrastStep]:
+         stop_ids: Sequence[int] = (), repetition: float = 1.0) -> list[ContrastStep]:
     """DoLa, greedy: at each step the premature layer M with the largest JSD from the final layer, then
     argmax over {x : p_N(x) >= alpha max p_N} of log p_N(x) - log p_M(x), after transformers' repetition penalty
     on those contrast scores (prompt and output counted; 1.0 = off). One forward per token with the KV cache."""
@@ -77,10 +77,10 @@ def dola(net: Transformer, prompt: Sequence[int], max_new_tokens: int, layers: S
         store[hook.name] = x[0, -1]
 
     hooks = [(name, keep) for name in set(names.values())]
-    cache = KVCache.for_model(net, 1, len(prompt) + max_new_tokens)
+    kv_cache = KVCache.for_model(net, 1, len(prompt) + max_new_tokens)
     tokens, steps, history = torch.tensor([list(prompt)]), [], list(prompt)
     for _ in range(max_new_tokens):
-        final = net.run_with_hooks(tokens, hooks, cache=cache)[0, -1]
+        final = net.run_with_hooks(tokens, hooks, kv_cache=kv_cache)[0, -1]
         early = lens_logits(net, torch.stack([store[names[layer]] for layer in layers]))  # (n, V): one matmul
         divergence = _jensen_shannon_rows(final, early)
         best = int(divergence.argmax())
@@ -90,7 +90,7 @@ def dola(net: Transformer, prompt: Sequence[int], max_new_tokens: int, layers: S
         contrast = repetition_penalty(contrast, torch.tensor(history), repetition)
         token = int(contrast.argmax())
         steps.append(ContrastStep(token, layers[best], float(divergence[best]), int(final.argmax())))
-        if token in set(eos_ids):
+        if token in set(stop_ids):
             break
         tokens = torch.tensor([[token]])
         history.append(token)
@@ -99,7 +99,7 @@ def dola(net: Transformer, prompt: Sequence[int], max_new_tokens: int, layers: S
 
 @torch.no_grad()
 def contrastive(net: Transformer, prompt: Sequence[int], max_new_tokens: int, k: int, alpha: float,
-                eos_ids: Sequence[int] = ()) -> list[ContrastStep]:
+                stop_ids: Sequence[int] = ()) -> list[ContrastStep]:
     """Contrastive search: among the top-k next tokens, the one maximising (1 - alpha) p(v) - alpha max_j cos(h_v, h_j),
     h being the last layer's normalised hidden state (what the unembedding reads) and j the earlier positions.
     The k candidates run as one batch of k rows over a copy of the KV cache; the chosen row's cache goes on."""
@@ -109,22 +109,22 @@ def contrastive(net: Transformer, prompt: Sequence[int], max_new_tokens: int, k:
         hidden["h"] = x * net.ln_final.weight  # (B, T, D): the unembedding's input
 
     hooks = [("ln_final.hook_normalized", keep)]
-    cache = KVCache.for_model(net, 1, len(prompt) + max_new_tokens)
-    logits = net.run_with_hooks(torch.tensor([list(prompt)]), hooks, cache=cache)[0, -1]
+    kv_cache = KVCache.for_model(net, 1, len(prompt) + max_new_tokens)
+    logits = net.run_with_hooks(torch.tensor([list(prompt)]), hooks, kv_cache=kv_cache)[0, -1]
     context = hidden["h"][0]  # (T, D)
     steps: list[ContrastStep] = []
     for _ in range(max_new_tokens):
         top = F.softmax(logits.float(), -1).topk(k)
-        rows = cache.select(torch.zeros(k, dtype=torch.long))
-        candidate_logits = net.run_with_hooks(top.indices[:, None], hooks, cache=rows)[:, -1]  # (k, V)
+        rows = kv_cache.select(torch.zeros(k, dtype=torch.long))
+        candidate_logits = net.run_with_hooks(top.indices[:, None], hooks, kv_cache=rows)[:, -1]  # (k, V)
         h_v = hidden["h"][:, -1]  # (k, D)
         similarity = F.normalize(h_v, dim=-1) @ F.normalize(context, dim=-1).T  # (k, T)
         degeneration = similarity.max(-1).values
         best = int(((1 - alpha) * top.values - alpha * degeneration).argmax())
         token = int(top.indices[best])
         steps.append(ContrastStep(token, -1, float(degeneration[best]), int(top.indices[0])))
-        if token in set(eos_ids):
+        if token in set(stop_ids):
             break
-        cache = rows.select(torch.tensor([best]))
+        kv_cache = rows.select(torch.tensor([best]))
         logits, context = candidate_logits[best], torch.cat([context, h_v[best : best + 1]])
     return steps

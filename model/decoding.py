@@ -38,15 +38,15 @@ NEG = -1.0e9  # transformers' "very large negative" for beams that must not be c
 
 
 @torch.no_grad()
-def early_exit(net: Transformer, tokens: Tensor, layers: int, cache: KVCache) -> Tensor:
+def early_exit(net: Transformer, tokens: Tensor, layers: int, kv_cache: KVCache) -> Tensor:
     """Logits (B, T, V) from the first `layers` blocks only, through the final norm and the unembedding (with its
     own cache of those layers): the draft model of self-speculative decoding."""
-    start = cache.length
+    start = kv_cache.length
     rotations, mask = net.positions(start, tokens.shape[1], tokens.device)
     x = net.tok_embeddings(tokens)
     for block in net.blocks[:layers]:
-        x = block(x, rotations, mask, cache)
-    cache.length += tokens.shape[1]
+        x = block(x, rotations, mask, kv_cache)
+    kv_cache.length += tokens.shape[1]
     return lens_logits(net, x)
 
 
@@ -74,9 +74,9 @@ class BeamResult:
 @torch.no_grad()
 def beam_search(net: Transformer, prompt: Sequence[int], num_beams: int, max_new_tokens: int,
                 length_penalty: float = 1.0, early_stopping: bool | str = False,
-                eos_ids: Sequence[int] = ()) -> BeamResult:
+                stop_ids: Sequence[int] = ()) -> BeamResult:
     """transformers' beam search (do_sample=False, one sequence), with the steps kept for drawing."""
-    eos = torch.tensor(list(eos_ids), dtype=torch.long)
+    eos = torch.tensor(list(stop_ids), dtype=torch.long)
     prompt_len = len(prompt)
     max_length = prompt_len + max_new_tokens
     beams_to_keep = max(2, 1 + len(eos)) * num_beams
@@ -93,9 +93,9 @@ def beam_search(net: Transformer, prompt: Sequence[int], num_beams: int, max_new
     unsatisfied = True
     steps: list[BeamStep] = []
 
-    cache = KVCache.for_model(net, 1, max_length)
-    logits = net(torch.tensor([list(prompt)]), cache=cache)[:, -1].float()  # (1, V)
-    cache = cache.select(torch.zeros(num_beams, dtype=torch.long))  # every beam starts from the prompt
+    kv_cache = KVCache.for_model(net, 1, max_length)
+    logits = net(torch.tensor([list(prompt)]), kv_cache=kv_cache)[:, -1].float()  # (1, V)
+    kv_cache = kv_cache.select(torch.zeros(num_beams, dtype=torch.long))  # every beam starts from the prompt
     logits = logits.expand(num_beams, -1)
     cur_len = prompt_len
     V = logits.shape[-1]
@@ -141,8 +141,8 @@ def beam_search(net: Transformer, prompt: Sequence[int], num_beams: int, max_new
         unsatisfied = unsatisfied and bool((best_possible > worst).any())
         if not (unsatisfied and not (bool(is_finished.all()) and early_stopping is True) and not bool(hits.all())):
             break
-        cache = cache.select(origin)  # the cache rows of the beams that continue, in their new order
-        logits = net(running[:, cur_len - 1 : cur_len], cache=cache)[:, -1].float()
+        kv_cache = kv_cache.select(origin)  # the cache rows of the beams that continue, in their new order
+        logits = net(running[:, cur_len - 1 : cur_len], kv_cache=kv_cache)[:, -1].float()
     sequences = [finished[i, prompt_len : prompt_len + int(finished_len[i])].tolist() for i in range(num_beams)]
     return BeamResult(sequences, finished_scores.tolist(), steps)
 
@@ -196,7 +196,7 @@ def _probs(logits: Tensor, temperature: float) -> Tensor:
 
 @torch.no_grad()
 def speculative(net: Transformer, prompt: Sequence[int], draft_layers: int, gamma: int, max_new_tokens: int,
-                temperature: float = 0.0, seed: int = 0, eos_ids: Sequence[int] = ()) -> SpeculativeResult:
+                temperature: float = 0.0, seed: int = 0, stop_ids: Sequence[int] = ()) -> SpeculativeResult:
     """Self-speculative decoding: draft `gamma` tokens with the first `draft_layers` layers, verify with the whole
     model in one forward. temperature 0: greedy (the output equals plain greedy decoding).
 
@@ -212,12 +212,12 @@ def speculative(net: Transformer, prompt: Sequence[int], draft_layers: int, gamm
     target_cache, draft_cache = KVCache.for_model(net, 1, length), KVCache.for_model(net, 1, length)
     if len(prompt) > 1:
         head = torch.tensor([list(prompt[:-1])])
-        net(head, cache=target_cache)
+        net(head, kv_cache=target_cache)
         early_exit(net, head, draft_layers, draft_cache)
     pending = prompt[-1]
     out: list[int] = []
     rounds: list[SpeculativeRound] = []
-    stop = set(eos_ids)
+    stop = set(stop_ids)
     while len(out) < max_new_tokens and not (out and out[-1] in stop):
         n_draft = min(gamma, max_new_tokens - len(out) - 1)  # the model adds one token itself
         drafted, q_dists = [], []
@@ -230,7 +230,7 @@ def speculative(net: Transformer, prompt: Sequence[int], draft_layers: int, gamm
             q_dists.append(q)
             unread = [token]
         # verify: the whole model over [pending, drafted...] in one forward; p_logits[i] follows drafted[:i]
-        p_logits = net(torch.tensor([[pending, *drafted]]), cache=target_cache)[0].float()
+        p_logits = net(torch.tensor([[pending, *drafted]]), kv_cache=target_cache)[0].float()
         accepted, accept_p, extra = 0, [], None
         for i, token in enumerate(drafted):
             if greedy:
@@ -265,16 +265,16 @@ def speculative(net: Transformer, prompt: Sequence[int], draft_layers: int, gamm
 
 
 def sampled(net: Transformer, prompt: Sequence[int], max_new_tokens: int, settings: SamplerSettings, seed: int,
-            eos_ids: Sequence[int] = ()) -> list[int]:
+            stop_ids: Sequence[int] = ()) -> list[int]:
     """A seeded sampled continuation (`model.generation.generate` with these sampler settings)."""
-    return list(generate(net, prompt, max_new_tokens, settings, seed, eos_ids))
+    return list(generate(net, prompt, max_new_tokens, settings, seed, stop_ids))
 
 
 def greedy(net: Transformer, prompt: Sequence[int], max_new_tokens: int,
-           eos_ids: Sequence[int] = ()) -> tuple[list[int], float]:
+           stop_ids: Sequence[int] = ()) -> tuple[list[int], float]:
     """Plain greedy decoding with the KV cache (`model.generation.generate`), timed: (tokens, seconds)."""
     started = time.perf_counter()
-    tokens = list(generate(net, prompt, max_new_tokens, stop_ids=eos_ids))
+    tokens = list(generate(net, prompt, max_new_tokens, stop_ids=stop_ids))
     return tokens, time.perf_counter() - started
 
 
@@ -310,17 +310,17 @@ def time_kv_cache(net: Transformer, prompt: Sequence[int], new_tokens: int, budg
                   clock=time.perf_counter) -> CacheTiming:
     """Greedy generation twice over, timing each token with the cache (one position through the model) and without
     (the whole context again, as a model without a cache must). Stops early once `budget_s` is spent."""
-    cache = KVCache.for_model(net, 1, len(prompt) + new_tokens)
+    kv_cache = KVCache.for_model(net, 1, len(prompt) + new_tokens)
     ids = list(prompt)
-    net(torch.tensor([ids]), cache=cache)  # the prompt's keys and values, as generation starts
+    net(torch.tensor([ids]), kv_cache=kv_cache)  # the prompt's keys and values, as generation starts
     timing = CacheTiming([], [], [])
     started = clock()
     for _ in range(new_tokens):
         t0 = clock()
         full = net(torch.tensor([ids]))[0, -1]
         t1 = clock()
-        cache.length = len(ids) - 1  # recompute the last position with the cache, as each generated token is
-        net(torch.tensor([ids[-1:]]), cache=cache)
+        kv_cache.length = len(ids) - 1  # recompute the last position with the cache, as each generated token is
+        net(torch.tensor([ids[-1:]]), kv_cache=kv_cache)
         t2 = clock()
         timing.context.append(len(ids))
         timing.without_cache.append(t1 - t0)

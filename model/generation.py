@@ -29,10 +29,10 @@ def generate(
     stop = set(stop_ids)
     prompt = list(prompt_ids)
     generated: list[int] = []
-    cache = KVCache.empty(net.cfg, 1, len(prompt) + max_new_tokens, net.tok_embeddings.weight.dtype, device)
+    kv_cache = KVCache.empty(net.cfg, 1, len(prompt) + max_new_tokens, net.tok_embeddings.weight.dtype, device)
     tokens = torch.tensor([prompt], dtype=torch.long, device=device)
     for _ in range(max_new_tokens):
-        logits = net(tokens, cache=cache)[0, -1].float().cpu()  # (V,)
+        logits = net(tokens, kv_cache=kv_cache)[0, -1].float().cpu()  # (V,)
         token = int(sample(logits, settings, generator, prompt, generated))
         generated.append(token)
         yield token

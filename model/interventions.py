@@ -147,11 +147,11 @@ def layer_sweep(net: Transformer, resid: Tensor, ids: Tensor, mode: str, a: int,
 
 def _only_row(row: int, fn: HookFn) -> HookFn:
     """The hook applied to one batch row only."""
-    def hook(x: Tensor, point) -> Tensor:
+    def one_row(x: Tensor, hook) -> Tensor:
         x = x.clone()
-        x[row : row + 1] = fn(x[row : row + 1], point)
+        x[row : row + 1] = fn(x[row : row + 1], hook)
         return x
-    return hook
+    return one_row
 
 
 def collect_layer_sweep(steps: Iterable[tuple[int, Tensor, Tensor]], n_layers: int) -> LayerSweep:

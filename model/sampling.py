@@ -63,27 +63,28 @@ class SamplerSettings:
 
     def __post_init__(self) -> None:
         rules = {  # field -> (valid?, what is allowed); NaN fails every comparison, so it is refused too
-            "temperature": (_number(self.temperature) and 0 <= self.temperature < math.inf, "a number >= 0"),
+            "temperature": (_is_number(self.temperature) and 0 <= self.temperature < math.inf, "a number >= 0"),
             "top_k": (isinstance(self.top_k, int) and not isinstance(self.top_k, bool) and self.top_k >= 0,
                       "a whole number >= 0"),
-            "top_p": (_number(self.top_p) and 0 < self.top_p <= 1, "in (0, 1]"),
-            "min_p": (_number(self.min_p) and 0 <= self.min_p <= 1, "in [0, 1]"),
-            "typical_p": (_number(self.typical_p) and 0 < self.typical_p <= 1, "in (0, 1]"),
-            "repetition_penalty": (_number(self.repetition_penalty) and 0 < self.repetition_penalty < math.inf,
+            "top_p": (_is_number(self.top_p) and 0 < self.top_p <= 1, "in (0, 1]"),
+            "min_p": (_is_number(self.min_p) and 0 <= self.min_p <= 1, "in [0, 1]"),
+            "typical_p": (_is_number(self.typical_p) and 0 < self.typical_p <= 1, "in (0, 1]"),
+            "repetition_penalty": (_is_number(self.repetition_penalty) and 0 < self.repetition_penalty < math.inf,
                                    "a number > 0"),
-            "presence_penalty": (_number(self.presence_penalty) and math.isfinite(self.presence_penalty),
+            "presence_penalty": (_is_number(self.presence_penalty) and math.isfinite(self.presence_penalty),
                                  "a finite number"),
-            "frequency_penalty": (_number(self.frequency_penalty) and math.isfinite(self.frequency_penalty),
+            "frequency_penalty": (_is_number(self.frequency_penalty) and math.isfinite(self.frequency_penalty),
                                   "a finite number"),
-            "epsilon": (_number(self.epsilon) and 0 <= self.epsilon < 1, "in [0, 1)"),
-            "eta": (_number(self.eta) and 0 <= self.eta < 1, "in [0, 1)"),
-            "top_n_sigma": (_number(self.top_n_sigma) and 0 <= self.top_n_sigma < math.inf, "a number >= 0"),
+            "epsilon": (_is_number(self.epsilon) and 0 <= self.epsilon < 1, "in [0, 1)"),
+            "eta": (_is_number(self.eta) and 0 <= self.eta < 1, "in [0, 1)"),
+            "top_n_sigma": (_is_number(self.top_n_sigma) and 0 <= self.top_n_sigma < math.inf, "a number >= 0"),
             "repeat_last_n": (isinstance(self.repeat_last_n, int) and not isinstance(self.repeat_last_n, bool)
                               and self.repeat_last_n >= -1, "a whole number >= -1"),
-            "xtc_probability": (_number(self.xtc_probability) and 0 <= self.xtc_probability <= 1, "in [0, 1]"),
-            "xtc_threshold": (_number(self.xtc_threshold) and 0 <= self.xtc_threshold <= 1, "in [0, 1]"),
-            "dry_multiplier": (_number(self.dry_multiplier) and 0 <= self.dry_multiplier < math.inf, "a number >= 0"),
-            "dry_base": (_number(self.dry_base) and 1 <= self.dry_base < math.inf, "a number >= 1"),
+            "xtc_probability": (_is_number(self.xtc_probability) and 0 <= self.xtc_probability <= 1, "in [0, 1]"),
+            "xtc_threshold": (_is_number(self.xtc_threshold) and 0 <= self.xtc_threshold <= 1, "in [0, 1]"),
+            "dry_multiplier": (_is_number(self.dry_multiplier) and 0 <= self.dry_multiplier < math.inf,
+                               "a number >= 0"),
+            "dry_base": (_is_number(self.dry_base) and 1 <= self.dry_base < math.inf, "a number >= 1"),
             "dry_allowed_length": (isinstance(self.dry_allowed_length, int) and not isinstance(self.dry_allowed_length,
                                                                                                bool)
                                    and self.dry_allowed_length >= 1, "a whole number >= 1"),
@@ -100,7 +101,7 @@ class SamplerSettings:
         return self.temperature == 0
 
 
-def _number(value) -> bool:
+def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 

@@ -226,16 +226,17 @@ class Attention(nn.Module):
         self.hook_pattern = HookPoint()
         self.hook_z = HookPoint()
 
-    def forward(self, x: Tensor, rotations: Tensor, mask: Tensor | None, cache: KVCache | None, layer: int) -> Tensor:
+    def forward(self, x: Tensor, rotations: Tensor, mask: Tensor | None, kv_cache: KVCache | None,
+                layer: int) -> Tensor:
         cfg = self.cfg
         B, T, _ = x.shape
         _, _, v, q, k = self.project(x, rotations)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # heads first
-        if cache is not None:  # append this step's keys/values, then attend to all of them
-            start, end = cache.length, cache.length + T
-            cache.k[layer][:, :, start:end] = k
-            cache.v[layer][:, :, start:end] = v
-            k, v = cache.k[layer][:, :, :end], cache.v[layer][:, :, :end]  # (B, G, S, Dh)
+        if kv_cache is not None:  # append this step's keys/values, then attend to all of them
+            start, end = kv_cache.length, kv_cache.length + T
+            kv_cache.k[layer][:, :, start:end] = k
+            kv_cache.v[layer][:, :, start:end] = v
+            k, v = kv_cache.k[layer][:, :, :end], kv_cache.v[layer][:, :, :end]  # (B, G, S, Dh)
         if self.hook_attn_scores.fns or self.hook_pattern.fns:
             z = self.pattern(q, k, mask) @ repeat_kv(v, cfg.n_groups)  # (B, H, T, Dh), one hookable step at a time
         else:  # nobody is looking at the pattern: the same maths, fused (SDPA shares K/V heads itself)
@@ -298,9 +299,9 @@ class Block(nn.Module):
         self.hook_mlp_out = HookPoint()
         self.hook_resid_post = HookPoint()
 
-    def forward(self, x: Tensor, rotations: Tensor, mask: Tensor | None, cache: KVCache | None) -> Tensor:
+    def forward(self, x: Tensor, rotations: Tensor, mask: Tensor | None, kv_cache: KVCache | None) -> Tensor:
         x = self.hook_resid_pre(x)  # (B, T, D)
-        attn_out = self.hook_attn_out(self.attn(self.ln1(x), rotations, mask, cache, self.layer))
+        attn_out = self.hook_attn_out(self.attn(self.ln1(x), rotations, mask, kv_cache, self.layer))
         x = self.hook_resid_mid(x + attn_out)
         mlp_out = self.hook_mlp_out(self.mlp(self.ln2(x)))
         return self.hook_resid_post(x + mlp_out)
@@ -323,18 +324,18 @@ class Transformer(nn.Module):
                 module.name = name
                 self.hook_points[name] = module
 
-    def forward(self, tokens: Tensor, cache: KVCache | None = None) -> Tensor:
+    def forward(self, tokens: Tensor, kv_cache: KVCache | None = None) -> Tensor:
         """Logits (B, T, V) for tokens (B, T); with a cache, the tokens follow its `length` positions."""
         B, T = tokens.shape
-        start = cache.length if cache is not None else 0
-        if cache is not None and start + T > cache.max_len:
-            raise ValueError(f"KV cache holds {cache.max_len} positions; {start + T} needed")
+        start = kv_cache.length if kv_cache is not None else 0
+        if kv_cache is not None and start + T > kv_cache.max_len:
+            raise ValueError(f"KV cache holds {kv_cache.max_len} positions; {start + T} needed")
         rotations, mask = self.positions(start, T, tokens.device)
         x = self.hook_embed(self.tok_embeddings(tokens))  # (B, T, D)
         for block in self.blocks:
-            x = block(x, rotations, mask, cache)
-        if cache is not None:
-            cache.length += T
+            x = block(x, rotations, mask, kv_cache)
+        if kv_cache is not None:
+            kv_cache.length += T
         return self.output(self.ln_final(x))  # (B, T, V)
 
     def positions(self, start: int, T: int, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor | None]:
@@ -370,10 +371,10 @@ class Transformer(nn.Module):
 
     @torch.no_grad()
     def run_with_hooks(self, tokens: Tensor, fwd_hooks: Iterable[tuple[str, HookFn]] = (),
-                       cache: KVCache | None = None) -> Tensor:
+                       kv_cache: KVCache | None = None) -> Tensor:
         """Logits for tokens with hook functions attached for this call only (after the cache's positions, if given)."""
         with self.hooks(fwd_hooks):
-            return self(tokens, cache=cache)
+            return self(tokens, kv_cache=kv_cache)
 
     @torch.no_grad()
     def run_with_cache(self, tokens: Tensor, names_filter: NamesFilter = None) -> tuple[Tensor, dict[str, Tensor]]:
@@ -387,10 +388,10 @@ class Transformer(nn.Module):
         store: dict[str, Tensor] = {}
         seen: set[int] = set()
 
-        def save(x: Tensor, point: HookPoint) -> None:
+        def save(x: Tensor, hook: HookPoint) -> None:
             x = x.detach()
             storage = x.untyped_storage().data_ptr()
-            store[point.name] = x.clone() if storage in seen else x
+            store[hook.name] = x.clone() if storage in seen else x
             seen.add(storage)
 
         logits = self.run_with_hooks(tokens, [(name, save) for name in self.hook_names(names_filter)])

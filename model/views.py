@@ -44,8 +44,8 @@ def capture(net: Transformer, layer: int, resid: Tensor, names: Sequence[str]) -
     last = max(names, key=order.index)
     store: dict[str, Tensor] = {}
 
-    def keep(x: Tensor, point: HookPoint) -> None:
-        name = point.name[len(prefix):]
+    def keep(x: Tensor, hook: HookPoint) -> None:
+        name = hook.name[len(prefix):]
         store[name] = x.detach()
         if name == last:
             raise _Enough
@@ -76,13 +76,13 @@ def prefilled_cache(net: Transformer, resid: Tensor, extra: int) -> KVCache:
     """A KV cache holding the keys (after RoPE) and values of the T positions whose residual streams are given
     (L + 1, T, D), with room for `extra` more tokens: what a forward over the prompt would have left in it."""
     T = resid.shape[1]
-    cache = KVCache.for_model(net, 1, T + extra)
+    kv_cache = KVCache.for_model(net, 1, T + extra)
     for l in range(net.cfg.n_layers):
         seen = capture(net, l, resid[l][None], ["attn.hook_v", "attn.hook_rot_k"])
-        cache.k[l][:, :, :T] = seen["attn.hook_rot_k"].transpose(1, 2)  # (1, G, T, Dh)
-        cache.v[l][:, :, :T] = seen["attn.hook_v"].transpose(1, 2)
-    cache.length = T
-    return cache
+        kv_cache.k[l][:, :, :T] = seen["attn.hook_rot_k"].transpose(1, 2)  # (1, G, T, Dh)
+        kv_cache.v[l][:, :, :T] = seen["attn.hook_v"].transpose(1, 2)
+    kv_cache.length = T
+    return kv_cache
 
 
 @dataclass(frozen=True)

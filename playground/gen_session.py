@@ -37,7 +37,7 @@ class GenSession:
     logits: np.ndarray  # (V,) next-token logits after the prompt and the generated tokens
     generated: list[int] = field(default_factory=list)
     chosen_p: list[float] = field(default_factory=list)  # probability each token was chosen with
-    cache: KVCache | None = None
+    kv_cache: KVCache | None = None
     dropped: bool = False
     attention: np.ndarray | None = None  # (L, H, S) what the newest generated token attends to
 
@@ -48,29 +48,29 @@ class GenSession:
 
     @property
     def nbytes(self) -> int:
-        cache = 0 if self.cache is None else sum(t.nbytes for t in (*self.cache.k, *self.cache.v))
-        return self.logits.nbytes + cache + (0 if self.attention is None else self.attention.nbytes)
+        kv_cache = 0 if self.kv_cache is None else sum(t.nbytes for t in (*self.kv_cache.k, *self.kv_cache.v))
+        return self.logits.nbytes + kv_cache + (0 if self.attention is None else self.attention.nbytes)
 
     def drop(self) -> None:
-        self.cache, self.dropped = None, True
+        self.kv_cache, self.dropped = None, True
 
     def _rebuild(self, runner: ModelRunner, tokens: list[int]) -> np.ndarray:
         """A new cache: the prompt's keys and values from the trace, then `tokens` stepped; the logits after them."""
-        self.cache = runner.generation_cache(self.trace, MAX_NEW_TOKENS)
+        self.kv_cache = runner.generation_cache(self.trace, MAX_NEW_TOKENS)
         self.dropped = False
         runner.budget.admit(self)
         logits = self.trace.next_logits
         for token in tokens:
-            logits = runner.step(token, self.cache)
+            logits = runner.step(token, self.kv_cache)
         return logits
 
     def push(self, runner: ModelRunner, token: int, p: float) -> None:
         """Append a token: one forward step over it with the cache."""
         if len(self.generated) >= MAX_NEW_TOKENS:
             raise ValueError(f"the limit is {MAX_NEW_TOKENS} generated tokens; press Reset to start again")
-        if self.cache is None:
+        if self.kv_cache is None:
             self._rebuild(runner, self.generated)
-        self.logits, self.attention = runner.step(token, self.cache, attention=True)
+        self.logits, self.attention = runner.step(token, self.kv_cache, attention=True)
         self.generated.append(token)
         self.chosen_p.append(p)
 
@@ -84,18 +84,18 @@ class GenSession:
         if not self.generated:
             self.reset()
         else:
-            if self.cache is None:
+            if self.kv_cache is None:
                 self._rebuild(runner, self.generated[:-1])
             else:
-                self.cache.length -= 2
-            self.logits, self.attention = runner.step(self.generated[-1], self.cache, attention=True)
+                self.kv_cache.length -= 2
+            self.logits, self.attention = runner.step(self.generated[-1], self.kv_cache, attention=True)
 
     def reset(self) -> None:
         self.generated.clear()
         self.chosen_p.clear()
         self.logits, self.attention = self.trace.next_logits, None
-        if self.cache is not None:
-            self.cache.length = self.trace.n_tokens
+        if self.kv_cache is not None:
+            self.kv_cache.length = self.trace.n_tokens
 
     def distribution(self, settings: SamplerSettings) -> torch.Tensor:
         """The next-token probabilities after the chain, with this session's history."""

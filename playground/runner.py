@@ -254,7 +254,8 @@ class ModelRunner:
         with self._locked() as net:
             return views.prefilled_cache(net, torch.from_numpy(resid), extra)
 
-    def step(self, token: int, cache: KVCache, attention: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    def step(self, token: int, kv_cache: KVCache,
+             attention: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """One generation step: the next-token logits (V,) after `token`, which is appended to the cache; with
         `attention`, also what the new token attends to in every layer and head, (L, H, S) over all positions."""
         rows: list[np.ndarray] = []
@@ -264,7 +265,7 @@ class ModelRunner:
 
         hooks = [(f"blocks.{l}.attn.hook_pattern", keep_row) for l in range(self.cfg.n_layers)] if attention else []
         with self._locked() as net:
-            logits = views.own(net.run_with_hooks(torch.tensor([[int(token)]]), hooks, cache=cache)[0, -1])
+            logits = views.own(net.run_with_hooks(torch.tensor([[int(token)]]), hooks, kv_cache=kv_cache)[0, -1])
         return (logits, np.stack(rows)) if attention else logits
 
     def run_strategy(self, strategy: Callable[..., T_], *args, **kwargs) -> T_:

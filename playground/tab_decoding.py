@@ -28,11 +28,12 @@ from .figures.decoding import (
     DECODING_CSS, Continuation, TreeNode, beam_tree_figure, cache_contents_figure, cache_timing_figure,
     continuations_html, premature_figure, speculative_rounds_html, speedup_figure,
 )
-from .figures.tokens import axis_labels, token_label
+from .figures.tokens import axis_labels
 from .runner import ModelRunner, PromptError
 from .trace import Trace
 from .ui import (
     MODEL_RUN, Event, StopFlag, TabContext, TabView, bind, font_scale, intro, number, stop_button, stop_state,
+    token_text,
 )
 
 CSS = DECODING_CSS
@@ -59,7 +60,7 @@ def _span(layers: list[int]) -> str:
     return ", ".join(map(str, layers)) if len(layers) <= 3 else f"{layers[0]}, {layers[1]}, …, {layers[-1]}"
 
 
-def _number(value, name: str, low: float, high: float, whole: bool = False) -> float | int:
+def _setting(value, name: str, low: float, high: float, whole: bool = False) -> float | int:
     """`ui.number`, its message as a PromptError (what every handler here shows)."""
     try:
         return number(value, name, low, high, whole)
@@ -70,7 +71,7 @@ def _number(value, name: str, low: float, high: float, whole: bool = False) -> f
 def _prompt(runner: ModelRunner, trace: Trace | None, new_tokens) -> tuple[list[int], int]:
     if trace is None:
         raise PromptError("Analyze a prompt first: the strategies continue it.")
-    n = _number(new_tokens, "New tokens", *NEW_TOKENS, whole=True)
+    n = _setting(new_tokens, "New tokens", *NEW_TOKENS, whole=True)
     ids = trace.ids.tolist()
     if len(ids) + n + 8 > runner.cfg.max_seq_len:
         raise PromptError(f"The prompt has {len(ids)} tokens: with {n} more it would pass the model's context of "
@@ -78,16 +79,12 @@ def _prompt(runner: ModelRunner, trace: Trace | None, new_tokens) -> tuple[list[
     return ids, n
 
 
-def _eos(runner: ModelRunner) -> list[int]:
+def _stop_ids(runner: ModelRunner) -> list[int]:
     return [runner.eos_token_id] if runner.eos_token_id is not None else []
 
 
 def _pieces(runner: ModelRunner, ids: list[int]) -> list[str]:
     return [runner.token_bytes(t).decode("utf-8", errors="replace") for t in ids]
-
-
-def _label(runner: ModelRunner, token: int) -> str:
-    return "EOS" if token == runner.eos_token_id else token_label(runner.token_bytes(token), max_len=12)
 
 
 def _continuation(runner: ModelRunner, prompt: list[int], name: str, ids: list[int], note: str = "") -> Continuation:
@@ -109,12 +106,12 @@ def tree_nodes(runner: ModelRunner, result: BeamResult) -> list[TreeNode]:
             if last:  # at the last step the running beams are exactly what finished there: drawn as finished
                 continue
             prefix = prefixes[slot]
-            nodes.append(TreeNode(step_index, slot, parent if step_index else -1, _label(runner, token), score,
+            nodes.append(TreeNode(step_index, slot, parent if step_index else -1, token_text(runner, token, 12), score,
                                   best[: len(prefix)] == prefix and len(prefix) <= len(best),
                                   slot in continued))
         for j, (ids, normalised, log_p) in enumerate(step.finished):
             parent = next((s for s, p in enumerate(parents) if p == ids[:-1]), 0) if step_index else -1
-            nodes.append(TreeNode(step_index, j, parent, _label(runner, ids[-1]), log_p, ids == best, False,
+            nodes.append(TreeNode(step_index, j, parent, token_text(runner, ids[-1], 12), log_p, ids == best, False,
                                   finished=True, normalised=normalised))
     return nodes
 
@@ -124,17 +121,17 @@ def compare(runner: ModelRunner, trace: Trace | None, new_tokens, width, length_
     """(summary, beam tree, side-by-side table): beam search, greedy and a seeded sample of the prompt."""
     try:
         prompt, n = _prompt(runner, trace, new_tokens)
-        beams = _number(width, "Beam width", *WIDTH, whole=True)
-        penalty = _number(length_penalty, "Length penalty", -5, 5)
+        beams = _setting(width, "Beam width", *WIDTH, whole=True)
+        penalty = _setting(length_penalty, "Length penalty", -5, 5)
         early = EARLY_STOPPING.get(early_stopping)
         if early is None:
             raise PromptError(f"Early stopping must be one of {', '.join(EARLY_STOPPING)}.")
-        settings = SamplerSettings(temperature=_number(temperature, "Temperature", 0.05, 5),
-                                   top_p=_number(top_p, "Top-p", 0.01, 1))
-        seed = _number(seed, "Seed", 0, 2**31 - 1, whole=True)
+        settings = SamplerSettings(temperature=_setting(temperature, "Temperature", 0.05, 5),
+                                   top_p=_setting(top_p, "Top-p", 0.01, 1))
+        seed = _setting(seed, "Seed", 0, 2**31 - 1, whole=True)
     except (PromptError, ValueError) as e:
         return f"⚠️ {e}", None, ""
-    eos = _eos(runner)
+    eos = _stop_ids(runner)
     result = runner.run_strategy(beam_search, prompt, beams, n, penalty, early, eos)
     greedy_ids, _ = runner.run_strategy(greedy, prompt, n, eos)
     sample = runner.run_strategy(sampled, prompt, n, settings, seed, eos)
@@ -188,13 +185,13 @@ def speculate(runner: ModelRunner, trace: Trace | None, new_tokens, gamma, shown
     stop.clear()
     try:
         prompt, n = _prompt(runner, trace, new_tokens)
-        gamma = _number(gamma, "Drafted tokens a round", *GAMMA, whole=True)
-        shown = _number(shown_layers, "Draft layers", 1, runner.cfg.n_layers - 1, whole=True)
-        temperature = _number(temperature, "Temperature", 0, 5)
+        gamma = _setting(gamma, "Drafted tokens a round", *GAMMA, whole=True)
+        shown = _setting(shown_layers, "Draft layers", 1, runner.cfg.n_layers - 1, whole=True)
+        temperature = _setting(temperature, "Temperature", 0, 5)
     except PromptError as e:
         yield f"⚠️ {e}", "", None
         return
-    eos = _eos(runner)
+    eos = _stop_ids(runner)
     depths = sorted(set(draft_depths(runner.cfg.n_layers)) | {shown})
     cfg = runner.cfg
     unembedding = cfg.vocab_size * cfg.d_model / matmul_weights(cfg)
@@ -218,8 +215,8 @@ def speculate(runner: ModelRunner, trace: Trace | None, new_tokens, gamma, shown
         per_token = result.seconds / max(1, len(result.tokens))
         speedup.append((plain_s / max(1, len(plain))) / per_token)
         if k == shown:
-            rounds = [([_label(runner, t) for t in r.drafted], r.accepted, _label(runner, r.extra), r.accept_p)
-                      for r in result.rounds]
+            rounds = [([token_text(runner, t, 12) for t in r.drafted], r.accepted, token_text(runner, r.extra, 12),
+                       r.accept_p) for r in result.rounds]
             rounds_html = speculative_rounds_html(rounds, large)
             same = ("the same tokens as greedy decoding, as it must" if result.tokens == plain[: len(result.tokens)]
                     else "not greedy's tokens: something is wrong") if temperature == 0 else \
@@ -251,13 +248,13 @@ def contrast(runner: ModelRunner, trace: Trace | None, new_tokens, bucket: str, 
         layers = buckets.get(bucket)
         if layers is None:
             raise PromptError(f"DoLa's layers must be one of: {'; '.join(buckets)}.")
-        alpha = _number(dola_alpha, "DoLa's plausibility α", 0.001, 1)
-        repetition = _number(dola_repetition, "DoLa's repetition penalty", *DOLA_REPETITION)
-        k = _number(top_k, "Contrastive search's k", *TOP_K, whole=True)
-        penalty = _number(cs_alpha, "Contrastive search's α", 0, 1)
+        alpha = _setting(dola_alpha, "DoLa's plausibility α", 0.001, 1)
+        repetition = _setting(dola_repetition, "DoLa's repetition penalty", *DOLA_REPETITION)
+        k = _setting(top_k, "Contrastive search's k", *TOP_K, whole=True)
+        penalty = _setting(cs_alpha, "Contrastive search's α", 0, 1)
     except PromptError as e:
         return f"⚠️ {e}", "", None
-    eos = _eos(runner)
+    eos = _stop_ids(runner)
     greedy_ids, _ = runner.run_strategy(greedy, prompt, n, eos)
     dola_steps = runner.run_strategy(dola, prompt, n, layers, alpha, eos, repetition)
     cs_steps = runner.run_strategy(contrastive, prompt, n, k, penalty, eos)
@@ -283,8 +280,8 @@ def contrast(runner: ModelRunner, trace: Trace | None, new_tokens, bucket: str, 
             f"hidden state with any earlier one, to stop repeating itself. Shade: each token's probability under the "
             f"plain model.")
     figure = premature_figure([s.premature for s in dola_steps], [s.divergence for s in dola_steps],
-                              [_label(runner, s.token) for s in dola_steps], [s.token != s.plain for s in dola_steps],
-                              font_scale(large))
+                              [token_text(runner, s.token, 12) for s in dola_steps],
+                              [s.token != s.plain for s in dola_steps], font_scale(large))
     text = trace.prompt if not trace.chat else "(chat) " + trace.prompt
     return note, continuations_html(text, rows, large), figure
 
@@ -294,8 +291,8 @@ def kv_cache(runner: ModelRunner, trace: Trace | None, kv_tokens, layer, large: 
     try:
         if trace is None:
             raise PromptError("Analyze a prompt first: its tokens fill the cache.")
-        n = _number(kv_tokens, "Tokens to time", *KV_TOKENS, whole=True)
-        layer = _number(layer, "Layer", 0, runner.cfg.n_layers - 1, whole=True)
+        n = _setting(kv_tokens, "Tokens to time", *KV_TOKENS, whole=True)
+        layer = _setting(layer, "Layer", 0, runner.cfg.n_layers - 1, whole=True)
     except PromptError as e:
         return f"⚠️ {e}", None, None
     cfg, ids = runner.cfg, trace.ids.tolist()

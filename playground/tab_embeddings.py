@@ -10,21 +10,12 @@ from __future__ import annotations
 import gradio as gr
 
 from .figures.embeddings import neighbours_figure, norms_figure, pca_figure, readout_figure
-from .figures.tokens import markdown_token, token_label
 from .runner import ModelRunner
 from .trace import Trace
-from .ui import LAYER_VIEW, Event, TabContext, TabView, bind, clamp, font_scale, intro
+from .ui import LAYER_VIEW, Event, TabContext, TabView, bind, clamp, font_scale, intro, token_text, token_markdown
 
 WORDS = (" Paris, London, Berlin, Rome, France, England, Germany, Italy, cat, dog, horse, mouse, 1, 2, 3, 7, red, "
          "blue, green")
-
-
-def label(runner: ModelRunner, token: int) -> str:
-    return token_label(runner.token_bytes(token), True, 20)
-
-
-def code(runner: ModelRunner, token: int) -> str:
-    return markdown_token(runner.token_bytes(token))
 
 
 def word_token(runner: ModelRunner, word: str) -> int | None:
@@ -50,15 +41,15 @@ def render_token(runner: ModelRunner, text: str, k: int, words: str, large: bool
     firsts = (word_token(runner, w) for w in (words or "").split(",") if w.strip())
     chosen = [t for t in dict.fromkeys(firsts) if t is not None]
     view = runner.embeddings([token, *chosen], k)
-    name = label(runner, token)
+    name = token_text(runner, token)
     norms = view.norms
     rank = int((norms > norms[token]).sum())
-    note = (f"Token {code(runner, token)} (id {token}): embedding norm {norms[token]:.3f}, larger than "
+    note = (f"Token {token_markdown(runner, token)} (id {token}): embedding norm {norms[token]:.3f}, larger than "
             f"{100 * (1 - rank / len(norms)):.1f}% of the {len(norms):,} tokens. Read out through the final norm, it "
             f"predicts {'itself first' if view.self_rank[0] == 0 else f'itself at rank {int(view.self_rank[0])}'}.")
-    neighbours = neighbours_figure([label(runner, t) for t in view.nearest[0]], view.cosine[0],
+    neighbours = neighbours_figure([token_text(runner, t) for t in view.nearest[0]], view.cosine[0],
                                    f"Nearest tokens to {name} by cosine of their embedding rows", font_scale=scale)
-    readout = readout_figure([label(runner, t) for t in view.output[0]], view.output_p[0], name,
+    readout = readout_figure([token_text(runner, t) for t in view.output[0]], view.output_p[0], name,
                              f"{name} read out as an output (final norm, then W_U = W_E)",
                              font_scale=scale)
     specials = runner.special_ids
@@ -70,7 +61,7 @@ def render_token(runner: ModelRunner, text: str, k: int, words: str, large: bool
         note += " Type at least three tokens to project (comma-separated)."
     else:  # the projection is of the chosen tokens only (the first row is the token above)
         rows = runner.embeddings(chosen, 1)
-        pca = pca_figure(rows.pca, [label(runner, t) for t in chosen], rows.explained, font_scale=scale)
+        pca = pca_figure(rows.pca, [token_text(runner, t) for t in chosen], rows.explained, font_scale=scale)
     return note, neighbours, readout, norms_fig, pca
 
 
@@ -87,7 +78,7 @@ def self_prediction(runner: ModelRunner, trace: Trace | None) -> str:
              f"(e·g/rms)·e, a weighted sum of squares, so it usually wins; another token wins when its row points the "
              f"same way and is longer."]
     if misses:
-        shown = ", ".join(f"{code(runner, t)} → {code(runner, o)}" for _, t, o in misses[:8])
+        shown = ", ".join(f"{token_markdown(runner, t)} → {token_markdown(runner, o)}" for _, t, o in misses[:8])
         lines.append(f"Where it does not: {shown}{' …' if len(misses) > 8 else ''}.")
     return " ".join(lines)
 

@@ -20,12 +20,12 @@ from .figures.attention import mosaic_cell, mosaic_of_levels
 from .figures.interventions import (
     ablation_figure, attribution_figure, head_attribution_figure, layer_sweep_figure, patching_figure,
 )
-from .figures.tokens import axis_labels, markdown_token, token_label
+from .figures.tokens import axis_labels
 from .runner import ModelRunner, PromptError
 from .trace import Trace
 from .ui import (
     MAX_SWEEP_S, MODEL_RUN, READ_ONLY, Event, StopFlag, TabContext, TabView, bind, font_scale, session_state, intro,
-    stop_button, stop_state,
+    stop_button, stop_state, token_markdown, token_text,
 )
 
 CELL = 30  # pixels per head in the clickable grid
@@ -42,12 +42,9 @@ def token_pair(runner: ModelRunner, logits: np.ndarray, a_text: str, b_text: str
     if a is None or b is None:
         raise PromptError("Type a token to compare, or leave the box empty for the model's most likely ones.")
     if a == b:
-        raise PromptError(f"Both texts start with the same token ({name(runner, a)}): choose two different tokens.")
-    return a, b, f"{name(runner, a)} − {name(runner, b)}"
-
-
-def name(runner: ModelRunner, token: int) -> str:
-    return markdown_token(runner.token_bytes(token))
+        raise PromptError(f"Both texts start with the same token ({token_markdown(runner, a)}): choose two different "
+                          f"tokens.")
+    return a, b, f"{token_markdown(runner, a)} − {token_markdown(runner, b)}"
 
 
 def plain(text: str) -> str:
@@ -108,7 +105,7 @@ def ablate(runner: ModelRunner, trace: Trace | None, selected: list, attn: list,
         return f"⚠️ {e}", None
     p_before, p_after = (torch.from_numpy(x).softmax(-1).numpy() for x in (trace.next_logits, after))
     shown = np.argsort(-np.maximum(p_before, p_after))[:TOP]
-    labels = [token_label(runner.token_bytes(int(t)), True, 20) for t in shown]
+    labels = [token_text(runner, t) for t in shown]
     labels = [f"{label} ({int(t)})" if labels.count(label) > 1 else label for label, t in zip(labels, shown)]
     before_diff, after_diff = trace.next_logits[a] - trace.next_logits[b], after[a] - after[b]
     n_heads = len(ablation.heads)
@@ -118,8 +115,8 @@ def ablate(runner: ModelRunner, trace: Trace | None, selected: list, attn: list,
     whole = " (every head of the model)" if n_heads == runner.cfg.n_layers * runner.cfg.n_heads else ""
     mean = " (each replaced by its mean over the prompt's positions)" if ablation.mode == "mean" else ""
     summary = (f"Ablated {what}{whole}{mean}. Logit difference {pair}: **{before_diff:+.3f} → {after_diff:+.3f}** "
-               f"({after_diff - before_diff:+.3f}); top token {name(runner, int(np.argmax(p_before)))} "
-               f"p {p_before.max():.3f} → now {name(runner, int(np.argmax(p_after)))} p {p_after.max():.3f}.")
+               f"({after_diff - before_diff:+.3f}); top token {token_markdown(runner, int(np.argmax(p_before)))} "
+               f"p {p_before.max():.3f} → now {token_markdown(runner, int(np.argmax(p_after)))} p {p_after.max():.3f}.")
     title = f"Next token before and after the ablation ({ablation.mode})"
     return summary, ablation_figure(labels, p_before[shown], p_after[shown], title, font_scale=font_scale(large))
 
@@ -199,7 +196,7 @@ def patch(runner: ModelRunner, clean: str, corrupted: str, a_text: str, b_text: 
     values = np.full((n_rows, n_columns), np.nan, dtype=np.float32)
     columns = axis_labels([runner.token_bytes(t) for t in clean_ids]) if sweep.per == "position" else \
         [f"H{h}" for h in range(cfg.n_heads)]
-    pair = f"{name(runner, a)} − {name(runner, b)}"
+    pair = f"{token_markdown(runner, a)} − {token_markdown(runner, b)}"
     title = (f"Patching the {sweep.name} from “{clean}” into “{corrupted}”: logit difference {plain(pair)} "
              f"{corrupt_diff:+.2f} (corrupted) → {clean_diff:+.2f} (clean)")
     def shown(done: str) -> tuple:

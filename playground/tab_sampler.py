@@ -27,13 +27,13 @@ from .figures.sampler import (
     GENERATION_CSS, attention_row_figure, distribution_bars, generated_html, orders_figure, samples_figure,
     stages_matrix,
 )
-from .figures.tokens import axis_labels, token_label
+from .figures.tokens import axis_labels
 from .gen_session import MAX_NEW_TOKENS, GenSession
 from .runner import ModelRunner
 from .trace import Trace
 from .ui import (
     Link, MODEL_CONCURRENCY, READ_ONLY, Event, Key, TabContext, TabView, bind, clamp, font_scale, intro, layer_head,
-    scriptable, session_state,
+    scriptable, session_state, token_text,
 )
 
 CSS = GENERATION_CSS + "#samp-continuation { display: none !important; }  /* set by prepared links only */\n"
@@ -119,9 +119,6 @@ def settings_from(order: str, *values, breakers: tuple[int, ...] = ()) -> Sample
                            order="llama.cpp" if str(order).startswith("llama") else "hf")
 
 
-def token_name(runner: ModelRunner, token: int) -> str:
-    return token_label(runner.token_bytes(token), True, 20)
-
 
 def render(runner: ModelRunner, session: GenSession | None, *values):
     """(bars, stages, both orders, export, clickable table, message) from the cached logits.
@@ -140,7 +137,7 @@ def render(runner: ModelRunner, session: GenSession | None, *values):
     st = stages(logits, settings, **history)
     raw, final = st[0].probs, st[-1].probs
     shown = torch.maximum(raw, final).topk(clamp(top_n, *TOKENS_SHOWN)).indices
-    labels = [token_name(runner, int(t)) for t in shown]
+    labels = [token_text(runner, int(t)) for t in shown]
     labels = [f"{label} ({int(t)})" if labels.count(label) > 1 else label for label, t in zip(labels, shown)]
     removed_by = [next((s.name for s in st if s.removed[t]), None) for t in shown]
     step = len(session.generated)
@@ -308,7 +305,7 @@ def draw_samples(runner: ModelRunner, session: GenSession | None, n: int, seed: 
     weight = torch.maximum(probs, counts)
     n_positive = int((weight > 0).sum())  # only tokens that can be drawn, or were
     shown = weight.topk(min(clamp(top_n, *TOKENS_SHOWN), n_positive)).indices
-    labels = [f"{token_name(runner, int(t))} ({int(t)})" for t in shown]
+    labels = [f"{token_text(runner, int(t))} ({int(t)})" for t in shown]
     return samples_figure(labels, probs[shown].numpy(), counts[shown].numpy(), n, seed, font_scale=font_scale(large))
 
 

@@ -33,18 +33,18 @@ def trace_batch(net: Transformer, enc: ModelEncoding, batch: list[Analysis]) -> 
     thumbs = [np.empty((cfg.n_layers, cfg.n_heads, THUMBNAIL, THUMBNAIL), dtype=np.uint8) for _ in batch]
 
     def keep_resid(row: int) -> HookFn:
-        def hook(x: torch.Tensor, point) -> None:
+        def keep(x: torch.Tensor, hook) -> None:
             for i, n in enumerate(lengths):
                 resid[i][row] = x[i, :n].float().numpy()
-        return hook
+        return keep
 
     def summarise(layer: int) -> HookFn:
-        def hook(pattern: torch.Tensor, point) -> None:  # (B, H, T, T), seen once and never stored
+        def keep(pattern: torch.Tensor, hook) -> None:  # (B, H, T, T), seen once and never stored
             for i, n in enumerate(lengths):
                 mine = pattern[i, :, :n, :n]  # causal: a real query never sees the padding
                 stats[i][layer] = head_statistics(mine)
                 thumbs[i][layer] = thumbnail_levels(mine.float().numpy(), THUMBNAIL)
-        return hook
+        return keep
 
     hooks = [("hook_embed", keep_resid(0))]
     for l in range(cfg.n_layers):

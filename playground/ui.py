@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import gradio as gr
 import numpy as np
 
+from .figures.tokens import markdown_token, token_label
 from .runner import ModelRunner
 
 # Event options, one per kind of handler (tests/playground/test_registry.py checks the first):
@@ -118,6 +119,16 @@ def pressing(flag: StopFlag | None, note: str | None) -> str:
 def stop_button(button: gr.Button, flag: gr.State, note: gr.Markdown) -> None:
     """A Stop button: presses the session's flag (any time, never waiting for the model)."""
     button.click(pressing, [flag, note], note, **READ_ONLY)
+
+
+def token_text(runner: ModelRunner, token: int, max_len: int = 20) -> str:
+    """A token as a one-line label for figures and tables: its bytes as text, whitespace visible, long ones cut."""
+    return token_label(runner.token_bytes(int(token)), True, max_len)
+
+
+def token_markdown(runner: ModelRunner, token: int) -> str:
+    """A token as a Markdown code span, for notes."""
+    return markdown_token(runner.token_bytes(int(token)))
 
 
 def clamp(value, low: int, high: int) -> int:

@@ -49,7 +49,7 @@ def _hf_beams(hf_model, prompt, num_beams, max_new, length_penalty, early_stoppi
 def test_beam_search_matches_transformers_generate(real, hf_model, num_beams, length_penalty, early_stopping, chat):
     net, enc = real
     prompt = enc.apply_chat_template("What is the capital of France?") if chat else enc.encode(REAL_PROMPT)
-    ours = beam_search(net, prompt, num_beams, 14, length_penalty, early_stopping, eos_ids=[EOS])
+    ours = beam_search(net, prompt, num_beams, 14, length_penalty, early_stopping, stop_ids=[EOS])
     sequences, scores = _hf_beams(hf_model, prompt, num_beams, 14, length_penalty, early_stopping)
     for mine, theirs in zip(ours.sequences, sequences, strict=True):
         # transformers pads finished beams with the pad token (here EOS) to the longest one
@@ -104,9 +104,9 @@ def test_greedy_speculative_equals_greedy_tiny(tiny_net, draft_layers, gamma):
 def test_greedy_speculative_equals_greedy_real(real):
     net, enc = real
     prompt = enc.apply_chat_template("Name three colours.")
-    plain, _ = greedy(net, prompt, 24, eos_ids=[EOS])
+    plain, _ = greedy(net, prompt, 24, stop_ids=[EOS])
     for layers in (8, 28):
-        result = speculative(net, prompt, layers, 4, 24, eos_ids=[EOS])
+        result = speculative(net, prompt, layers, 4, 24, stop_ids=[EOS])
         assert result.tokens == plain
         assert all(len(r.drafted) <= 4 and r.accepted <= len(r.drafted) for r in result.rounds)
         if layers == 8:

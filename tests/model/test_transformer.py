@@ -258,16 +258,17 @@ def test_half_split_permutation_round_trips():
 def test_kv_cached_forward_equals_uncached(tiny_net, tiny_cfg):
     t = tokens(tiny_cfg, B=2, T=9)
     full = tiny_net(t)
-    cache = KVCache.empty(tiny_cfg, 2, 16, torch.float32, "cpu")
-    pieces = [tiny_net(t[:, :4], cache=cache), tiny_net(t[:, 4:5], cache=cache), tiny_net(t[:, 5:], cache=cache)]
-    assert cache.length == 9
+    kv_cache = KVCache.empty(tiny_cfg, 2, 16, torch.float32, "cpu")
+    pieces = [tiny_net(t[:, :4], kv_cache=kv_cache), tiny_net(t[:, 4:5], kv_cache=kv_cache),
+              tiny_net(t[:, 5:], kv_cache=kv_cache)]
+    assert kv_cache.length == 9
     torch.testing.assert_close(torch.cat(pieces, dim=1), full, atol=1e-5, rtol=1e-5)
 
 
 def test_kv_cache_overflow_is_a_clear_error(tiny_net, tiny_cfg):
     cache = KVCache.empty(tiny_cfg, 1, 4, torch.float32, "cpu")
     with pytest.raises(ValueError, match="KV cache holds 4"):
-        tiny_net(tokens(tiny_cfg, B=1, T=5), cache=cache)
+        tiny_net(tokens(tiny_cfg, B=1, T=5), kv_cache=cache)
 
 
 def test_greedy_generation_with_the_cache_equals_rerunning_the_whole_sequence(tiny_net, tiny_cfg):

@@ -73,7 +73,7 @@ def test_speculate_measures_every_draft_and_matches_greedy(tiny_runner, tiny_tra
     assert len(steps) == 1 + len(depths)  # a first message, then one update per draft measured
     assert "the same tokens as greedy decoding" in note and "Done." in note
     prompt, eos = tiny_trace.ids.tolist(), [tiny_runner.eos_token_id]
-    expected = {k: speculative(tiny_net, prompt, k, 3, 8, eos_ids=eos) for k in depths}  # greedy: deterministic
+    expected = {k: speculative(tiny_net, prompt, k, 3, 8, stop_ids=eos) for k in depths}  # greedy: deterministic
     assert list(plot.data[0].x) == depths
     np.testing.assert_allclose(plot.data[0].y, [100 * expected[k].acceptance for k in depths])  # what is shown
     shown = expected[1]
@@ -141,7 +141,7 @@ def test_kv_cache_shows_the_models_keys_and_values(tiny_runner, tiny_trace, tiny
 
     cfg, layer, T = tiny_runner.cfg, 1, tiny_trace.n_tokens
     cache = KVCache.empty(cfg, 1, T, torch.float32, "cpu")  # what generation really stores for this prompt
-    tiny_net(torch.tensor([tiny_trace.ids.tolist()]), cache=cache)
+    tiny_net(torch.tensor([tiny_trace.ids.tolist()]), kv_cache=cache)
     keys, values = cache.k[layer][0].numpy(), cache.v[layer][0].numpy()  # (G, T, Dh): keys after RoPE
     assert keys.nbytes + values.nbytes == kv_cache_bytes(cfg, T, 4) // cfg.n_layers
     note, contents, timing = tab_decoding.kv_cache(tiny_runner, tiny_trace, 8, layer, False)

@@ -47,7 +47,7 @@ def test_bad_settings_get_a_message(tiny_runner, tiny_trace, index, value, name)
 
 def test_steps_use_the_cache_and_match_a_full_forward(tiny_runner, tiny_trace, tiny_net):
     sess = GenSession.start(tiny_runner, tiny_trace)
-    assert sess.cache is None  # nothing is held until the first step
+    assert sess.kv_cache is None  # nothing is held until the first step
 
     def full():
         return tiny_net(torch.tensor([tiny_trace.ids.tolist() + sess.generated]))[0, -1].numpy()
@@ -55,9 +55,9 @@ def test_steps_use_the_cache_and_match_a_full_forward(tiny_runner, tiny_trace, t
     for token in (5, 77, 101):
         sess.push(tiny_runner, token, 0.5)
     np.testing.assert_allclose(sess.logits, full(), atol=1e-5)
-    assert sess.cache.length == tiny_trace.n_tokens + 3
+    assert sess.kv_cache.length == tiny_trace.n_tokens + 3
     sess.pop(tiny_runner)
-    assert sess.cache.length == tiny_trace.n_tokens + 2 and sess.generated == [5, 77]
+    assert sess.kv_cache.length == tiny_trace.n_tokens + 2 and sess.generated == [5, 77]
     np.testing.assert_allclose(sess.logits, full(), atol=1e-5)  # the logits after 77 again
     sess.push(tiny_runner, 9, 0.5)  # a different branch after going back
     np.testing.assert_allclose(sess.logits, full(), atol=1e-5)
@@ -65,7 +65,7 @@ def test_steps_use_the_cache_and_match_a_full_forward(tiny_runner, tiny_trace, t
     sess.push(tiny_runner, 11, 0.5)
     np.testing.assert_allclose(sess.logits, full(), atol=1e-5)
     sess.reset()
-    assert sess.generated == [] and sess.cache.length == tiny_trace.n_tokens
+    assert sess.generated == [] and sess.kv_cache.length == tiny_trace.n_tokens
     np.testing.assert_array_equal(sess.logits, tiny_trace.next_logits)
 
 
