@@ -306,7 +306,7 @@ class CacheTiming:
 
 
 @torch.no_grad()
-def time_kv_cache(net: Transformer, prompt: Sequence[int], new_tokens: int, budget_s: float = 4.0,
+def time_kv_cache(net: Transformer, prompt: Sequence[int], new_tokens: int, budget_s: float,
                   clock=time.perf_counter) -> CacheTiming:
     """Greedy generation twice over, timing each token with the cache (one position through the model) and without
     (the whole context again, as a model without a cache must). Stops early once `budget_s` is spent."""
