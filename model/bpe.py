@@ -8,8 +8,8 @@ check that it learns the same merges as `tokenizers`. Each step also keeps what 
 shows: the top pair counts, the WordPiece score freq(ab) / (freq(a) x freq(b)) on the same
 counts, the vocabulary size and the compression so far.
 
-`merge_steps` replays a trained vocabulary on one piece of text the way tiktoken (and the
-model) does: repeatedly merge the adjacent pair whose result has the lowest rank.
+Replaying a trained vocabulary on one piece of text the way tiktoken (and the model) does, repeatedly merging
+the adjacent pair whose result has the lowest rank, is `model.tokenizer.merge_steps`.
 """
 
 from __future__ import annotations
@@ -110,26 +110,3 @@ def train_bpe(text: str, merges: int, min_frequency: int = 1, top: int = 8) -> B
 def wordpiece_score(pair: int, a: int, b: int) -> float:
     """WordPiece's merge score for a pair on the same counts: freq(ab) / (freq(a) x freq(b))."""
     return pair / (a * b)
-
-
-@dataclass(frozen=True)
-class ReplayStep:
-    parts: list[bytes]  # the piece's parts after this step
-    merged: bytes | None  # what this step made (None: the bytes to start from)
-    rank: int | None  # its rank among the vocabulary's merges (lower merges first)
-
-
-def merge_steps(piece: bytes, ranks: dict[bytes, int]) -> list[ReplayStep]:
-    """How a byte-level BPE vocabulary builds one pre-tokenized piece: start from its bytes, then merge the adjacent
-    pair whose result has the lowest rank, until no adjacent pair is in the vocabulary (tiktoken's algorithm)."""
-    parts = [bytes([b]) for b in piece]
-    steps = [ReplayStep(list(parts), None, None)]
-    while len(parts) > 1:
-        joined = [parts[i] + parts[i + 1] for i in range(len(parts) - 1)]
-        candidates = [(ranks[pair], i) for i, pair in enumerate(joined) if pair in ranks]
-        if not candidates:
-            break
-        rank, i = min(candidates)
-        parts = parts[:i] + [parts[i] + parts[i + 1]] + parts[i + 2 :]
-        steps.append(ReplayStep(list(parts), parts[i], rank))
-    return steps

@@ -24,7 +24,7 @@ import os
 import tempfile
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, AbstractSet, Literal
+from typing import AbstractSet, Literal
 
 import jinja2.sandbox
 import regex
@@ -32,8 +32,6 @@ import tiktoken
 
 from .loaders import TokenizerSpec
 
-if TYPE_CHECKING:
-    from . import bpe
 
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 # GPT-2's split with each digit on its own and no space glued to a digit: the whitespace
@@ -80,6 +78,29 @@ def token_text_to_bytes(text: str) -> bytes:
     """The bytes a byte-level token spells, e.g. 'Ġthe' -> b' the'."""
     decoder = _unicode_to_bytes()
     return bytes(decoder[c] for c in text)
+
+
+@dataclass(frozen=True)
+class ReplayStep:
+    parts: list[bytes]  # the piece's parts after this step
+    merged: bytes | None  # what this step made (None: the bytes to start from)
+    rank: int | None  # its rank among the vocabulary's merges (lower merges first)
+
+
+def merge_steps(piece: bytes, ranks: dict[bytes, int]) -> list[ReplayStep]:
+    """How a byte-level BPE vocabulary builds one pre-tokenized piece: start from its bytes, then merge the adjacent
+    pair whose result has the lowest rank, until no adjacent pair is in the vocabulary (tiktoken's algorithm)."""
+    parts = [bytes([b]) for b in piece]
+    steps = [ReplayStep(list(parts), None, None)]
+    while len(parts) > 1:
+        joined = [parts[i] + parts[i + 1] for i in range(len(parts) - 1)]
+        candidates = [(ranks[pair], i) for i, pair in enumerate(joined) if pair in ranks]
+        if not candidates:
+            break
+        rank, i = min(candidates)
+        parts = parts[:i] + [parts[i] + parts[i + 1]] + parts[i + 2 :]
+        steps.append(ReplayStep(list(parts), parts[i], rank))
+    return steps
 
 
 class ModelEncoding(tiktoken.Encoding):
@@ -239,13 +260,11 @@ class ModelEncoding(tiktoken.Encoding):
         """Ids of the control tokens, such as <|im_start|>."""
         return sorted(self.encode_single_token(t) for t in self.special_tokens_set)
 
-    def merge_steps(self, text: str) -> list[tuple[bytes, list[bpe.ReplayStep]]]:
-        """How this tokenizer builds each pre-tokenized piece of `text`, merge by merge (`model.bpe.merge_steps`;
+    def merge_steps(self, text: str) -> list[tuple[bytes, list[ReplayStep]]]:
+        """How this tokenizer builds each pre-tokenized piece of `text`, merge by merge (`merge_steps`;
         unencodable characters replaced)."""
-        from . import bpe  # bpe builds on this module's pattern and byte alphabet
-
         pieces = self._pattern.findall(self.check(text, errors="replace"))
-        return [(p.encode("utf-8"), bpe.merge_steps(p.encode("utf-8"), self._ranks)) for p in pieces]
+        return [(p.encode("utf-8"), merge_steps(p.encode("utf-8"), self._ranks)) for p in pieces]
 
     def __getstate__(self):
         raise TypeError("ModelEncoding is built from a TokenizerSpec; pickle the spec instead")

@@ -26,7 +26,7 @@ import torch
 
 from model import KVCache, ModelEncoding, Transformer, UnencodableTextError, views
 from model.arithmetic import measure_speed
-from model.bpe import ReplayStep
+from model.tokenizer import ReplayStep
 from model.interventions import (
     ATTRIBUTION_HOOKS, Ablation, Attribution, LayerSweep, Sweep, ablation_hooks, collect_layer_sweep,
     direct_logit_attribution, layer_sweep, logit_difference, patching_runs, patching_sweep, run_from,

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from model.bpe import MAX_TRAINING_CHARS, merge_steps, train_bpe
+from model.bpe import MAX_TRAINING_CHARS, train_bpe
+from model.tokenizer import merge_steps
 
 from ..corpus import CORPUS
 

@@ -265,3 +265,44 @@ def test_handlers_declared_lock_free_never_take_the_model_lock(tiny_net, tiny_en
             offenders.append(f"{fn.fn.__module__}.{fn.name}")
     assert not offenders, f"declared lock-free, yet took the model's lock: {sorted(set(offenders))}"
     assert ran >= 20  # most handlers ran through on a real trace, so the check saw their model calls
+
+
+def _local_imports(path: Path) -> set[str]:
+    """The project modules a file imports (model.x, playground.x), resolving relative imports."""
+    package = ".".join(path.relative_to(ROOT).with_suffix("").parts[:-1])
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(p for p in [*parts, base] if p)
+            names = [f"{base}.{a.name}" for a in node.names] + [base]
+            found.update(n for n in names if (ROOT / (n.replace(".", "/") + ".py")).exists())
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if (ROOT / (a.name.replace(".", "/") + ".py")).exists())
+    return found
+
+
+def test_no_import_circles():
+    """model/ and playground/ import each other's modules without a cycle (a type-only import counts too)."""
+    files = sorted((ROOT / "model").rglob("*.py")) + sorted((ROOT / "playground").rglob("*.py"))
+    graph = {".".join(p.relative_to(ROOT).with_suffix("").parts): _local_imports(p) for p in files}
+    graph = {name.removesuffix(".__init__"): deps for name, deps in graph.items()}
+    done, path = set(), []
+
+    def visit(module: str) -> None:
+        if module in path:
+            raise AssertionError("import circle: " + " -> ".join(path[path.index(module):] + [module]))
+        if module in done:
+            return
+        path.append(module)
+        for dep in sorted(graph.get(module, ())):
+            if dep != module and not module.startswith(dep + "."):  # a package's own __init__ is not a circle
+                visit(dep)
+        path.pop()
+        done.add(module)
+
+    for module in graph:
+        visit(module)
+    assert "playground.runner" in graph and graph["playground.batcher"].isdisjoint({"playground.runner"})
