@@ -13,6 +13,7 @@ import os
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # nothing leaves the machine, before gradio is imported
 
 import argparse  # noqa: E402
+import copy  # noqa: E402
 import logging  # noqa: E402
 import sys  # noqa: E402
 from urllib.parse import urlencode  # noqa: E402
@@ -64,6 +65,86 @@ def theme() -> gr.themes.Base:
     )
 
 
+def lighter_sessions() -> None:
+    """Gradio 6 builds every component's config for each new visitor's session (`SessionState.config_values`,
+    kept for its deep links, which this app does not use): about 40 ms of a 2-core server per visitor, so a lecture
+    hall opening the page at once pays it a hundred times over before any analysis. Build each entry when first
+    asked for instead: the same entries with the same values, later or never (tests/app/test_robustness.py compares
+    them with Gradio's own)."""
+    from gradio import state_holder
+
+    session_class = state_holder.SessionState
+    if getattr(session_class, "lazy_configs", False):
+        return
+    eager_init = session_class.__init__
+
+    class LazyConfigs(dict):
+        """config_values, each block's entry built from the session's config on first use."""
+
+        def __init__(self, session, block_ids) -> None:
+            super().__init__()
+            self._session, self._block_ids, self._filled = session, block_ids, False
+
+        def _build(self, key) -> bool:
+            """Build one block's entry if it is due and missing; whether the key has an entry now."""
+            if dict.__contains__(self, key):
+                return True
+            config = self._session.blocks_config
+            if self._filled or key not in self._block_ids or key not in config.blocks:
+                return False
+            dict.__setitem__(self, key, config.config_for_block(key, [], config.blocks[key]))
+            return True
+
+        def _fill(self) -> None:
+            if not self._filled:
+                order = list(self._session.blocks_config.blocks)
+                for key in order:
+                    self._build(key)
+                built = dict(super().items())
+                self.clear()  # in the blocks' order, as Gradio builds them
+                self.update({key: built.pop(key) for key in order if key in built})
+                self.update(built)
+                self._filled = True
+
+        def __contains__(self, key) -> bool:
+            return self._build(key)
+
+        def __getitem__(self, key):
+            self._build(key)
+            return super().__getitem__(key)
+
+        def items(self):
+            self._fill()
+            return super().items()
+
+    def lazy_init(self, blocks) -> None:
+        default, blocks.default_config = blocks.default_config, _NoBlocks(blocks.default_config)
+        try:
+            eager_init(self, blocks)  # everything else as Gradio does it, over a config with no blocks to build
+        finally:
+            blocks.default_config = default
+        self.blocks_config = copy.copy(default)
+        self.config_values = LazyConfigs(self, set(blocks.blocks))
+
+    session_class.__init__ = lazy_init
+    session_class.lazy_configs = True
+    session_class.eager_init = eager_init
+
+
+class _NoBlocks:
+    """A Blocks config seen with no blocks (for `lighter_sessions`)."""
+
+    def __init__(self, config) -> None:
+        self._config = config
+
+    def __copy__(self):
+        return _NoBlocks(self._config)
+
+    @property
+    def blocks(self) -> dict:
+        return {}
+
+
 def launch_options() -> dict:
     """What launch() needs besides the address: the theme, the page's and every tab's CSS, and the MCP server
     (the public API endpoints as tools for agents, at /gradio_api/mcp/)."""
@@ -110,6 +191,7 @@ def export(runner: ModelRunner, trace: Trace | None):
 
 def create_app(runner: ModelRunner, model_note: str = "") -> gr.Blocks:
     """The app around one loaded model."""
+    lighter_sessions()
     cfg = runner.cfg
     with gr.Blocks(title="Transformer playground") as app:
         trace = session_state()
