@@ -139,9 +139,10 @@ class EmbeddingView:
 
 
 @torch.no_grad()
-def embedding_view(net: Transformer, tokens: list[int], k: int = 10) -> EmbeddingView:
+def embedding_view(net: Transformer, tokens: list[int], norms: np.ndarray, k: int = 10) -> EmbeddingView:
     """Each token's embedding row, its nearest tokens by cosine, and the same row read as an output direction
-    (through the final norm, as the logit lens's "embed" row); every token's embedding norm; a 2-D PCA."""
+    (through the final norm, as the logit lens's "embed" row); every token's embedding norm (`embedding_norms`,
+    computed once by the caller); a 2-D PCA."""
     weight = net.tok_embeddings.weight.float()  # (V, D); tied: also the unembedding
     rows = weight[tokens]  # (n, D)
     cosine = F.normalize(rows, dim=-1) @ F.normalize(weight, dim=-1).T
@@ -155,9 +156,14 @@ def embedding_view(net: Transformer, tokens: list[int], k: int = 10) -> Embeddin
         pca, explained = centred @ vt[:2].T, singular[:2] ** 2 / (singular**2).sum()
     else:
         pca, explained = torch.zeros(len(tokens), 2), torch.zeros(2)
-    return EmbeddingView(np.array(tokens), own(rows), own(weight.norm(dim=-1)), cos_top.indices[:, 1:].numpy(),
+    return EmbeddingView(np.array(tokens), own(rows), norms, cos_top.indices[:, 1:].numpy(),
                          own(cos_top.values[:, 1:]), out_top.indices.numpy(), own(out_top.values),
                          self_rank.numpy(), own(pca), own(explained))
+
+
+def embedding_norms(net: Transformer) -> np.ndarray:
+    """Every token's embedding norm (V,)."""
+    return own(net.tok_embeddings.weight.float().norm(dim=-1))
 
 
 def norm_gains(net: Transformer) -> np.ndarray:

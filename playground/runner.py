@@ -68,6 +68,7 @@ class ModelRunner:
         self.budget = TraceBudget(memory_mb * 2**20)
         self.parameter_count = views.parameter_count(net)  # the model's parameters, from its weights (tied once)
         self.norm_gains = views.norm_gains(net)  # every RMSNorm's gain (2L + 1, D): weights never change
+        self._embedding_norms = views.embedding_norms(net)  # (V,), read on every Embeddings view
         self.batcher = Batcher(self._locked, lambda batch: trace_batch(self._net, self._enc, batch), net.cfg.n_layers)
         quiet = lambda: self.batcher.quiet_for() < LENS_QUIET_S  # noqa: E731 (the lens waits for a quiet moment)
         self._background = BackgroundLens(self._locked, quiet) if background_lens else None
@@ -329,7 +330,7 @@ class ModelRunner:
 
     def embeddings(self, tokens: list[int], k: int = 10) -> views.EmbeddingView:
         with self._locked() as net:
-            return views.embedding_view(net, tokens, k)
+            return views.embedding_view(net, tokens, self._embedding_norms, k)
 
     def measure_speed(self, ids: list[int], decode_steps: int = 16) -> dict[str, float]:
         """`model.arithmetic.measure_speed`, holding the model (about two seconds)."""
