@@ -131,10 +131,10 @@ def compare(runner: ModelRunner, trace: Trace | None, new_tokens, width, length_
         seed = _setting(seed, "Seed", 0, 2**31 - 1, whole=True)
     except (PromptError, ValueError) as e:
         return f"⚠️ {e}", None, ""
-    eos = _stop_ids(runner)
-    result = runner.run_strategy(beam_search, prompt, beams, n, penalty, early, eos)
-    greedy_ids, _ = runner.run_strategy(greedy, prompt, n, eos)
-    sample = runner.run_strategy(sampled, prompt, n, settings, seed, eos)
+    stop_ids = _stop_ids(runner)
+    result = runner.run_strategy(beam_search, prompt, beams, n, penalty, early, stop_ids)
+    greedy_ids, _ = runner.run_strategy(greedy, prompt, n, stop_ids)
+    sample = runner.run_strategy(sampled, prompt, n, settings, seed, stop_ids)
     finished = sorted({(tuple(ids), s) for step in result.steps for ids, s, _ in step.finished}, key=lambda x: -x[1])
     rows = [_continuation(runner, prompt, "greedy", greedy_ids),
             _continuation(runner, prompt, f"beam search, width {beams}", result.sequences[0],
@@ -191,7 +191,7 @@ def speculate(runner: ModelRunner, trace: Trace | None, new_tokens, gamma, shown
     except PromptError as e:
         yield f"⚠️ {e}", "", None
         return
-    eos = _stop_ids(runner)
+    stop_ids = _stop_ids(runner)
     depths = sorted(set(draft_depths(runner.cfg.n_layers)) | {shown})
     cfg = runner.cfg
     unembedding = cfg.vocab_size * cfg.d_model / matmul_weights(cfg)
@@ -200,7 +200,7 @@ def speculate(runner: ModelRunner, trace: Trace | None, new_tokens, gamma, shown
                f"the model's own layers teaches the rule but rarely pays; it pays with a small, separate draft model "
                f"that agrees often.")
     yield f"Timing plain greedy decoding, then {len(depths)} drafts …", "", None
-    plain, plain_s = runner.run_strategy(greedy, prompt, n, eos)
+    plain, plain_s = runner.run_strategy(greedy, prompt, n, stop_ids)
     started = time.monotonic()
     acceptance, speedup, measured = [], [], []
     rounds_html, note = "", ""
@@ -209,7 +209,7 @@ def speculate(runner: ModelRunner, trace: Trace | None, new_tokens, gamma, shown
             yield (f"{note}\n\n⏹ Stopped by you after {i} of {len(depths)} drafts.", rounds_html,
                    speedup_figure(measured, acceptance, speedup, gamma, font_scale(large)))
             return
-        result = runner.run_strategy(speculative, prompt, k, gamma, n, temperature, 0, eos)
+        result = runner.run_strategy(speculative, prompt, k, gamma, n, temperature, 0, stop_ids)
         measured.append(k)
         acceptance.append(result.acceptance)
         per_token = result.seconds / max(1, len(result.tokens))
@@ -254,10 +254,10 @@ def contrast(runner: ModelRunner, trace: Trace | None, new_tokens, bucket: str, 
         penalty = _setting(cs_alpha, "Contrastive search's α", 0, 1)
     except PromptError as e:
         return f"⚠️ {e}", "", None
-    eos = _stop_ids(runner)
-    greedy_ids, _ = runner.run_strategy(greedy, prompt, n, eos)
-    dola_steps = runner.run_strategy(dola, prompt, n, layers, alpha, eos, repetition)
-    cs_steps = runner.run_strategy(contrastive, prompt, n, k, penalty, eos)
+    stop_ids = _stop_ids(runner)
+    greedy_ids, _ = runner.run_strategy(greedy, prompt, n, stop_ids)
+    dola_steps = runner.run_strategy(dola, prompt, n, layers, alpha, stop_ids, repetition)
+    cs_steps = runner.run_strategy(contrastive, prompt, n, k, penalty, stop_ids)
     dola_ids, cs_ids = [s.token for s in dola_steps], [s.token for s in cs_steps]
     rows = [_continuation(runner, prompt, "greedy", greedy_ids),
             _continuation(runner, prompt, f"DoLa, {bucket}, α {alpha:g}, repetition {repetition:g}", dola_ids,
