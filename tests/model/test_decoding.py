@@ -127,9 +127,13 @@ def _check_drafts_against_uncached_early_exit(net, prompt, result, layers):
     the drafted prefix; returns how many rounds kept every draft."""
     ids, all_kept = list(prompt), 0
     for r in result.rounds:
+        agree = 0  # the acceptance shown: drafts kept while the whole model's argmax (no cache) agrees
         for i, token in enumerate(r.drafted):
             expected = int(_draft_logits_without_cache(net, ids + r.drafted[:i], layers).argmax())
             assert token == expected, f"round drafted {token}, the draft model says {expected}"
+            if agree == i and int(net(torch.tensor([ids + r.drafted[:i]]))[0, -1].argmax()) == token:
+                agree += 1
+        assert r.accepted == agree
         all_kept += bool(r.drafted) and r.accepted == len(r.drafted)
         ids += r.drafted[: r.accepted] + [r.extra]
     return all_kept
@@ -252,6 +256,30 @@ def test_dola_repetition_penalty_is_transformers_on_the_contrast_tiny(tiny_net):
         assert [(s.token, s.premature) for s in ours] == [(t, m) for t, m, _ in ref]
     plain = [s.token for s in dola(tiny_net, prompt, 12, [0, 1], alpha=0.1)]
     assert plain != [s.token for s in ours]  # the penalty changed the text here (it repeated itself without)
+
+
+def test_transformers_dola_divergence_can_choose_another_layer_real(real):
+    """What the tab and README say: transformers' "JSD" (KL(m||p) and KL(m||q), averaged over the vocabulary) is
+    not the paper's JSD, and on SmolLM2 it picks another premature layer at some steps."""
+    from model.contrast import _exit_names, dola_candidate_layers
+    from model.lens import lens_logits
+
+    net, enc = real
+    prompt = enc.apply_chat_template("Name three colours.")
+    layers = dola_candidate_layers(net.cfg.n_layers, net.cfg.tie_embeddings)["low"]
+    steps = dola(net, prompt, 8, layers, 0.1, repetition=1.2)
+    ids, differ = list(prompt), 0
+    for s in steps:
+        logits, cache = net.run_with_cache(torch.tensor([ids]))
+        names = _exit_names(layers)
+        early = lens_logits(net, torch.stack([cache[names[l]][0, -1] for l in layers]))
+        final = logits[0, -1]
+        m = 0.5 * (F.softmax(final, -1)[None] + F.softmax(early, -1))
+        kl1 = F.kl_div(F.log_softmax(final, -1)[None], m, reduction="none").mean(-1)
+        kl2 = F.kl_div(F.log_softmax(early, -1), m, reduction="none").mean(-1)
+        differ += layers[int((0.5 * (kl1 + kl2)).argmax())] != s.premature
+        ids.append(s.token)
+    assert differ >= 1
 
 
 def test_dola_matches_the_paper_real(real):

@@ -56,6 +56,11 @@ def test_the_layer_sweep_equals_ablating_by_hand(tiny_runner, tiny_trace, tiny_n
     plain = tiny_net(ids)[0]
     assert result.loss == pytest.approx(float(F.cross_entropy(plain[:-1], ids[0, 1:])), abs=1e-4)
     assert result.diff == pytest.approx(float(plain[-1, a] - plain[-1, b]), abs=1e-4)
+    mean = tiny_runner.layer_sweep(tiny_trace, "mean", a, b)  # mean ablation: each position gets the mean
+    logits = tiny_net.run_with_hooks(ids, [("blocks.0.hook_mlp_out",
+                                            lambda x, hook: x.mean(1, keepdim=True).expand_as(x).clone())])[0]
+    assert float(mean.loss_mlp[0]) == pytest.approx(float(F.cross_entropy(logits[:-1], ids[0, 1:])), abs=1e-4)
+    assert float(mean.diff_mlp[0]) == pytest.approx(float(logits[-1, a] - logits[-1, b]), abs=1e-4)
     note, figure = tab_intervene.sweep_layers(tiny_runner, tiny_trace, "zero", "", "", False)
     assert "Without ablation" in note and len(figure.data) == 4
 
