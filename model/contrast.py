@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .decoding import Pause, no_pause
 from .lens import lens_logits
 from .sampling import repetition_penalty
 from .transformer import KVCache, Transformer
@@ -66,7 +67,7 @@ class ContrastStep:
 
 @torch.no_grad()
 def dola(net: Transformer, prompt: Sequence[int], max_new_tokens: int, layers: Sequence[int], alpha: float = 0.1,
-         stop_ids: Sequence[int] = (), repetition: float = 1.0) -> list[ContrastStep]:
+         stop_ids: Sequence[int] = (), repetition: float = 1.0, pause: Pause = no_pause) -> list[ContrastStep]:
     """DoLa, greedy: at each step the premature layer M with the largest JSD from the final layer, then
     argmax over {x : p_N(x) >= alpha max p_N} of log p_N(x) - log p_M(x), after transformers' repetition penalty
     on those contrast scores (prompt and output counted; 1.0 = off). One forward per token with the KV cache."""
@@ -94,12 +95,13 @@ def dola(net: Transformer, prompt: Sequence[int], max_new_tokens: int, layers: S
             break
         tokens = torch.tensor([[token]])
         history.append(token)
+        pause()  # between two tokens (`model.decoding`)
     return steps
 
 
 @torch.no_grad()
 def contrastive(net: Transformer, prompt: Sequence[int], max_new_tokens: int, k: int, alpha: float,
-                stop_ids: Sequence[int] = ()) -> list[ContrastStep]:
+                stop_ids: Sequence[int] = (), pause: Pause = no_pause) -> list[ContrastStep]:
     """Contrastive search: among the top-k next tokens, the one maximising (1 - alpha) p(v) - alpha max_j cos(h_v, h_j),
     h being the last layer's normalised hidden state (what the unembedding reads) and j the earlier positions.
     The k candidates run as one batch of k rows over a copy of the KV cache; the chosen row's cache goes on."""
@@ -127,4 +129,5 @@ def contrastive(net: Transformer, prompt: Sequence[int], max_new_tokens: int, k:
             break
         kv_cache = rows.select(torch.tensor([best]))
         logits, context = candidate_logits[best], torch.cat([context, h_v[best : best + 1]])
+        pause()
     return steps

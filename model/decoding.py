@@ -12,13 +12,16 @@ cache saves.
 DoLa and contrastive search, which reshape each step's choice rather than how steps are searched, are in
 `model.contrast`.
 
+Each strategy takes `pause`, called between two tokens (or rounds), where nothing of the run sits on the shared
+model: a server lends the model to other requests there, and the seconds it returns are left out of the timings.
+
 Shapes: B beams or candidates, T tokens, V vocab, D d_model.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -31,6 +34,11 @@ from .sampling import SamplerSettings
 from .transformer import KVCache, Transformer
 
 NEG = -1.0e9  # transformers' "very large negative" for beams that must not be chosen
+Pause = Callable[[], float]  # between two tokens: the model may be lent out; the seconds it was away
+
+
+def no_pause() -> float:
+    return 0.0
 
 
 # ---------------------------------------------------------------------------------------
@@ -74,7 +82,7 @@ class BeamResult:
 @torch.no_grad()
 def beam_search(net: Transformer, prompt: Sequence[int], num_beams: int, max_new_tokens: int,
                 length_penalty: float = 1.0, early_stopping: bool | str = False,
-                stop_ids: Sequence[int] = ()) -> BeamResult:
+                stop_ids: Sequence[int] = (), pause: Pause = no_pause) -> BeamResult:
     """transformers' beam search (do_sample=False, one sequence), with the steps kept for drawing."""
     eos = torch.tensor(list(stop_ids), dtype=torch.long)
     prompt_len = len(prompt)
@@ -141,6 +149,7 @@ def beam_search(net: Transformer, prompt: Sequence[int], num_beams: int, max_new
         unsatisfied = unsatisfied and bool((best_possible > worst).any())
         if not (unsatisfied and not (bool(is_finished.all()) and early_stopping is True) and not bool(hits.all())):
             break
+        pause()
         kv_cache = kv_cache.select(origin)  # the cache rows of the beams that continue, in their new order
         logits = net(running[:, cur_len - 1 : cur_len], kv_cache=kv_cache)[:, -1].float()
     sequences = [finished[i, prompt_len : prompt_len + int(finished_len[i])].tolist() for i in range(num_beams)]
@@ -196,7 +205,8 @@ def _probs(logits: Tensor, temperature: float) -> Tensor:
 
 @torch.no_grad()
 def speculative(net: Transformer, prompt: Sequence[int], draft_layers: int, gamma: int, max_new_tokens: int,
-                temperature: float = 0.0, seed: int = 0, stop_ids: Sequence[int] = ()) -> SpeculativeResult:
+                temperature: float = 0.0, seed: int = 0, stop_ids: Sequence[int] = (),
+                pause: Pause = no_pause) -> SpeculativeResult:
     """Self-speculative decoding: draft `gamma` tokens with the first `draft_layers` layers, verify with the whole
     model in one forward. temperature 0: greedy (the output equals plain greedy decoding).
 
@@ -205,7 +215,7 @@ def speculative(net: Transformer, prompt: Sequence[int], draft_layers: int, gamm
     so the next round's first draft step reads every token the draft has not seen, up to `pending`. A round
     verifies [pending, drafted...] in one forward, keeps what is accepted plus one token from the model, and rolls
     both caches back to what was kept (the draft's to no further than it has written)."""
-    started = time.perf_counter()
+    started, away = time.perf_counter(), 0.0
     generator = torch.Generator().manual_seed(seed)
     greedy = temperature == 0
     length = len(prompt) + max_new_tokens + gamma + 1
@@ -219,6 +229,7 @@ def speculative(net: Transformer, prompt: Sequence[int], draft_layers: int, gamm
     rounds: list[SpeculativeRound] = []
     stop = set(stop_ids)
     while len(out) < max_new_tokens and not (out and out[-1] in stop):
+        away += pause() if rounds else 0.0
         n_draft = min(gamma, max_new_tokens - len(out) - 1)  # the model adds one token itself
         drafted, q_dists = [], []
         unread = [*prompt, *out][draft_cache.length :]  # what the draft has not run yet, ending with `pending`
@@ -261,21 +272,27 @@ def speculative(net: Transformer, prompt: Sequence[int], draft_layers: int, gamm
         pending = out[-1]
         target_cache.length = len(prompt) + len(out) - 1
         draft_cache.length = min(draft_cache.length, target_cache.length)
-    return SpeculativeResult(out[:max_new_tokens], rounds, time.perf_counter() - started)
+    return SpeculativeResult(out[:max_new_tokens], rounds, time.perf_counter() - started - away)
 
 
 def sampled(net: Transformer, prompt: Sequence[int], max_new_tokens: int, settings: SamplerSettings, seed: int,
-            stop_ids: Sequence[int] = ()) -> list[int]:
+            stop_ids: Sequence[int] = (), pause: Pause = no_pause) -> list[int]:
     """A seeded sampled continuation (`model.generation.generate` with these sampler settings)."""
-    return list(generate(net, prompt, max_new_tokens, settings, seed, stop_ids))
+    tokens = []
+    for token in generate(net, prompt, max_new_tokens, settings, seed, stop_ids):
+        tokens.append(token)
+        pause()
+    return tokens
 
 
 def greedy(net: Transformer, prompt: Sequence[int], max_new_tokens: int,
-           stop_ids: Sequence[int] = ()) -> tuple[list[int], float]:
+           stop_ids: Sequence[int] = (), pause: Pause = no_pause) -> tuple[list[int], float]:
     """Plain greedy decoding with the KV cache (`model.generation.generate`), timed: (tokens, seconds)."""
-    started = time.perf_counter()
-    tokens = list(generate(net, prompt, max_new_tokens, stop_ids=stop_ids))
-    return tokens, time.perf_counter() - started
+    started, away, tokens = time.perf_counter(), 0.0, []
+    for token in generate(net, prompt, max_new_tokens, stop_ids=stop_ids):
+        tokens.append(token)
+        away += pause()
+    return tokens, time.perf_counter() - started - away
 
 
 # ---------------------------------------------------------------------------------------
@@ -307,14 +324,14 @@ class CacheTiming:
 
 @torch.no_grad()
 def time_kv_cache(net: Transformer, prompt: Sequence[int], new_tokens: int, budget_s: float,
-                  clock=time.perf_counter) -> CacheTiming:
+                  clock=time.perf_counter, pause: Pause = no_pause) -> CacheTiming:
     """Greedy generation twice over, timing each token with the cache (one position through the model) and without
     (the whole context again, as a model without a cache must). Stops early once `budget_s` is spent."""
     kv_cache = KVCache.for_model(net, 1, len(prompt) + new_tokens)
     ids = list(prompt)
     net(torch.tensor([ids]), kv_cache=kv_cache)  # the prompt's keys and values, as generation starts
     timing = CacheTiming([], [], [])
-    started = clock()
+    started, away = clock(), 0.0
     for _ in range(new_tokens):
         t0 = clock()
         full = net(torch.tensor([ids]))[0, -1]
@@ -326,6 +343,7 @@ def time_kv_cache(net: Transformer, prompt: Sequence[int], new_tokens: int, budg
         timing.without_cache.append(t1 - t0)
         timing.with_cache.append(t2 - t1)
         ids.append(int(full.argmax()))
-        if clock() - started > budget_s:
+        if clock() - started - away > budget_s:
             break
+        away += pause()
     return timing

@@ -4,8 +4,8 @@ Analyses that arrive together run as one batched forward: the prompts are padded
 nothing for the real positions (causal attention never looks right), so each trace equals running its prompt
 alone. Whoever holds the model next takes the oldest waiting analysis and every other that fits with it in
 `MAX_BATCH_TOKENS` padded tokens (`pack`), and runs them. The batcher never sees the model: it is handed `hold`
-(the runner's lock, as a context manager that raises `ModelBusyError` after its wait) and `run` (a batch of
-requests in, their traces out, called with the model held).
+(a turn at the runner's `ModelGate`, as a context manager that raises `ModelBusyError` after its wait) and `run` (a
+batch of requests in, their traces out, called with the model held).
 """
 
 from __future__ import annotations
@@ -21,9 +21,10 @@ from .trace import Trace
 
 MAX_BATCH_TOKENS = 1024  # padded tokens in one batched analysis (its logits alone are 200 MB at this size)
 TOKEN_LAYER_S = 6e-5  # seconds per token per layer in a batched run on two AVX2 cores, until measured here
-POLL_S = 0.1  # how often a waiting request tries for the model (a release wakes one waiter at once)
 
-Hold = Callable[[float], AbstractContextManager]  # hold(wait_s): the model, or ModelBusyError after wait_s
+# hold(wait_s, give_up, waiting): the model when it is this request's turn, None if give_up() came true first (checked
+# as it waits, calling waiting() too), ModelBusyError after wait_s.
+Hold = Callable[[float, Callable[[], bool] | None, Callable[[], None] | None], AbstractContextManager]
 Progress = Callable[[float, str], None]  # (fraction done, what is happening)
 
 
@@ -57,8 +58,9 @@ class Batcher:
     """The waiting list, and batched runs of it by whoever gets the model first."""
 
     def __init__(self, hold: Hold, run: Callable[[list[Analysis]], list[Trace]], n_layers: int,
-                 max_tokens: int = MAX_BATCH_TOKENS) -> None:
+                 max_tokens: int = MAX_BATCH_TOKENS, busy_with: Callable[[], str] = lambda: "") -> None:
         self._hold = hold
+        self._busy_with = busy_with  # what holds the model now, for a waiting visitor
         self._run = run
         self._n_layers = n_layers
         self.max_tokens = max_tokens
@@ -84,26 +86,30 @@ class Batcher:
             self._waiting.append(request)
             self._last_active = time.monotonic()
         deadline = time.monotonic() + wait_s
-        reported = None  # the place in line last shown to the visitor
+        reported = [None]  # what the visitor was last told (each report is a message to the browser)
+
+        def report() -> None:
+            with self._mutex:
+                ahead = self._waiting.index(request) if request in self._waiting else 0
+            busy = self._busy_with()
+            said = (f"Waiting for the model: {ahead} analyses ahead" if ahead else "Waiting for the model") + \
+                (f" (now {busy}, which lets analyses go first between its steps)" if busy else "")
+            if said != reported[0]:
+                progress(0.0, said)
+                reported[0] = said
+
         while not request.done.is_set():
             try:
-                with self._hold(POLL_S):
-                    self._serve()
-                continue
+                with self._hold(max(0.0, deadline - time.monotonic()), request.done.is_set,
+                                report if progress is not None else None) as net:
+                    if net is not None:  # our turn (None: another run made our trace while we waited)
+                        self._serve()
             except ModelBusyError:
-                pass
-            if time.monotonic() > deadline:
                 with self._mutex:
                     if request in self._waiting:
                         self._waiting.remove(request)
-                        raise ModelBusyError(wait_s) from None
-            elif progress is not None:
-                with self._mutex:
-                    ahead = self._waiting.index(request) if request in self._waiting else 0
-                if ahead != reported:  # only when it changes: each report is a message to the browser
-                    progress(0.0, f"Waiting for the model: {ahead} analyses ahead" if ahead else
-                             "Waiting for the model")
-                    reported = ahead
+                        raise ModelBusyError(wait_s, self._busy_with()) from None  # the whole wait, not the last
+                request.done.wait()  # already in a batch that is running
         if request.error is not None:
             raise request.error
         return request.trace

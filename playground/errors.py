@@ -10,8 +10,9 @@ class PromptError(ValueError):
 class ModelBusyError(PromptError):
     """The shared model stayed busy longer than a request may wait."""
 
-    def __init__(self, wait_s: float) -> None:
-        super().__init__(f"The model is busy with other requests (waited {wait_s:g} s). Try again in a moment.")
+    def __init__(self, wait_s: float, busy_with: str = "") -> None:
+        now = f", now {busy_with}" if busy_with else ""
+        super().__init__(f"The model is busy with other requests (waited {wait_s:g} s{now}). Try again in a moment.")
 
 
 class TraceDropped(PromptError):

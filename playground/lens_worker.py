@@ -3,7 +3,7 @@
 After an analysis, `BackgroundLens` computes the trace's lens whenever no analysis is waiting, a block of rows at a
 time; opening the Logit-lens tab then shows it at once, and opening it earlier finishes the rest in the foreground
 (`advance_lens` from the tab's request, which picks up the background's job where it stands). Like the batcher, it
-never sees the model: it is handed `hold` (the runner's lock as a context manager yielding the model).
+never sees the model: it is handed `hold` (a turn at the runner's gate, as a context manager yielding the model).
 """
 
 from __future__ import annotations

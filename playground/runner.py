@@ -1,12 +1,14 @@
 """The one seam between the app and the shared model: `ModelRunner`.
 
-Every use of the model goes through here, under one lock (hooks sit on the shared modules, so two runs must never
-overlap, and two cores are better used by one run at a time). The runner keeps the lock and little else: each
+Every use of the model goes through here, one at a time (hooks sit on the shared modules, so two runs must never
+overlap, and two cores are better used by one run at a time), in turns (`turns.ModelGate`: short requests first,
+long jobs a step per turn, handing the model back in between). The runner keeps the gate and little else: each
 method holds the model and hands it to a pure function of the model in `model/` (`views` for one layer or block
-recomputed from a trace's residual, `interventions`, `decoding`, `lens`), or hands the lock itself to the jobs that
+recomputed from a trace's residual, `interventions`, `decoding`, `lens`), or hands its turns to the jobs that
 live in their own modules: `batcher` (analyses waiting, packed into batched runs), `tracing` (a batch's forward into
 `Trace`s), `lens_worker` (the logit lens, a block at a time, in the background), `export` (a trace as `.npz`). The
-trace budget (`TraceBudget.use`) says whether a trace's residual is still there. Token text comes from here too.
+trace budget (`TraceBudget.use`) says whether a trace's residual is still there. `jobs` allows each visitor one long
+job at a time. Token text comes from here too.
 Nothing under `playground/` or `app.py` holds the model or the tokenizer (a test checks it).
 """
 
@@ -14,8 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import os
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -40,6 +42,7 @@ from .export import export_trace
 from .lens_worker import BackgroundLens, advance_lens
 from .trace import LayerTensors, Trace, TraceBudget
 from .tracing import trace_batch
+from .turns import HeavyJobs, ModelGate
 
 __all__ = ["MAX_PROMPT_CHARS", "MAX_PROMPT_TOKENS", "ModelBusyError", "ModelRunner", "Progress", "PromptError",
            "TRACE_MEMORY_MB", "TraceDropped"]
@@ -54,24 +57,28 @@ TRACE_MEMORY_MB = int(os.environ.get("PLAYGROUND_TRACE_MEMORY_MB", 6144))  # all
 
 
 class ModelRunner:
-    """The one shared model and tokenizer, with the app's limits and a lock around every run. `lock` may be given
-    (a test holds it to make the model busy)."""
+    """The one shared model and tokenizer, with the app's limits and a turn at the gate for every run. `gate` may be
+    given (a test holds it to make the model busy)."""
 
     def __init__(self, net: Transformer, enc: ModelEncoding, max_tokens: int = MAX_PROMPT_TOKENS,
                  wait_s: float = MODEL_WAIT_S, memory_mb: int = TRACE_MEMORY_MB, background_lens: bool = True,
-                 lock: threading.Lock | None = None):
+                 gate: ModelGate | None = None):
         self._net = net
         self._enc = enc
-        self._lock = lock or threading.Lock()
+        self.gate = gate or ModelGate()
+        self.jobs = HeavyJobs()  # the long jobs running, one per visitor
         self.max_tokens = max_tokens
         self.wait_s = wait_s
         self.budget = TraceBudget(memory_mb * 2**20)
         self.parameter_count = views.parameter_count(net)  # the model's parameters, from its weights (tied once)
         self.norm_gains = views.norm_gains(net)  # every RMSNorm's gain (2L + 1, D): weights never change
         self._embedding_norms = views.embedding_norms(net)  # (V,), read on every Embeddings view
-        self.batcher = Batcher(self._locked, lambda batch: trace_batch(self._net, self._enc, batch), net.cfg.n_layers)
+        self.batcher = Batcher(lambda wait_s, give_up, waiting: self._locked(wait_s, give_up=give_up, waiting=waiting),
+                               lambda batch: trace_batch(self._net, self._enc, batch), net.cfg.n_layers,
+                               busy_with=lambda: self.gate.holder)
         quiet = lambda: self.batcher.quiet_for() < LENS_QUIET_S  # noqa: E731 (the lens waits for a quiet moment)
-        self._background = BackgroundLens(self._locked, quiet) if background_lens else None
+        background = functools.partial(self._locked, heavy=True, what="the logit lens of an earlier analysis")
+        self._background = BackgroundLens(background, quiet) if background_lens else None
 
     def close(self) -> None:
         """Stop the background work (after its current block)."""
@@ -79,25 +86,33 @@ class ModelRunner:
             self._background.close()
 
     @contextlib.contextmanager
-    def _locked(self, wait_s: float | None = None) -> Iterator[Transformer]:
-        """The model, to one request at a time; ModelBusyError after wait_s."""
+    def _locked(self, wait_s: float | None = None, heavy: bool = False, what: str = "",
+                give_up: Callable[[], bool] | None = None,
+                waiting: Callable[[], None] | None = None) -> Iterator[Transformer | None]:
+        """The model at this request's turn (a `heavy` one: a long job's step, after every short request waiting);
+        ModelBusyError after wait_s. None instead if `give_up()` comes true first."""
         wait_s = self.wait_s if wait_s is None else wait_s
-        if not self._lock.acquire(timeout=wait_s):
-            raise ModelBusyError(wait_s)
+        if not self.gate.acquire(wait_s, heavy, what, give_up, waiting):
+            yield None
+            return
         try:
             with torch.inference_mode():
                 yield self._net
         finally:
-            self._lock.release()
+            self.gate.release()
 
-    def _each_held(self, steps: Iterator[T_]) -> Iterator[T_]:
-        """A model-using generator advanced one step per hold of the model: others get their turn in between."""
+    def _each_held(self, steps: Iterator[T_], what: str) -> Iterator[T_]:
+        """A long job's model-using generator, advanced one step per turn at the model: others go in between."""
         while True:
-            with self._locked():
+            with self._locked(heavy=True, what=what):
                 item = next(steps, _DONE)
             if item is _DONE:
                 return
             yield item
+
+    def heavy_job(self, visitor: str | None, what: str) -> contextlib.AbstractContextManager:
+        """A visitor's long job, for as long as it runs: PromptError if they already have one running."""
+        return self.jobs.running(visitor, what)
 
     @property
     def cfg(self):
@@ -270,9 +285,13 @@ class ModelRunner:
         return (logits, np.stack(rows)) if attention else logits
 
     def run_strategy(self, strategy: Callable[..., T_], *args, **kwargs) -> T_:
-        """Run one of `model.decoding`'s strategies, strategy(net, *args, **kwargs), holding the model: one run at a
-        time, each bounded by its token count (the tab releases the model between runs of a sweep)."""
-        with self._locked() as net:
+        """Run one of `model.decoding`'s strategies, strategy(net, *args, **kwargs), as a long job: a strategy that
+        takes `pause` hands the model to waiting requests between two tokens (and leaves their time out of its
+        timings)."""
+        what = STRATEGY_NAMES.get(strategy.__name__, strategy.__name__.replace("_", " "))
+        with self._locked(heavy=True, what=what) as net:
+            if "pause" in inspect.signature(strategy).parameters:
+                kwargs["pause"] = functools.partial(self.gate.pause, what)
             return strategy(net, *args, **kwargs)
 
     # -- interventions ----------------------------------------------------------------------
@@ -291,7 +310,7 @@ class ModelRunner:
         hold of the model."""
         resid = torch.from_numpy(self.budget.use(trace))
         steps = layer_sweep(self._net, resid, torch.from_numpy(trace.ids), mode, a, b)
-        return collect_layer_sweep(self._each_held(steps), self.cfg.n_layers)
+        return collect_layer_sweep(self._each_held(steps, "a layer sweep (Intervene)"), self.cfg.n_layers)
 
     def attribute(self, ids: list[int], a: int, b: int) -> Attribution:
         """Direct logit attribution of the logit difference a - b after ids."""
@@ -308,7 +327,8 @@ class ModelRunner:
             raise PromptError(f"Patching needs prompts of the same token length: the clean prompt has "
                               f"{len(clean_ids)} tokens, the corrupted one {len(corrupted_ids)}.")
         metric = logit_difference(a, b)
-        with self._locked() as net:
+        what = f"a patching sweep ({sweep.name})"
+        with self._locked(heavy=True, what=what) as net:
             runs = patching_runs(net, clean_ids, corrupted_ids, sweep, metric)
         span = runs.clean - runs.corrupted
         if abs(span) < 1e-6:
@@ -319,7 +339,7 @@ class ModelRunner:
         def rows() -> Iterator[tuple[int, np.ndarray]]:
             started = time.perf_counter()
             for layer, values in self._each_held(patching_sweep(self._net, sweep, runs.corrupted_resid,
-                                                                runs.clean_acts, metric)):
+                                                                runs.clean_acts, metric), what):
                 self.batcher.measured(time.perf_counter() - started, len(values) * T * (L - layer) // L)
                 yield layer, ((values.float() - runs.corrupted) / span).numpy()
                 started = time.perf_counter()
@@ -333,9 +353,13 @@ class ModelRunner:
             return views.embedding_view(net, tokens, self._embedding_norms, k)
 
     def measure_speed(self, ids: list[int], decode_steps: int = 16) -> dict[str, float]:
-        """`model.arithmetic.measure_speed`, holding the model (about two seconds)."""
-        with self._locked() as net:
+        """`model.arithmetic.measure_speed`, holding the model (about two seconds) as a long job's one step."""
+        with self._locked(heavy=True, what="a speed measurement (Arithmetic)") as net:
             return measure_speed(net, ids, decode_steps)
 
 
 _DONE = object()
+STRATEGY_NAMES = {"beam_search": "beam search (Decoding)", "greedy": "greedy decoding (Decoding)",
+                  "sampled": "sampled decoding (Decoding)", "speculative": "speculative decoding (Decoding)",
+                  "dola": "DoLa decoding (Decoding)", "contrastive": "contrastive search (Decoding)",
+                  "time_kv_cache": "a KV-cache timing (Decoding)", "token_log_probs": "a continuation's log-probs"}

@@ -15,7 +15,7 @@ from model.arithmetic import flops_per_token, kv_cache_bytes, matmul_weights, pa
 from .figures.arithmetic import flops_figure, kv_figure
 from .runner import ModelRunner, PromptError
 from .trace import Trace
-from .ui import MODEL_RUN, READ_ONLY, Event, TabContext, TabView, bind, font_scale, intro
+from .ui import HEAVY, READ_ONLY, Event, TabContext, TabView, bind, font_scale, heavy_job, intro
 
 FORMULAS = {
     "embedding": "V·D",
@@ -127,5 +127,5 @@ def build(ctx: TabContext) -> TabView:
     measured = gr.Markdown(elem_id="ar-measured")
     view = Event(bind(render, ctx.runner), [ctx.trace, ctx.large], [params, flops_note, flops, kv_note, kv])
     ctx.large.change(view.fn, view.inputs, view.outputs, **READ_ONLY)
-    measure_btn.click(bind(measure, ctx.runner), [ctx.trace], [measured], **MODEL_RUN)
+    measure_btn.click(heavy_job(measure, ctx.runner, "a speed measurement"), [ctx.trace], [measured], **HEAVY)
     return TabView(render=view)

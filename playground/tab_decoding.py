@@ -32,7 +32,7 @@ from .figures.tokens import axis_labels
 from .runner import ModelRunner, PromptError
 from .trace import Trace
 from .ui import (
-    MODEL_RUN, Event, StopFlag, TabContext, TabView, bind, font_scale, intro, number, stop_button, stop_state,
+    HEAVY, Event, StopFlag, TabContext, TabView, bind, heavy_job, font_scale, intro, number, stop_button, stop_state,
     token_text,
 )
 
@@ -386,16 +386,18 @@ def build(ctx: TabContext) -> TabView:
         kv_contents = gr.Plot(elem_id="dec-kv-contents", show_label=False)
 
     settings = [new_tokens, width, length_penalty, early, temperature, top_p, seed, ctx.large]
-    go_btn.click(bind(compare, runner), [ctx.trace, *settings], [summary, tree, side], **MODEL_RUN)
+    go_btn.click(heavy_job(compare, runner, "a decoding comparison"), [ctx.trace, *settings], [summary, tree, side],
+                 **HEAVY)
     stopping = stop_state()
-    spec_btn.click(bind(speculate, runner), [ctx.trace, new_tokens, gamma, shown, spec_temp, ctx.large, stopping],
-                   [spec_note, spec_rounds, spec_plot], trigger_mode="always_last", **MODEL_RUN)
+    spec_btn.click(heavy_job(speculate, runner, "a speculative-decoding sweep"),
+                   [ctx.trace, new_tokens, gamma, shown, spec_temp, ctx.large, stopping],
+                   [spec_note, spec_rounds, spec_plot], trigger_mode="always_last", **HEAVY)
     # always_last: a click while a sweep is still stopping runs once it has stopped (the default would drop it)
     stop_button(stop, stopping, spec_note)
     contrast_inputs = [ctx.trace, new_tokens, bucket, dola_alpha, dola_repetition, top_k, cs_alpha, ctx.large]
-    contrast_btn.click(bind(contrast, runner), contrast_inputs, [contrast_note, contrast_side, contrast_plot],
-                       **MODEL_RUN)
-    kv_btn.click(bind(kv_cache, runner), [ctx.trace, kv_tokens, kv_layer, ctx.large], [kv_note, kv_contents, kv_timing],
-                 **MODEL_RUN)
+    contrast_btn.click(heavy_job(contrast, runner, "a DoLa and contrastive-search run"), contrast_inputs,
+                       [contrast_note, contrast_side, contrast_plot], **HEAVY)
+    kv_btn.click(heavy_job(kv_cache, runner, "a KV-cache timing"), [ctx.trace, kv_tokens, kv_layer, ctx.large],
+                 [kv_note, kv_contents, kv_timing], **HEAVY)
     return TabView(render=Event(bind(render, runner), [ctx.trace, *settings], [summary, tree, side]))
 

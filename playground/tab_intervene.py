@@ -24,8 +24,8 @@ from .figures.tokens import axis_labels
 from .runner import ModelRunner, PromptError
 from .trace import Trace
 from .ui import (
-    MAX_SWEEP_S, MODEL_RUN, READ_ONLY, Event, StopFlag, TabContext, TabView, bind, font_scale, session_state, intro,
-    stop_button, stop_state, token_markdown, token_text,
+    HEAVY, MAX_SWEEP_S, MODEL_RUN, READ_ONLY, Event, StopFlag, TabContext, TabView, bind, font_scale, heavy_job,
+    session_state, intro, stop_button, stop_state, token_markdown, token_text,
 )
 
 CELL = 30  # pixels per head in the clickable grid
@@ -268,11 +268,12 @@ def build(ctx: TabContext) -> TabView:
     clear.click(bind(clear_heads, runner), [ctx.trace], [selected, grid, picked], **READ_ONLY)
     ablate_btn.click(bind(ablate, runner), [ctx.trace, selected, attn, mlp, mode, a_text, b_text, ctx.large],
                      [ablate_note, ablate_plot], **MODEL_RUN)
-    sweep_btn.click(bind(sweep_layers, runner), [ctx.trace, mode, a_text, b_text, ctx.large], [sweep_note, sweep_plot],
-                    **MODEL_RUN)
+    sweep_btn.click(heavy_job(sweep_layers, runner, "a layer sweep"), [ctx.trace, mode, a_text, b_text, ctx.large],
+                    [sweep_note, sweep_plot], **HEAVY)
     stopping = stop_state()
-    patch_btn.click(bind(patch, runner), [clean, corrupted, clean_answer, corrupted_answer, kind, ctx.large, stopping],
-                    [patch_note, patch_plot], **MODEL_RUN)
+    patch_btn.click(heavy_job(patch, runner, "a patching sweep"),
+                    [clean, corrupted, clean_answer, corrupted_answer, kind, ctx.large, stopping],
+                    [patch_note, patch_plot], **HEAVY)
     stop_button(cancel, stopping, patch_note)
     attribute_btn.click(bind(attribute, runner), [ctx.trace, a_text, b_text, ctx.large],
                         [attribute_note, attribute_plot, heads_plot], **MODEL_RUN)

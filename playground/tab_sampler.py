@@ -32,8 +32,8 @@ from .gen_session import MAX_NEW_TOKENS, GenSession
 from .runner import ModelRunner
 from .trace import Trace
 from .ui import (
-    Link, MODEL_CONCURRENCY, READ_ONLY, Event, Key, TabContext, TabView, bind, clamp, font_scale, intro, layer_head,
-    scriptable, session_state, token_text,
+    HEAVY, Link, MODEL_CONCURRENCY, READ_ONLY, Event, Key, TabContext, TabView, bind, clamp, font_scale, heavy_job,
+    intro, layer_head, scriptable, session_state, token_text,
 )
 
 CSS = GENERATION_CSS + "#samp-continuation { display: none !important; }  /* set by prepared links only */\n"
@@ -386,9 +386,9 @@ def build(ctx: TabContext) -> TabView:
         (table.select, force_token, [session, seed, ctx.large, *controls]),
     ):
         watching.then(view.then(trigger(bind(handler, runner), inputs, step_outputs, **STEP_OPTIONS)))
-    generating = generate_btn.click(bind(generate_n, runner), [session, n_generate, seed, watch_layer, watch_head,
-                                                               ctx.large, *controls], [*step_outputs, attention],
-                                    **STEP_OPTIONS)
+    generating = generate_btn.click(heavy_job(generate_n, runner, "a generation"),
+                                    [session, n_generate, seed, watch_layer, watch_head, ctx.large, *controls],
+                                    [*step_outputs, attention], **HEAVY)
     view.then(generating)
     watching.then(view.then(continuation.change(bind(restore, runner), [session, continuation, ctx.large, *controls],
                                                 step_outputs, **STEP_OPTIONS)))

@@ -22,20 +22,24 @@ import gradio as gr
 import numpy as np
 
 from .figures.tokens import markdown_token, token_label
-from .runner import ModelRunner
+from .runner import ModelRunner, PromptError
 
 # Event options, one per kind of handler (tests/playground/test_registry.py checks the first):
-# READ_ONLY: handlers that only read a visitor's own state and never take the model's lock, so any
+# READ_ONLY: handlers that only read a visitor's own state and never take the model, so any
 #   number may run at once; hidden from the API, no progress spinner.
 # LAYER_VIEW: handlers that may hold the model for milliseconds (one layer or block recomputed
 #   from the trace's residual, an embedding row read out, a lens already mostly computed): at most
 #   LAYER_VIEWS_AT_ONCE of them at a time over the whole app (one concurrency group), so a crowd
 #   dragging sliders cannot pile up behind a long run; no spinner, as for READ_ONLY.
 # MODEL_RUN: handlers that run the shared model for longer: two at a time per event through
-#   Gradio's queue (the runner's lock then orders them).
+#   Gradio's queue (the runner's gate then orders them).
 # ANALYZE: analyses, up to ANALYSES_AT_ONCE at a time, so that a burst reaches the runner together
-#   and runs as one batched forward (the runner's lock still runs the model once at a time).
+#   and runs as one batched forward (the runner's gate still runs the model once at a time).
+# HEAVY: a visitor's long job (a sweep, a decoding comparison, a generation), wrapped by `heavy_job`: at most
+#   HEAVY_JOBS_AT_ONCE over the whole app (one concurrency group; more wait in Gradio's queue, their place shown)
+#   and one per visitor; each hands the model back between its steps (`playground.turns`).
 MODEL_CONCURRENCY = 2
+HEAVY_JOBS_AT_ONCE = 2
 MAX_SWEEP_S = 120  # a patching sweep (tab or API) estimated to take longer is refused, with the estimate
 LAYER_VIEWS_AT_ONCE = 4
 ANALYSES_AT_ONCE = 128  # a lecture hall's burst reaches the runner together, and packs into few batched forwards
@@ -45,6 +49,7 @@ LAYER_VIEW = dict(concurrency_limit=LAYER_VIEWS_AT_ONCE, concurrency_id="layer_v
                   show_progress="hidden")
 MODEL_RUN = dict(concurrency_limit=MODEL_CONCURRENCY, api_visibility="private")
 ANALYZE = dict(concurrency_limit=ANALYSES_AT_ONCE, api_visibility="private")
+HEAVY = dict(concurrency_limit=HEAVY_JOBS_AT_ONCE, concurrency_id="heavy_job", api_visibility="private")
 
 
 def scriptable(options: dict, name: str) -> dict:
@@ -274,3 +279,44 @@ def bind(fn: Callable, runner: ModelRunner) -> Callable:
     bound.__annotations__ = {name: hint for name,
                              hint in hints.items() if name in bound.__signature__.parameters or name == "return"}
     return bound
+
+
+def visitor(request: gr.Request | None) -> str | None:
+    """Who asked: their Gradio session (one per open page or gradio_client Client), None when called directly."""
+    return getattr(request, "session_hash", None) if request is not None else None
+
+
+def heavy_job(fn: Callable, runner: ModelRunner, what: str) -> Callable:
+    """bind(fn, runner) run as the visitor's long job (`runner.jobs`): while it runs, another long job from the same
+    visitor is refused with a message naming this one (gr.Error). Gradio passes the request as the first argument."""
+    bound = bind(fn, runner)
+
+    def start(request: gr.Request | None) -> str | None:
+        try:
+            runner.jobs.start(visitor(request), what)
+        except PromptError as e:
+            raise gr.Error(str(e), print_exception=False) from None
+        return visitor(request)
+
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(bound)
+        def job(request: gr.Request, *args, **kwargs):
+            who = start(request)
+            try:
+                yield from bound(*args, **kwargs)
+            finally:  # also when Gradio closes the generator: the visitor left, or Stop
+                runner.jobs.finish(who)
+    else:
+        @functools.wraps(bound)
+        def job(request: gr.Request, *args, **kwargs):
+            who = start(request)
+            try:
+                return bound(*args, **kwargs)
+            finally:
+                runner.jobs.finish(who)
+    signature = inspect.signature(bound)
+    first = inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=gr.Request)
+    job.__signature__ = signature.replace(parameters=[first, *signature.parameters.values()])
+    del job.__wrapped__
+    job.__annotations__ = {"request": gr.Request, **bound.__annotations__}
+    return job

@@ -135,11 +135,12 @@ def test_more_requests_than_the_queue_holds_get_the_queue_message(tiny_net, tiny
 
     from app import create_app, launch_options, queued
     from playground.runner import ModelRunner
+    from playground.turns import ModelGate
 
     from ..conftest import free_port
 
-    lock = threading.Lock()
-    runner = ModelRunner(tiny_net, tiny_enc, wait_s=3, background_lens=False, lock=lock)
+    lock = ModelGate()
+    runner = ModelRunner(tiny_net, tiny_enc, wait_s=3, background_lens=False, gate=lock)
     app = create_app(runner)
     port = free_port()
     queued(app, max_size=2, runner=runner).launch(server_name="127.0.0.1", server_port=port,

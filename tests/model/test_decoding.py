@@ -4,6 +4,8 @@ papers' equations (transformers moved both to hub-only code that cannot be reach
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -16,11 +18,13 @@ from model.decoding import (
     greedy,
     repeated_ngrams,
     residual_distribution,
+    sampled,
     speculative,
     speculative_output_distribution,
     time_kv_cache,
     token_log_probs,
 )
+from model.sampling import SamplerSettings
 from model.transformer import KVCache
 
 from ..conftest import REAL_PROMPT
@@ -343,3 +347,45 @@ def test_kv_cache_timing_counts_every_token(tiny_net):
     assert timing.with_cache == [1.0] * 6 and timing.without_cache == [1.0] * 6
     ticks = iter(range(10_000))
     assert len(time_kv_cache(tiny_net, [5, 9, 14], 50, budget_s=10, clock=lambda: float(next(ticks))).context) == 3
+
+
+def test_a_strategy_lent_out_between_tokens_gives_the_same_tokens_and_leaves_the_lent_time_out(tiny_net):
+    """`pause` is where a server lends the model to other requests: someone else's forward runs there (with hooks of
+    its own), and every strategy's output is unchanged; the seconds it was away are not in its timings."""
+    prompt, others = [5, 9, 14, 3], torch.tensor([[7, 7, 2, 9, 11]])
+    calls = []
+
+    def lend() -> float:
+        calls.append(1)
+        tiny_net.run_with_hooks(others, [("blocks.0.hook_resid_post", lambda x, hook: 2 * x)])
+        return 0.0
+
+    settings = SamplerSettings(temperature=0.9, top_p=0.9)
+    runs = [(beam_search, (prompt, 3, 6)), (greedy, (prompt, 6)), (sampled, (prompt, 6, settings, 4)),
+            (speculative, (prompt, 1, 2, 6)), (dola, (prompt, 6, [0])), (contrastive, (prompt, 6, 3, 0.6))]
+    for strategy, args in runs:
+        calls.clear()
+        lent, alone = strategy(tiny_net, *args, pause=lend), strategy(tiny_net, *args)
+        assert calls, strategy.__name__
+        if strategy is greedy:
+            assert lent[0] == alone[0]
+        elif strategy is speculative:
+            assert (lent.tokens, lent.rounds) == (alone.tokens, alone.rounds)
+        else:
+            assert lent == alone, strategy.__name__
+
+    def away() -> float:  # as the gate reports: a wait of about 0.2 s
+        started = time.perf_counter()
+        time.sleep(0.2)
+        return time.perf_counter() - started
+
+    started = time.perf_counter()
+    tokens, seconds = greedy(tiny_net, prompt, 4, pause=away)
+    wall = time.perf_counter() - started
+    assert len(tokens) == 4 and seconds < wall - 0.75  # four pauses of 0.2 s, none counted
+    started = time.perf_counter()
+    result = speculative(tiny_net, prompt, 1, 1, 4, pause=away)
+    wall = time.perf_counter() - started
+    assert len(result.rounds) > 1 and result.seconds < wall - 0.19 * (len(result.rounds) - 1)  # a pause a round
+    timing = time_kv_cache(tiny_net, prompt, 3, budget_s=0.1, pause=away)
+    assert len(timing.context) == 3  # 0.6 s away, yet within a budget of 0.1 s of its own

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ast
 import inspect
-import threading
 from pathlib import Path
 
 import gradio as gr
@@ -15,6 +14,7 @@ import pytest
 from playground.registry import TAB_IDS, TABS
 from playground.gen_session import GenSession
 from playground.runner import ModelRunner
+from playground.turns import ModelGate
 from playground.ui import Event, TabContext, TabView
 
 from ..conftest import TINY_PROMPT
@@ -205,22 +205,6 @@ def test_presenter_figures_use_no_font_under_18_px(tiny_runner, tiny_trace, spec
         assert not small, (spec.id, fig.layout.title.text, small)
 
 
-class CountingLock:
-    """The runner's lock, counting how often it is taken."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.taken = 0
-
-    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
-        got = self._lock.acquire(blocking, timeout)
-        self.taken += got
-        return got
-
-    def release(self) -> None:
-        self._lock.release()
-
-
 def _arguments(fn, trace_state, trace, shown_tab: str) -> list:
     """What Gradio would pass: each input component's starting value (the visitor's trace for the trace state),
     and a click on the first cell where the handler takes event data."""
@@ -239,8 +223,8 @@ def test_handlers_declared_lock_free_never_take_the_model_lock(tiny_net, tiny_en
     handler of the whole app runs here on a real trace, and the lock counts whether it was taken."""
     from app import create_app
 
-    lock = CountingLock()
-    runner = ModelRunner(tiny_net, tiny_enc, background_lens=False, lock=lock)
+    lock = ModelGate()  # counts how often the model is taken
+    runner = ModelRunner(tiny_net, tiny_enc, background_lens=False, gate=lock)
     app = create_app(runner)
     trace = runner.analyze(TINY_PROMPT, lens=False)
     (analyze,) = [fn for fn in app.fns.values() if fn.name == "analyze" and fn.api_name == "analyze"]
@@ -306,3 +290,17 @@ def test_no_import_circles():
     for module in graph:
         visit(module)
     assert "playground.runner" in graph and graph["playground.batcher"].isdisjoint({"playground.runner"})
+
+
+def test_every_long_job_is_counted_per_visitor(tiny_net, tiny_enc):
+    """An event in the long jobs' concurrency group is wrapped by `heavy_job` (Gradio passes it the request first),
+    and the events that run a sweep, a decoding comparison or a generation are in that group."""
+    from app import create_app
+
+    app = create_app(ModelRunner(tiny_net, tiny_enc, background_lens=False))
+    heavy = {fn.name for fn in app.fns.values() if fn.concurrency_id == "heavy_job"}
+    assert {"patch", "sweep_layers", "compare", "speculate", "contrast", "kv_cache", "generate_n", "measure"} <= heavy
+    for fn in app.fns.values():
+        if fn.concurrency_id == "heavy_job" and fn.api_name != "patch":  # the API's /patch counts its visitor itself
+            first = next(iter(inspect.signature(fn.fn).parameters.values()))
+            assert first.name == "request" and first.annotation is gr.Request, fn.name

@@ -15,6 +15,7 @@ from playground.batcher import MAX_BATCH_TOKENS, Analysis, Batcher, pack
 from playground.lens_worker import BackgroundLens
 from playground.runner import ModelBusyError, ModelRunner, PromptError, TraceDropped
 from playground.tracing import trace_batch
+from playground.turns import ModelGate
 from playground.trace import HEAD_STAT_NAMES, KEPT_LAYERS, head_statistics
 
 from ..conftest import TINY_PROMPT
@@ -77,9 +78,9 @@ def test_special_token_text_is_plain_text_but_the_chat_template_is_real(tiny_run
 
 
 def test_model_busy_is_a_clear_message(tiny_net, tiny_enc):
-    lock = threading.Lock()
-    busy = ModelRunner(tiny_net, tiny_enc, wait_s=0.05, background_lens=False, lock=lock)
-    with lock:
+    gate = ModelGate()
+    busy = ModelRunner(tiny_net, tiny_enc, wait_s=0.05, background_lens=False, gate=gate)
+    with gate:
         with pytest.raises(ModelBusyError, match=r"busy with other requests \(waited 0.05 s\)"):
             busy.analyze("hello")
         with pytest.raises(ModelBusyError):
@@ -156,14 +157,15 @@ def test_token_text(tiny_runner, tiny_enc):
 
 
 def _batcher(net, enc, max_tokens=MAX_BATCH_TOKENS):
-    """A batcher on its own, as the runner builds it: a lock the test holds to make the model busy, and a run that
+    """A batcher on its own, as the runner builds it: a gate the test holds to make the model busy, and a run that
     records each batch's prompt lengths."""
-    lock, batches = threading.Lock(), []
+    lock, batches = ModelGate(), []
 
     @contextlib.contextmanager
-    def hold(wait_s):
-        if not lock.acquire(timeout=wait_s):
-            raise ModelBusyError(wait_s)
+    def hold(wait_s, give_up=None, waiting=None):
+        if not lock.acquire(wait_s, give_up=give_up, waiting=waiting):
+            yield None
+            return
         try:
             yield net
         finally:

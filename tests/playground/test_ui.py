@@ -65,3 +65,32 @@ def test_event_kinds_are_what_the_contract_says():
     assert ui.SERVER_THREADS > ui.ANALYSES_AT_ONCE >= 100  # a lecture hall's burst reaches the runner together
     named = ui.scriptable(ui.READ_ONLY, "x")
     assert named["api_name"] == "x" and named["api_visibility"] == "undocumented" and named["concurrency_limit"] is None
+
+
+class _Request:
+    def __init__(self, session_hash: str) -> None:
+        self.session_hash = session_hash
+
+
+def test_heavy_job_runs_one_long_job_per_visitor_and_gradio_sees_the_request_first(tiny_runner):
+    def sweep(runner, trace, n: int, *controls):
+        for i in range(n):
+            yield f"step {i}", controls
+
+    def measure(runner, trace):
+        return "measured"
+
+    job = ui.heavy_job(sweep, tiny_runner, "a test sweep")
+    params = list(inspect.signature(job).parameters.values())
+    assert params[0].name == "request" and params[0].annotation is gr.Request and params[1].name == "trace"
+    assert inspect.isgeneratorfunction(job)
+    first = job(_Request("A"), None, 3, "x")
+    assert next(first) == ("step 0", ("x",))
+    with pytest.raises(gr.Error, match="You already have a test sweep running"):
+        next(job(_Request("A"), None, 3))
+    with pytest.raises(gr.Error, match="You already have a test sweep running"):
+        ui.heavy_job(measure, tiny_runner, "a measurement")(_Request("A"), None)
+    assert list(job(_Request("B"), None, 2)) == [("step 0", ()), ("step 1", ())]  # another visitor
+    first.close()  # the visitor left (Gradio closes the generator)
+    assert ui.heavy_job(measure, tiny_runner, "a measurement")(_Request("A"), None) == "measured"
+    assert len(tiny_runner.jobs) == 0
