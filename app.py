@@ -42,6 +42,8 @@ EXAMPLES = [
      "Mr and Mrs Dursley, of number four, Privet Drive, were proud to say that they were perfectly normal.", False),
 ]
 QUEUE_SIZE = 256  # requests waiting at most; more are refused with a message that says when to retry
+CACHE_SWEEP_S, CACHE_AGE_S = 900, 3600  # every 15 min, Gradio's temporary files (trace downloads) older than 1 h go
+UPLOAD_PATHS = ("/gradio_api/upload", "/gradio_api/process_recording")  # Gradio's file-upload routes: refused
 
 CSS = """
 .hint { color: #666; }
@@ -145,11 +147,31 @@ class _NoBlocks:
         return {}
 
 
+class RefuseUploads:
+    """ASGI middleware: the app takes no files (it has no upload component), so Gradio's upload routes answer 403
+    before reading a byte; on a public Space no one can fill its disk. (max_file_size=0 is the second fence.)"""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["path"].rstrip("/").endswith(UPLOAD_PATHS):
+            body = b"This app takes no uploads."
+            await send({"type": "http.response.start", "status": 403,
+                        "headers": [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await self.app(scope, receive, send)
+
+
 def launch_options() -> dict:
-    """What launch() needs besides the address: the theme, the page's and every tab's CSS, and the MCP server
-    (the public API endpoints as tools for agents, at /gradio_api/mcp/)."""
+    """What launch() needs besides the address: the theme, the page's and every tab's CSS, the MCP server (the
+    public API endpoints as tools for agents, at /gradio_api/mcp/), and no uploads."""
+    from starlette.middleware import Middleware
+
     return dict(theme=theme(), css=CSS + presenter.CSS + "".join(getattr(tab.module, "CSS", "") for tab in TABS),
-                head=presenter.head(TABS), mcp_server=True, max_threads=SERVER_THREADS)
+                head=presenter.head(TABS), mcp_server=True, max_threads=SERVER_THREADS, max_file_size=0,
+                app_kwargs={"middleware": [Middleware(RefuseUploads)]})
 
 
 def analyze(runner: ModelRunner, prompt: str, chat: bool, progress=gr.Progress()) -> tuple[Trace | None, str]:
@@ -193,7 +215,8 @@ def create_app(runner: ModelRunner, model_note: str = "") -> gr.Blocks:
     """The app around one loaded model."""
     lighter_sessions()
     cfg = runner.cfg
-    with gr.Blocks(title="Transformer playground") as app:
+    with gr.Blocks(title="Transformer playground", delete_cache=(CACHE_SWEEP_S, CACHE_AGE_S)) as app:
+        api.register(runner)  # first, so the API's names are its own (a tab's event of the same name gets a suffix)
         trace = session_state()
         with gr.Column(elem_id="top"):
             gr.Markdown("# Transformer playground", elem_id="title")
@@ -253,7 +276,6 @@ def create_app(runner: ModelRunner, model_note: str = "") -> gr.Blocks:
         drawing.then(prompt.submit(**analyzing, **ANALYZE))
         opened = app.load(from_url, None, [prompt, chat, large, tabs, active], **READ_ONLY)
         drawing.then(opened.then(**analyzing, **ANALYZE))
-        api.register(runner)
     return app
 
 

@@ -3,6 +3,7 @@
     python bench/bench_audience.py --visitors 30 --tokens 16
     python bench/bench_audience.py --visitors 10 --tokens 500
     python bench/bench_audience.py --visitors 100 --phase burst    # a lecture hall pressing Analyze at once
+    python bench/bench_audience.py --phase heavy                   # long jobs queued while others analyse
 
 Starts the real `python app.py` and, for each visitor, a gradio_client session that does what a
 browser does: Analyze and the draw that follows it (the tab showing draws the trace), then
@@ -229,11 +230,58 @@ def burst_phase(visitors: int, tokens: int) -> None:
         print(f"  {'':26s} errors: {len(errors)}{'  ' + errors[0] if errors else ''}")
 
 
+HEAVY_PATCH = ("The capital of France is Paris, and the capital of Germany is", "The capital of Italy is Rome, and "
+               "the capital of Germany is", " Berlin", " Rome", "resid")  # a 13-token residual sweep
+
+
+def analyses_while(url: str, tries: int, gap_s: float = 1.0) -> list[float]:
+    """One visitor presses Analyze `tries` times, a press every gap_s: seconds to each answer."""
+    times = []
+    for i in range(tries):
+        began = time.perf_counter()
+        stream = call(url, "analyze", [prompt_of(1000 + i, 16), False])
+        if "Analyzed" not in stream:
+            raise SystemExit(f"an analysis failed: {stream[-300:]}")
+        times.append(time.perf_counter() - began)
+        time.sleep(gap_s)
+    return times
+
+
+def heavy_phase(tries: int = 10) -> None:
+    """Six patching sweeps queued by one client (the issue's hog), then by six clients, while another visitor
+    presses Analyze ten times: p50 / p95 of that visitor's answers, against the same presses on an idle server."""
+    from gradio_client import Client
+
+    print(f"long jobs: 6 patching sweeps (13-token residual) queued, another visitor analysing {tries} times:")
+    proc, url = start_server()
+    try:
+        analyses_while(url, 2, 0)  # warm up
+        idle = analyses_while(url, tries)
+        print(f"  {'idle server':30s} p50 {statistics.median(idle):5.2f} s   p95 {percentile(idle, 0.95):5.2f} s")
+        for hogs in (1, 6):
+            clients = [Client(url, verbose=False) for _ in range(hogs)]
+            began = time.perf_counter()
+            jobs = [clients[i % hogs].submit(*HEAVY_PATCH, api_name="/patch") for i in range(6)]
+            time.sleep(2)  # the first sweeps are under way
+            times = analyses_while(url, tries)
+            outcomes = [job.result(timeout=600) for job in jobs]
+            took = time.perf_counter() - began
+            done = sum("values" in o for o in outcomes)
+            who = "one client" if hogs == 1 else "six clients"
+            print(f"  {'6 sweeps from ' + who:30s} p50 {statistics.median(times):5.2f} s   "
+                  f"p95 {percentile(times, 0.95):5.2f} s   max {max(times):5.2f} s   "
+                  f"(p95 {percentile(times, 0.95) / percentile(idle, 0.95):.1f}x idle; {done} sweeps ran, "
+                  f"{6 - done} refused, all done in {took:.0f} s)")
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--visitors", type=int, default=30)
     parser.add_argument("--tokens", type=int, default=16)
-    parser.add_argument("--phase", choices=("both", "latency", "memory", "burst"), default="both")
+    parser.add_argument("--phase", choices=("both", "latency", "memory", "burst", "heavy"), default="both")
     args = parser.parse_args()
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; "
           f"{psutil.virtual_memory().total / 2**30:.0f} GB")
@@ -243,6 +291,8 @@ def main() -> None:
         memory_phase(args.visitors, args.tokens)
     if args.phase == "burst":
         burst_phase(args.visitors, args.tokens)
+    if args.phase == "heavy":
+        heavy_phase()
 
 
 if __name__ == "__main__":

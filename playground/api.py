@@ -8,6 +8,7 @@ serving. Numbers are checked by one validator, `number`, whatever their type on 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
 import gradio as gr
 import torch
@@ -17,7 +18,7 @@ from model.sampling import SamplerSettings, distribution
 
 from .runner import ModelRunner, PromptError
 from .trace import HEAD_STAT_KEYS
-from .ui import ANALYSES_AT_ONCE, MAX_SWEEP_S, MODEL_CONCURRENCY, bind, number
+from .ui import ANALYSES_AT_ONCE, HEAVY_JOBS_AT_ONCE, MAX_SWEEP_S, MODEL_CONCURRENCY, bind, number, visitor
 
 MAX_TOP_N = 200
 
@@ -227,9 +228,11 @@ def ablate(runner: ModelRunner, prompt: str, heads: str = "", attention_layers: 
 
 
 
-def patch(runner: ModelRunner, clean: str, corrupted: str, a: str, b: str, sweep: str = "resid") -> dict:
+def patch(runner: ModelRunner, clean: str, corrupted: str, a: str, b: str, sweep: str = "resid",
+          request: gr.Request | None = None) -> Iterator[dict]:
     """Activation patching: clean activations written into the corrupted run, one patch at a time; the normalised
-    logit difference a - b of each (1 = restores the clean answer, 0 = no effect).
+    logit difference a - b of each (1 = restores the clean answer, 0 = no effect). A long job: {progress} after
+    each layer, then the result (gradio_client's predict returns the result); one at a time for each visitor.
 
     Args:
         clean: the clean prompt.
@@ -242,22 +245,32 @@ def patch(runner: ModelRunner, clean: str, corrupted: str, a: str, b: str, sweep
         {values[layer][position or head], clean_difference, corrupted_difference}, or {error}.
     """
     try:
-        if sweep not in SWEEPS:
-            raise ValueError(f"sweep must be one of {list(SWEEPS)}, got {sweep!r}")
-        kind = SWEEPS[sweep]
-        clean_ids, _, _ = runner.tokenize(clean, False)
-        corrupted_ids, _, _ = runner.tokenize(corrupted, False)
-        cfg = runner.cfg
-        estimate = runner.estimate_seconds(sweep_cost(kind, cfg.n_layers, len(clean_ids), cfg.n_heads))
-        if estimate > MAX_SWEEP_S:
-            raise ValueError(f"this sweep would take about {estimate:.0f} s; the limit is {MAX_SWEEP_S} s")
-        clean_diff, corrupt_diff, rows = runner.patching(clean_ids, corrupted_ids, kind, token_of(runner, a, "a"),
-                                                         token_of(runner, b, "b"))
-        values = [row.round(6).tolist() for _, row in rows]
+        with runner.heavy_job(visitor(request), "a patching sweep (/patch)"):
+            yield from _patch(runner, clean, corrupted, a, b, sweep)
     except (PromptError, ValueError) as e:
-        return {"error": str(e)}
-    return {"model": runner.cfg.name, "sweep": kind.name, "values": values, "clean_difference": clean_diff,
-            "corrupted_difference": corrupt_diff}
+        yield {"error": str(e)}
+
+
+def _patch(runner: ModelRunner, clean: str, corrupted: str, a: str, b: str, sweep: str) -> Iterator[dict]:
+    """/patch's steps: a progress line after each layer, then the result."""
+    if sweep not in SWEEPS:
+        raise ValueError(f"sweep must be one of {list(SWEEPS)}, got {sweep!r}")
+    kind = SWEEPS[sweep]
+    clean_ids, _, _ = runner.tokenize(clean, False)
+    corrupted_ids, _, _ = runner.tokenize(corrupted, False)
+    cfg = runner.cfg
+    estimate = runner.estimate_seconds(sweep_cost(kind, cfg.n_layers, len(clean_ids), cfg.n_heads))
+    if estimate > MAX_SWEEP_S:
+        raise ValueError(f"this sweep would take about {estimate:.0f} s; the limit is {MAX_SWEEP_S} s")
+    clean_diff, corrupt_diff, rows = runner.patching(clean_ids, corrupted_ids, kind, token_of(runner, a, "a"),
+                                                     token_of(runner, b, "b"))
+    values = []
+    for layer, row in rows:  # between two layers Gradio may close this generator: the visitor left
+        values.append(row.round(6).tolist())
+        if len(values) < cfg.n_layers:
+            yield {"progress": f"layer {layer + 1} of {cfg.n_layers}"}
+    yield {"model": runner.cfg.name, "sweep": kind.name, "values": values, "clean_difference": clean_diff,
+           "corrupted_difference": corrupt_diff}
 
 
 def register(runner: ModelRunner) -> None:
@@ -270,4 +283,5 @@ def register(runner: ModelRunner) -> None:
     gr.api(bind(lens, runner), api_name="lens", concurrency_limit=MODEL_CONCURRENCY)
     gr.api(bind(attribute, runner), api_name="attribute", concurrency_limit=MODEL_CONCURRENCY)
     gr.api(bind(ablate, runner), api_name="ablate", concurrency_limit=MODEL_CONCURRENCY, api_visibility="undocumented")
-    gr.api(bind(patch, runner), api_name="patch", concurrency_limit=MODEL_CONCURRENCY, api_visibility="undocumented")
+    gr.api(bind(patch, runner), api_name="patch", concurrency_limit=HEAVY_JOBS_AT_ONCE, concurrency_id="heavy_job",
+           api_visibility="undocumented")

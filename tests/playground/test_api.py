@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from model.sampling import SamplerSettings, distribution
+from model.interventions import SWEEPS
 from playground import api
 
 from ..helpers import BAD_PROMPTS, raw_call
@@ -185,11 +186,42 @@ def test_ablate_bad_input(tiny_runner, heads, attn, mode, message):
     assert message in api.ablate(tiny_runner, "the cat", heads, attn, [], mode)["error"]
 
 
-def test_patch(tiny_runner):
-    out = api.patch(tiny_runner, "the cat sat on the", "the mat sat on the", " cat", " mat", "heads")
-    assert np.array(out["values"]).shape == (tiny_runner.cfg.n_layers, tiny_runner.cfg.n_heads)
-    assert "same token length" in api.patch(tiny_runner, "the cat", "the cat sat on", " cat", " mat")["error"]
-    assert "sweep must be" in api.patch(tiny_runner, "the cat", "the mat", " cat", " mat", "everything")["error"]
+def test_patch_streams_each_layer_then_the_numbers_the_runner_gives(tiny_runner, tiny_enc):
+    *progress, out = api.patch(tiny_runner, "the cat sat on the", "the mat sat on the", " cat", " mat", "heads")
+    L = tiny_runner.cfg.n_layers
+    assert progress == [{"progress": f"layer {i} of {L}"} for i in range(1, L)]
+    assert np.array(out["values"]).shape == (L, tiny_runner.cfg.n_heads)
+    clean, corrupted = tiny_enc.encode("the cat sat on the"), tiny_enc.encode("the mat sat on the")
+    a, b = tiny_enc.encode(" cat")[0], tiny_enc.encode(" mat")[0]
+    clean_diff, corrupt_diff, rows = tiny_runner.patching(clean, corrupted, SWEEPS["heads"], a, b)
+    np.testing.assert_allclose(out["values"], [row for _, row in rows], atol=1e-6)
+    assert (out["clean_difference"], out["corrupted_difference"]) == (clean_diff, corrupt_diff)
+    assert "same token length" in last(api.patch(tiny_runner, "the cat", "the cat sat on", " cat", " mat"))["error"]
+    assert "sweep must be" in last(api.patch(tiny_runner, "the cat", "the mat", " cat", " mat", "everything"))["error"]
+
+
+class Visitor:
+    """What Gradio passes as the request: the visitor's session."""
+
+    def __init__(self, session_hash: str) -> None:
+        self.session_hash = session_hash
+
+
+def test_one_patch_at_a_time_per_visitor_and_a_closed_one_frees_its_place(tiny_runner):
+    args = ("the cat sat on the", "the mat sat on the", " cat", " mat", "resid")
+    first = api.patch(tiny_runner, *args, request=Visitor("A"))
+    assert "progress" in next(first)  # A's sweep is under way, between two layers
+    (refused,) = list(api.patch(tiny_runner, *args, request=Visitor("A")))
+    assert refused["error"].startswith("You already have a patching sweep (/patch) running")
+    assert "values" in last(api.patch(tiny_runner, *args, request=Visitor("B")))  # another visitor is served
+    first.close()  # what Gradio does when A's client disconnects mid-sweep
+    assert tiny_runner.jobs.of("A") is None and not tiny_runner.gate.locked()
+    assert "values" in last(api.patch(tiny_runner, *args, request=Visitor("A")))
+
+
+def last(steps):
+    *_, final = steps
+    return final
 
 
 def test_the_mcp_server_offers_the_read_only_tools(server, real):
