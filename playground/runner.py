@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from model import KVCache, ModelEncoding, Transformer, UnencodableTextError, views
+from model.transformer import rms_scale
 from model.arithmetic import measure_speed
 from model.tokenizer import ReplayStep
 from model.interventions import (
@@ -34,6 +35,7 @@ from model.interventions import (
     direct_logit_attribution, layer_sweep, logit_difference, patching_runs, patching_sweep, run_from,
 )
 from model.lens import LensResult, lens_logits
+from model.routes import Flow, ScoreSplit, collect_flow, direct_logits, flow_layers, head_output, score_split
 from model.sampling import dry_breaker_ids
 
 from .batcher import Analysis, Batcher, Progress
@@ -52,6 +54,7 @@ T_ = TypeVar("T_")
 MAX_PROMPT_TOKENS = 512
 MAX_PROMPT_CHARS = 20_000
 MODEL_WAIT_S = 30  # how long a request waits for the model while others use it
+ROUTES_MAX_TOKENS = 128  # the Routes tab's prompts at most: its attention parts grow as T^2 (about 6 s at 128)
 LENS_QUIET_S = 1.0  # the background lens starts a block only after this long without an analysis
 TRACE_MEMORY_MB = int(os.environ.get("PLAYGROUND_TRACE_MEMORY_MB", 6144))  # all visitors' traces together
 
@@ -224,13 +227,20 @@ class ModelRunner:
         L = self.cfg.n_layers
         if not with_mid:
             return ["embed"] + [f"L{l}" for l in range(L)], resid
-        if trace.resid_mid is None:  # computed once, then kept with the trace (it grew: counted again)
-            with self._locked() as net:
-                trace.resid_mid = views.own(views.resid_mid(net, torch.from_numpy(resid)))
-            self.budget.admit(trace)
+        self._resid_mid(trace)
         labels = ["embed"] + [name for l in range(L) for name in (f"L{l} attn", f"L{l}")]
         interleaved = np.stack([trace.resid_mid, resid[1:]], axis=1).reshape(2 * L, *resid.shape[1:])
         return labels, np.concatenate([resid[:1], interleaved])
+
+    def _resid_mid(self, trace: Trace) -> np.ndarray:
+        """The residual after each attention block (L, T, D): computed once, then kept with the trace (it grew:
+        counted again)."""
+        resid = self.budget.use(trace)
+        if trace.resid_mid is None:
+            with self._locked() as net:
+                trace.resid_mid = views.own(views.resid_mid(net, torch.from_numpy(resid)))
+            self.budget.admit(trace)
+        return trace.resid_mid
 
     def lens(self, trace: Trace, with_mid: bool, progress: Progress | None = None) -> tuple[list[str], LensResult]:
         """Row labels and logit-lens summaries of the trace, computed once per (trace, rows) and kept in it.
@@ -345,6 +355,51 @@ class ModelRunner:
                 started = time.perf_counter()
 
         return runs.clean, runs.corrupted, rows()
+
+    # -- explaining one prediction: routes, and why a head attends where it does -------------
+
+    def routes(self, trace: Trace, progress: Progress | None = None) -> Flow:
+        """Every node's incoming importances (`model.routes.flow`), computed once per trace, a layer per turn at
+        the model (a long job: about 1.6 s for 64 tokens here), and kept with it."""
+        resid = self.budget.use(trace)
+        if trace.routes is None:
+            if trace.n_tokens > ROUTES_MAX_TOKENS:
+                raise PromptError(f"Routes are computed for prompts up to {ROUTES_MAX_TOKENS} tokens (their cost grows "
+                                  f"with the square of the length); this one has {trace.n_tokens}.")
+            L, layers = self.cfg.n_layers, []
+            for done, layer in enumerate(self._each_held(flow_layers(self._net, torch.from_numpy(resid)),
+                                                         "the routes of an analysis")):
+                layers.append(layer)
+                if progress is not None:
+                    progress((done + 1) / L, f"Routes: layer {done + 1} of {L}")
+            trace.routes = collect_flow(layers, L)
+            self.budget.admit(trace)
+        return trace.routes
+
+    def score_split(self, trace: Trace, layer: int, head: int, query: int, key: int) -> ScoreSplit:
+        """One head's score of `key` from `query`, split into (query-side) x (key-side) component terms."""
+        resid, mids = self.budget.use(trace), self._resid_mid(trace)
+        with self._locked() as net:
+            return score_split(net, torch.from_numpy(resid), torch.from_numpy(mids), layer, head, query, key)
+
+    def node_vector(self, trace: Trace, level: int, position: int) -> np.ndarray:
+        """The residual state at a Routes node (D,): level 0 after the embedding, 2l + 1 after layer l's attention,
+        2l + 2 after its MLP."""
+        resid = self.budget.use(trace)
+        if level % 2 == 0:
+            return resid[level // 2, position]
+        return self._resid_mid(trace)[level // 2, position]
+
+    def head_logits(self, trace: Trace, layer: int, head: int, position: int) -> np.ndarray:
+        """What one head writes at a position, as direct effects on the logits (V,) through the final norm (its
+        scale frozen at that position's last residual)."""
+        resid = self.budget.use(trace)
+        tensors = self.layer(trace, layer)
+        with self._locked() as net:
+            scale = float(rms_scale(torch.from_numpy(resid[-1, position]), net.ln_final.eps))
+            out = head_output(net, torch.from_numpy(tensors.pattern), torch.from_numpy(tensors.v), layer, head,
+                              position)
+            return views.own(direct_logits(net, out, scale))
 
     # -- the model's weights, read -----------------------------------------------------------
 

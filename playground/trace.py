@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from model.lens import LensResult
+from model.routes import Flow
 
 from .errors import TraceDropped
 
@@ -64,6 +65,7 @@ class Trace:
     notes: list[str] = field(default_factory=list)  # what was changed about the prompt, for the user
     lens: dict[str, LensResult] = field(default_factory=dict)  # logit-lens results by rows ("post", "mid")
     resid_mid: np.ndarray | None = None  # (L, T, D) after each attention block, computed when first asked for
+    routes: Flow | None = None  # every node's incoming importances (the Routes tab), computed when first asked for
     layers: OrderedDict = field(default_factory=OrderedDict)  # layer -> LayerTensors, the last few shown
     dropped: bool = False  # its large arrays were released to make room for other visitors
     lens_jobs: dict = field(default_factory=dict)  # rows -> a logit-lens computation in progress
@@ -84,12 +86,13 @@ class Trace:
         arrays = [self.ids, self.special, self.surprisal, self.next_logits, self.head_stats, self.thumbnails]
         arrays += [a for a in (self.resid, self.resid_mid) if a is not None]
         lens = sum(t.nbytes for r in self.lens.values() for t in vars(r).values())
-        return sum(a.nbytes for a in arrays) + sum(t.nbytes for t in list(self.layers.values())) + lens
+        routes = self.routes.nbytes if self.routes is not None else 0
+        return sum(a.nbytes for a in arrays) + sum(t.nbytes for t in list(self.layers.values())) + lens + routes
 
     def drop(self) -> None:
         """Release the large arrays; what is left still shows tokens and statistics, and says why the rest is gone."""
         self.dropped = True
-        self.resid = self.resid_mid = None
+        self.resid = self.resid_mid = self.routes = None
         self.layers.clear()
         self.lens_jobs.clear()
 

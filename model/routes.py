@@ -1,0 +1,247 @@
+"""Explaining one prediction: the routes it took (information flow routes, Ferrando & Voita 2024), and an attention
+score split into its causes.
+
+Routes. Every residual state is a sum of parts. After layer l's attention, at query position i,
+resid_mid[i] = resid_pre[i] + sum over keys j <= i and query heads h of pattern[h, i, j] * (v[j, g(h)] @ W_O,h),
+head h reading key/value head g(h) (grouped-query attention: each query head is its own part). After the MLP,
+resid_post[i] = resid_mid[i] + mlp_out[i]. The importance of a part p of a whole y is the paper's proximity,
+max(eps, |y|_1 - |y - p|_1), normalised over the parts so they sum to 1 (`proximity`). `flow` computes every
+node's incoming importances a layer at a time, the attention terms a block of queries at a time (never all
+stored); `route_graph` keeps, back from one position at the top, the edges above a threshold, renormalised among
+those kept at each node (the paper's and the LM Transparency Tool's rule).
+
+Why here. With each RMSNorm's scale frozen at its value in this run, q_i and k_j are linear in the residual
+stream's components (the embedding, each earlier layer's attention and MLP outputs), and so is RoPE: the score
+q_i . k_j / sqrt(Dh) splits exactly into (query-side component) x (key-side component) terms (`score_split`).
+
+Shapes: L layers, H query heads, G key/value heads, T tokens, D d_model, Dh head size, C components.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .transformer import Transformer, apply_rope, rms_scale
+from .views import layer_tensors
+
+EPS = 1e-5  # the floor of a part's closeness to the whole (the LM Transparency Tool's)
+TERMS_AT_ONCE = 2**23  # attention terms (query x head x key x D floats) made at once: 32 MB
+
+
+def proximity(parts: Tensor, whole: Tensor, eps: float = EPS) -> Tensor:
+    """Each part's share of the whole: max(eps, |whole|_1 - |whole - part|_1), normalised to sum to 1 over the
+    parts. parts (..., P, D), whole (..., D) -> (..., P)."""
+    closeness = (whole.abs().sum(-1, keepdim=True) - (whole[..., None, :] - parts).abs().sum(-1)).clamp(min=eps)
+    return closeness / closeness.sum(-1, keepdim=True)
+
+
+@dataclass
+class Flow:
+    """Every node's incoming importances (before any threshold; each node's sum to 1)."""
+
+    attn: Tensor  # (L, T, H, T): head h's term from key j into resid_mid at query i (0 for j > i: not a part)
+    attn_resid: Tensor  # (L, T): resid_pre's share of resid_mid at i
+    mlp: Tensor  # (L, T): mlp_out's share of resid_post at i (the residual's is 1 - mlp)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.attn, self.attn_resid, self.mlp))
+
+
+def value_outputs(net: Transformer, v: Tensor, layer: int) -> Tensor:
+    """What each query head would add from each key at full attention: v[j, g(h)] @ W_O,h. v (T, G, Dh) ->
+    (T, H, D)."""
+    cfg = net.cfg
+    w_o = net.blocks[layer].attn.wo.weight.float().view(cfg.d_model, cfg.n_heads, cfg.d_head)  # (D, H, Dh)
+    per_head = v.float().repeat_interleave(cfg.n_groups, dim=1)  # (T, H, Dh): head h reads kv head h // groups
+    return torch.einsum("thd,mhd->thm", per_head, w_o)
+
+
+@torch.no_grad()
+def attention_flow(pattern: Tensor, vo: Tensor, resid_pre: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """One layer's attention importances: pattern (H, T, T), vo (T, H, D), resid_pre (T, D) ->
+    (importance (T, H, T) per query, head, key; the residual's (T,); resid_mid (T, D) as the parts sum to)."""
+    H, T, _ = pattern.shape
+    D = vo.shape[-1]
+    pattern = pattern.float()
+    attn_out = torch.einsum("hij,jhm->im", pattern, vo)  # (T, D)
+    resid_mid = resid_pre.float() + attn_out
+    y_norm = resid_mid.abs().sum(-1)  # (T,)
+    resid_close = (y_norm - attn_out.abs().sum(-1)).clamp(min=EPS)  # resid_pre's: y - resid_pre = attn_out
+    causal = torch.ones(T, T, dtype=torch.bool).tril()  # (query, key): the keys a query's parts come from
+    close = torch.empty(T, H, T)
+    block = max(1, TERMS_AT_ONCE // (H * T * D))
+    for start in range(0, T, block):  # a block of queries at a time: its terms (q, H, T, D), then gone
+        stop = min(T, start + block)
+        terms = pattern[:, start:stop].transpose(0, 1)[..., None] * vo.transpose(0, 1)[None]  # (q, H, T, D)
+        distance = (resid_mid[start:stop, None, None] - terms).abs().sum(-1)  # (q, H, T)
+        close[start:stop] = (y_norm[start:stop, None, None] - distance).clamp(min=EPS)
+    close *= causal[:, None, :]  # a key after the query is not a part of its sum
+    total = close.sum((1, 2)) + resid_close  # (T,)
+    importance, resid_share = close / total[:, None, None], resid_close / total
+    return importance, resid_share, resid_mid
+
+
+@torch.no_grad()
+def flow_layers(net: Transformer, resid: Tensor) -> Iterator[tuple[int, Tensor, Tensor, Tensor]]:
+    """Each layer's importances in turn, (layer, attn (T, H, T), attn_resid (T,), mlp (T,)), from the residual
+    entering each layer and leaving the last (L + 1, T, D) (its pattern and values recomputed by the model's own
+    block): a caller may hand the model to others between two layers."""
+    for l in range(net.cfg.n_layers):
+        seen = layer_tensors(net, resid[l], l)
+        attn, attn_resid, resid_mid = attention_flow(seen["pattern"], value_outputs(net, seen["v"], l), resid[l])
+        mlp_out = resid[l + 1].float() - resid_mid
+        mlp = proximity(torch.stack([mlp_out, resid_mid], dim=1), resid[l + 1].float())[:, 0]
+        yield l, attn, attn_resid, mlp
+
+
+def collect_flow(layers: Iterable[tuple[int, Tensor, Tensor, Tensor]], n_layers: int) -> Flow:
+    """`flow_layers`' layers as one Flow."""
+    parts = sorted(layers, key=lambda item: item[0])
+    if len(parts) != n_layers:
+        raise ValueError(f"expected {n_layers} layers, got {len(parts)}")
+    return Flow(*(torch.stack([p[k] for p in parts]) for k in (1, 2, 3)))
+
+
+def flow(net: Transformer, resid: Tensor) -> Flow:
+    """Every node's incoming importances, a layer at a time (`flow_layers`)."""
+    return collect_flow(flow_layers(net, resid), net.cfg.n_layers)
+
+
+@dataclass(frozen=True)
+class Edge:
+    """One kept edge of the graph: a part of the residual state at (`layer`, `target`) after the `kind` step."""
+
+    kind: str  # "attn" (a head's term from key `source`), "attn_resid", "mlp" or "mlp_resid"
+    layer: int
+    source: int  # the position it comes from (the key for "attn", else the target itself)
+    target: int
+    head: int  # the query head for "attn", else -1
+    importance: float  # its share among the parts kept at its node (they sum to 1)
+    raw: float  # its share before the threshold
+
+
+@dataclass
+class RouteGraph:
+    """The edges kept, back from one position at the top. Node (level, position): level 0 is the embedding,
+    2l + 1 the residual after layer l's attention, 2l + 2 after its MLP."""
+
+    position: int
+    threshold: float
+    edges: list[Edge]
+
+    @property
+    def nodes(self) -> set[tuple[int, int]]:
+        found = {(2 * max((e.layer for e in self.edges), default=-1) + 2, self.position)}
+        for e in self.edges:
+            mid = 2 * e.layer + 1
+            found |= {(mid - 1, e.source), (mid, e.target)} if e.kind.startswith("attn") else \
+                {(mid, e.source), (mid + 1, e.target)}
+        return found
+
+
+def route_graph(f: Flow, position: int, threshold: float) -> RouteGraph:
+    """From the last layer's output at `position` down to the embedding: at each node reached, the incoming parts
+    whose share exceeds the threshold, renormalised among those kept (a node keeping none ends there)."""
+    L, T = f.mlp.shape
+    edges: list[Edge] = []
+    reached = {position}  # positions reached at the current level, top down
+    for l in reversed(range(L)):
+        mid_reached = set()
+        for i in sorted(reached):  # after the MLP: the MLP's output and the residual
+            mlp = float(f.mlp[l, i])
+            kept = [(kind, share) for kind, share in (("mlp", mlp), ("mlp_resid", 1 - mlp)) if share > threshold]
+            total = sum(share for _, share in kept)
+            edges += [Edge(kind, l, i, i, -1, share / total, share) for kind, share in kept]
+            if kept:
+                mid_reached.add(i)
+        reached = set()
+        for i in sorted(mid_reached):  # after attention: each (head, key) term and the residual
+            shares = f.attn[l, i]  # (H, T)
+            heads, keys = torch.nonzero(shares > threshold, as_tuple=True)
+            resid = float(f.attn_resid[l, i])
+            total = float(shares[heads, keys].sum()) + (resid if resid > threshold else 0.0)
+            for h, j in zip(heads.tolist(), keys.tolist()):
+                edges.append(Edge("attn", l, j, i, h, float(shares[h, j]) / total, float(shares[h, j])))
+                reached.add(j)
+            if resid > threshold:
+                edges.append(Edge("attn_resid", l, i, i, -1, resid / total, resid))
+                reached.add(i)
+    return RouteGraph(position, threshold, edges)
+
+
+# ---------------------------------------------------------------------------------------
+# Why a head attends where it does
+
+
+@dataclass
+class ScoreSplit:
+    """The pre-softmax score of (head, query, key) split into query-side x key-side component terms."""
+
+    labels: list[str]  # the components: "embed", then "L{l} attn", "L{l} mlp" for the layers before this one
+    terms: Tensor  # (C, C): [query-side component, key-side component]; they sum to the score
+    score: float  # the model's own q . k / sqrt(Dh)
+
+
+@torch.no_grad()
+def residual_components(resid: Tensor, resid_mid: Tensor, layer: int) -> tuple[list[str], Tensor]:
+    """The residual entering `layer` (T, D) as the sum of its components (C, T, D): the embedding, then each
+    earlier layer's attention output (resid_mid - resid_pre) and MLP output (resid_post - resid_mid).
+    resid (L + 1, T, D) and resid_mid (L, T, D) from one run."""
+    labels, parts = ["embed"], [resid[0].float()]
+    for l in range(layer):
+        labels += [f"L{l} attn", f"L{l} mlp"]
+        parts += [resid_mid[l].float() - resid[l].float(), resid[l + 1].float() - resid_mid[l].float()]
+    return labels, torch.stack(parts)
+
+
+@torch.no_grad()
+def score_split(net: Transformer, resid: Tensor, resid_mid: Tensor, layer: int, head: int, query: int,
+                key: int) -> ScoreSplit:
+    """Head `head` of `layer`: its score of `key` from `query` as (query-side) x (key-side) component terms.
+    The attention norm's scale at each position is frozen at this run's (as direct logit attribution freezes the
+    final norm's), so q and k are linear in the components; RoPE is linear too."""
+    cfg, attn = net.cfg, net.blocks[layer].attn
+    labels, comps = residual_components(resid, resid_mid, layer)  # (C, T, D)
+    norm = net.blocks[layer].ln1
+    scale = rms_scale(resid[layer].float(), norm.eps)  # (T, 1): the divisor, frozen
+    normalised = comps / scale * norm.weight.float()  # (C, T, D): each component as the projections see it
+    rotations, _ = net.positions(0, resid.shape[1])
+    g = head // cfg.n_groups
+    w_q = attn.wq.weight.float().view(cfg.n_heads, cfg.d_head, cfg.d_model)[head]  # (Dh, D)
+    w_k = attn.wk.weight.float().view(cfg.n_kv_heads, cfg.d_head, cfg.d_model)[g]
+    q = apply_rope((normalised @ w_q.T)[:, :, None], rotations)[:, query, 0]  # (C, Dh) rotated at the query
+    k = apply_rope((normalised @ w_k.T)[:, :, None], rotations)[:, key, 0]  # (C, Dh) rotated at the key
+    terms = q @ k.T / math.sqrt(cfg.d_head)  # (C, C)
+    seen = layer_tensors(net, resid[layer], layer)
+    score = float(seen["rot_q"][query, head].float() @ seen["rot_k"][key, g].float()) / math.sqrt(cfg.d_head)
+    return ScoreSplit(labels, terms, score)
+
+
+def named_terms(split: ScoreSplit, query_token: str, key_token: str, n: int = 5) -> list[tuple[str, float]]:
+    """The n largest terms by size, named: "L3 attn at 'is' x embed of 'France'"."""
+    C = len(split.labels)
+    order = split.terms.flatten().abs().argsort(descending=True)[:n].tolist()
+    return [(f"{split.labels[k // C]} at {query_token} × {split.labels[k % C]} at {key_token}",
+             float(split.terms.flatten()[k])) for k in order]
+
+
+@torch.no_grad()
+def head_output(net: Transformer, pattern: Tensor, v: Tensor, layer: int, head: int, position: int) -> Tensor:
+    """What one query head writes into the residual at a position (D,): its attention-weighted values through its
+    slice of W_O. pattern (H, T, T), v (T, G, Dh)."""
+    cfg = net.cfg
+    z = pattern[head, position].float() @ v[:, head // cfg.n_groups].float()  # (Dh,)
+    return net.blocks[layer].attn.wo.weight.float().view(cfg.d_model, cfg.n_heads, cfg.d_head)[:, head] @ z
+
+
+@torch.no_grad()
+def direct_logits(net: Transformer, vector: Tensor, final_scale: float) -> Tensor:
+    """A residual part's direct effect on the logits (V,): through the final norm's gain and its scale frozen at
+    this position (as direct logit attribution does), then the unembedding."""
+    return net.output.weight.float() @ (vector.float() * net.ln_final.weight.float() / final_scale)
