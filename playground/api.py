@@ -14,6 +14,7 @@ import gradio as gr
 import torch
 
 from model.interventions import SWEEPS, Ablation, sweep_cost
+from model.routes import named_terms, route_graph
 from model.sampling import SamplerSettings, distribution
 
 from .runner import ModelRunner, PromptError
@@ -172,6 +173,76 @@ def attribute(runner: ModelRunner, prompt: str, a: str, b: str, chat: bool = Fal
             "total": result.total, "scale": result.scale}
 
 
+def routes(runner: ModelRunner, prompt: str, position: int = -1, threshold: float = 0.04, chat: bool = False) -> dict:
+    """The information-flow routes of one prediction (Ferrando & Voita 2024): which positions, heads and MLPs
+    carried the residual stream to the prediction after `position`. Each part's importance to the residual state it
+    sums into is max(eps, |y|_1 - |y - part|_1), normalised over the parts; back from the position at the top, the
+    parts above the threshold are kept and renormalised.
+
+    Args:
+        prompt: the text to run the model on (up to 128 tokens).
+        position: the position whose next-token prediction to explain (negative counts from the end; -1 = last).
+        threshold: keep parts above this share of their state, between 0 and 1 (the paper uses 0.04).
+        chat: wrap the prompt in the chat template first.
+
+    Returns:
+        {tokens, position, threshold, edges: [{kind ("attn", "attn_resid", "mlp", "mlp_resid"), layer, source,
+        target, head (-1 but for "attn"), importance (renormalised), raw}]}, or {error}.
+    """
+    try:
+        threshold = number(threshold, "threshold", 0, 1)
+        if not 0 < threshold < 1:
+            raise ValueError(f"threshold must be between 0 and 1 (exclusive), got {threshold:g}")
+        ids, _, _ = runner.tokenize(prompt, bool(chat))
+        position = number(position, "position", -len(ids), len(ids) - 1, whole=True) % len(ids)
+        trace = runner.analyze(prompt, bool(chat), lens=False)
+        graph = route_graph(runner.routes(trace), position, threshold)
+    except (PromptError, ValueError) as e:
+        return {"error": str(e)}
+    return {"model": runner.cfg.name, "tokens": [b.decode("utf-8", "replace") for b in trace.token_bytes],
+            "position": position, "threshold": threshold,
+            "edges": [{"kind": e.kind, "layer": e.layer, "source": e.source, "target": e.target, "head": e.head,
+                       "importance": round(e.importance, 6), "raw": round(e.raw, 6)} for e in graph.edges]}
+
+
+def why_attend(runner: ModelRunner, prompt: str, layer: int, head: int, query: int = -1, key: int = 0,
+               chat: bool = False) -> dict:
+    """Why an attention head attends where it does: its pre-softmax score of `key` from `query` split exactly into
+    (query-side component) x (key-side component) terms, the components being the embedding and every earlier
+    layer's attention and MLP outputs (each RMSNorm's scale frozen at this run's, as direct logit attribution does).
+
+    Args:
+        prompt: the text to run the model on.
+        layer: the layer, 0 to n_layers - 1 (SmolLM2: 0-29).
+        head: the query head, 0 to n_heads - 1 (SmolLM2: 0-8).
+        query: the attending position (negative counts from the end; -1 = last).
+        key: the attended position, 0 to query (negative counts from the end).
+        chat: wrap the prompt in the chat template first.
+
+    Returns:
+        {labels (components), terms[query side][key side] (they sum to total), total (the model's own q.k/sqrt(d)),
+        largest: [{name, value}], weight (the attention weight)}, or {error}.
+    """
+    cfg = runner.cfg
+    try:
+        layer = number(layer, "layer", 0, cfg.n_layers - 1, whole=True)
+        head = number(head, "head", 0, cfg.n_heads - 1, whole=True)
+        ids, _, _ = runner.tokenize(prompt, bool(chat))
+        query = number(query, "query", -len(ids), len(ids) - 1, whole=True) % len(ids)
+        key = number(key, "key", -len(ids), len(ids) - 1, whole=True) % len(ids)
+        if key > query:
+            raise ValueError(f"key must be at or before the query ({query}): a head attends only to earlier tokens")
+        trace = runner.analyze(prompt, bool(chat), lens=False)
+        split = runner.score_split(trace, layer, head, query, key)
+        weight = float(runner.layer(trace, layer).pattern[head, query, key])
+    except (PromptError, ValueError) as e:
+        return {"error": str(e)}
+    text = [repr(b.decode("utf-8", "replace")) for b in trace.token_bytes]
+    return {"model": cfg.name, "layer": layer, "head": head, "query": query, "key": key, "labels": split.labels,
+            "terms": split.terms.numpy().round(6).tolist(), "total": split.score, "weight": round(weight, 6),
+            "largest": [{"name": n, "value": round(v, 6)} for n, v in named_terms(split, text[query], text[key])]}
+
+
 HEAD = re.compile(r"^\s*L(\d+)\s*H(\d+)\s*$", re.IGNORECASE)
 
 
@@ -282,6 +353,8 @@ def register(runner: ModelRunner) -> None:
     gr.api(bind(next_token, runner), api_name="next_token", concurrency_limit=MODEL_CONCURRENCY)
     gr.api(bind(lens, runner), api_name="lens", concurrency_limit=MODEL_CONCURRENCY)
     gr.api(bind(attribute, runner), api_name="attribute", concurrency_limit=MODEL_CONCURRENCY)
+    gr.api(bind(routes, runner), api_name="routes", concurrency_limit=MODEL_CONCURRENCY)
+    gr.api(bind(why_attend, runner), api_name="why_attend", concurrency_limit=MODEL_CONCURRENCY)
     gr.api(bind(ablate, runner), api_name="ablate", concurrency_limit=MODEL_CONCURRENCY, api_visibility="undocumented")
     gr.api(bind(patch, runner), api_name="patch", concurrency_limit=HEAVY_JOBS_AT_ONCE, concurrency_id="heavy_job",
            api_visibility="undocumented")

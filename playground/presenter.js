@@ -42,7 +42,7 @@ const PlaygroundPresenter = (() => {
   // -- the page ----------------------------------------------------------------------------------------------------
 
   const start = (config) => {
-    const {figures, keys, links, labels, slide: slideSize} = config;
+    const {figures, keys, links, labels, clicks = {}, slide: slideSize} = config;
     const presenter = () => document.body.classList.contains("presenter");
     const activeTab = () => {
       const tab = document.querySelector("[role=tab][aria-selected=true]");
@@ -203,6 +203,40 @@ const PlaygroundPresenter = (() => {
       }
     };
     setInterval(shareLink, 700);
+    // Clicks on a figure that answers them (a tab's CLICKS): the point under the pointer (Plotly's own hover data,
+    // which survives the figure being redrawn) goes into the tab's hidden textbox as its customdata, with a count
+    // so the same point clicked twice is a change too, and the server hears of it.
+    let clicked = 0;
+    document.addEventListener("click", (e) => {
+      for (const [figure, target] of Object.entries(clicks)) {
+        const holder = e.target.closest && e.target.closest("#" + figure);
+        const plot = holder && holder.querySelector(".js-plotly-plot");
+        const point = plot && plot._hoverdata && plot._hoverdata[0];
+        const box = document.querySelector("#" + target + " textarea, #" + target + " input");
+        if (!point || point.customdata === undefined || !box) continue;
+        box.value = String(point.customdata) + "#" + (++clicked);
+        fire(box);
+      }
+    }, true);
+    // Another tab opened at given link values (e.g. {layer: 3, head: 5}): its tab clicked, its controls set once
+    // it has drawn.
+    const openTab = async (tab, values) => {
+      const button = document.querySelector("[role=tab][data-tab-id=" + tab + "]");
+      if (!button) return;
+      button.click();
+      const wait = (ms) => new Promise((r) => setTimeout(r, ms));
+      for (let i = 0; i < 600; i++) {  // until the tab shows and has drawn its main figure (it may compute first)
+        const fig = document.getElementById(figures[tab] || "");
+        if (activeTab() === tab && fig && fig.getBoundingClientRect().height > 20 &&
+            fig.querySelector(".js-plotly-plot, img, .tok, p")) break;
+        await wait(100);
+      }
+      await wait(800);
+      for (const link of linksToApply(links[tab] || [], new URLSearchParams(values))) {
+        setValue(link, String(values[link.param]));
+        await wait(400);
+      }
+    };
     document.addEventListener("keydown", (e) => {
       if (e.ctrlKey || e.metaKey || e.altKey || e.isComposing) return;
       const t = e.target;
@@ -219,6 +253,7 @@ const PlaygroundPresenter = (() => {
     });
     window.playgroundPresenter = setPresenter;
     window.playgroundSlide = slide;
+    window.playgroundOpen = openTab;
   };
 
   return {stepValue, keyName, linksToApply, shareQuery, shortened, helpRows, start};

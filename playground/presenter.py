@@ -91,6 +91,7 @@ def config(tabs: Sequence) -> dict:
         "links": {tab.id: [{"param": k.param, "target": k.target, "kind": k.kind, "source": k.source,
                             "last": k.last} for k in tab.links] for tab in tabs},
         "labels": {tab.id: tab.label for tab in tabs},
+        "clicks": {figure: target for tab in tabs for figure, target in tab.clicks.items()},
         "slide": list(SLIDE_SIZE),
     }
 

@@ -11,7 +11,7 @@ from types import ModuleType
 
 from . import (
     tab_arithmetic, tab_attention, tab_block, tab_bpe, tab_decoding, tab_embeddings, tab_intervene, tab_lens, tab_rope,
-    tab_sampler, tab_tokenization,
+    tab_routes, tab_sampler, tab_tokenization,
 )
 
 
@@ -32,6 +32,11 @@ class Tab:
         """The controls a prepared link may set (`ui.Link`s in its LINKS)."""
         return tuple(getattr(self.module, "LINKS", ()))
 
+    @property
+    def clicks(self) -> dict:
+        """Figures whose clicks come back to the server: figure elem_id -> the textbox the point's JSON goes to."""
+        return dict(getattr(self.module, "CLICKS", {}))
+
 
 TABS = (
     Tab("Tokenization", "tokenization", tab_tokenization, "token-spans"),
@@ -41,6 +46,7 @@ TABS = (
     Tab("Sampler", "sampler", tab_sampler, "samp-bars"),
     Tab("Decoding", "decoding", tab_decoding, "dec-tree"),
     Tab("Intervene", "intervene", tab_intervene, "int-grid"),
+    Tab("Routes", tab_routes.TAB_ID, tab_routes, "routes-graph"),
     Tab("Embeddings", "embeddings", tab_embeddings, "emb-neighbours"),
     Tab("Inside a block", "block", tab_block, "blk-norms"),
     Tab("Arithmetic", "arithmetic", tab_arithmetic, "ar-flops"),

@@ -23,6 +23,7 @@ from .ui import (
 
 KEYS = (*arrows("attn-head", "head"), *arrows("attn-layer", "layer", "ArrowDown", "ArrowUp"))
 LINKS = (Link("layer", "attn-layer"), Link("head", "attn-head"))
+WHY_JS = "(layer, head) => { if (window.playgroundOpen) window.playgroundOpen('routes', {layer, head}); }"
 LAYER_CELL, OVERVIEW_CELL = 120, 30  # thumbnail sizes in pixels
 MAX_DETAIL = 128  # stages and Q/K/V show at most this many positions (the last ones)
 
@@ -141,6 +142,7 @@ def build(ctx: TabContext) -> TabView:
     with gr.Row():
         with gr.Column(scale=3):
             heatmap = gr.Plot(label="Attention pattern", elem_id="attn-heatmap", show_label=False)
+            why = gr.Button("Why does this head attend where it does? (Routes tab)", size="sm", elem_id="attn-why")
         with gr.Column(scale=2):
             layer_grid = gr.Image(label="Every head of this layer (click one)", interactive=False,
                                   elem_id="attn-layer-grid",
@@ -166,6 +168,7 @@ def build(ctx: TabContext) -> TabView:
         options = scriptable(LAYER_VIEW, "attention_head") if control is layer else LAYER_VIEW
         control.change(bind(render_head, runner), head_inputs, head_outputs, **options)
     layer_grid.select(bind(pick_in_layer, runner), None, [head], **READ_ONLY)
+    why.click(None, [layer, head], None, js=WHY_JS, **READ_ONLY)
     overview.select(bind(pick_in_overview, runner), None, [layer, head], **READ_ONLY)
     table.select(pick_row, None, [layer, head], **READ_ONLY)
     sort.change(bind(stats_table, runner), [ctx.trace, sort], [table], **READ_ONLY)

@@ -7,6 +7,7 @@ missing browser or playwright into a failure. Screenshots go to artifacts/screen
 
 from __future__ import annotations
 
+import json
 from urllib.parse import urlparse
 
 import pytest
@@ -512,3 +513,49 @@ def test_browser_prepared_link_restores_layer_head_position_settings_and_continu
     # the link's continuation is shown with each token's probability under these settings: the chain's numbers
     titles = page.eval_on_selector_all("#samp-text .gtok", "ts => ts.map(t => t.title)")
     assert all(t.startswith(f"step {i + 1}: p = ") for i, t in enumerate(titles))
+
+
+POINT = """([figure, trace, index]) => {
+  document.getElementById(figure).scrollIntoView({block: 'center'});
+  const gd = document.querySelector('#' + figure + ' .js-plotly-plot');
+  const t = gd.data.find((d) => d.name === trace), L = gd._fullLayout, box = gd.getBoundingClientRect();
+  return [box.left + L._size.l + L.xaxis.d2p(t.x[index]), box.top + L._size.t + L.yaxis.d2p(t.y[index]),
+          t.customdata[index]];
+}"""
+
+
+def click_point(page, figure: str, trace: str, index: int) -> str:
+    """Hover a Plotly point, then click it, as a visitor would: its customdata."""
+    x, y, data = page.evaluate(POINT, [figure, trace, index])
+    page.mouse.move(x, y)
+    page.wait_for_timeout(300)
+    page.mouse.click(x, y)
+    return data
+
+
+def test_browser_routes_click_an_edge_and_a_node_then_open_the_head(page, server):
+    page.goto(f"{server}?prompt=The%20capital%20of%20France%20is%20Paris.%20The%20capital%20of%20Germany%20is"
+              "&tab=routes")
+    page.wait_for_selector("#routes-graph .js-plotly-plot", timeout=90_000)
+    assert "edges" in page.locator("#routes-note").inner_text()
+    page.wait_for_selector("#routes-why .js-plotly-plot", timeout=30_000)
+    edge = json.loads(click_point(page, "routes-graph", "attention", 0))["attn"]
+    wait_text(page, "#routes-details", f"Attention in L{edge[0]}")
+    assert "promotes" in page.locator("#routes-details").inner_text()
+    page.wait_for_function(f"document.querySelector('#routes-query input[type=number]').value == '{edge[2]}' && "
+                           f"document.querySelector('#routes-key input[type=number]').value == '{edge[1]}'",
+                           timeout=30_000)
+    wait_text(page, "#routes-why-note", "attends from")  # the split of the clicked edge's strongest head
+    assert f"(key {edge[1]})" in page.locator("#routes-why-note").inner_text()
+    node = json.loads(click_point(page, "routes-graph", "residual state", 0))["node"]
+    wait_text(page, "#routes-details", "read through the final norm and the unembedding")
+    shot(page, "routes")
+    layer, head = slider_value(page, "routes-layer"), slider_value(page, "routes-head")
+    page.locator("#routes-open-head").click()
+    page.wait_for_function("document.querySelector('[role=tab][aria-selected=true]').dataset.tabId === 'attention'",
+                           timeout=30_000)
+    page.wait_for_function(f"document.querySelector('#attn-layer input[type=number]').value == '{layer}' && "
+                           f"document.querySelector('#attn-head input[type=number]').value == '{head}'",
+                           timeout=30_000)
+    assert node[0] >= 0
+    assert_only_local_requests(page)

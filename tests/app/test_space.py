@@ -61,7 +61,7 @@ def readme_api_calls() -> list[tuple[str, str, set[str]]]:
 def test_the_readme_documents_every_endpoint_with_the_keys_it_answers():
     calls = readme_api_calls()
     assert [name for _, name, _ in calls] == ["/tokenize", "/attention", "/next_token", "/lens", "/attribute",
-                                               "/ablate", "/patch"]
+                                               "/routes", "/why_attend", "/ablate", "/patch"]
     assert all(len(keys) >= 3 for _, _, keys in calls), calls
 
 
@@ -94,9 +94,11 @@ def test_the_api_names_are_the_apis_own(server):
     """A tab's event never takes an API endpoint's name (it would answer /patch with the tab's handler)."""
     config = httpx.get(f"{server}config", timeout=30).json()
     names = {d["api_name"] for d in config["dependencies"] if d.get("api_name")}
-    assert {"tokenize", "attention", "next_token", "lens", "attribute", "ablate", "patch"} <= names
+    assert {"tokenize", "attention", "next_token", "lens", "attribute", "routes", "why_attend", "ablate",
+            "patch"} <= names
     info = httpx.get(f"{server}gradio_api/info", timeout=30).json()
-    assert set(info["named_endpoints"]) == {"/tokenize", "/attention", "/next_token", "/lens", "/attribute"}
+    assert set(info["named_endpoints"]) == {"/tokenize", "/attention", "/next_token", "/lens", "/attribute",
+                                            "/routes", "/why_attend"}
 
 
 @pytest.mark.parametrize("name,args,message", [
@@ -107,6 +109,12 @@ def test_the_api_names_are_the_apis_own(server):
     ("/attribute", ("The capital of France is", "", " Rome", False), "a must be a non-empty text"),
     ("/ablate", ("The capital of France is", "L30H0", [], [], "zero", "", "", False), "head layer must be in 0..29"),
     ("/patch", ("", "The capital of Italy is", " Paris", " Rome", "resid"), "Type a prompt"),
+    ("/routes", ("The capital of France is", 9, 0.04, False), "position must be in"),
+    ("/routes", ("The capital of France is", -1, 1.5, False), "threshold must be in 0..1"),
+    ("/routes", ("The capital of France is", -1, 0, False), "threshold must be between 0 and 1"),
+    ("/routes", ("", -1, 0.04, False), "Type a prompt"),
+    ("/why_attend", ("The capital of France is", 14, 4, 1, 3, False), "key must be at or before the query"),
+    ("/why_attend", ("The capital of France is", 14, 9, -1, 0, False), "head must be in 0..8"),
     ("/patch", ("The capital of France is", "The capital of Italy is", " Paris", " Rome", "everything"),
      "sweep must be one of"),
 ])

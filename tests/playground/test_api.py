@@ -239,12 +239,44 @@ def test_the_mcp_server_offers_the_read_only_tools(server, real):
                 await session.initialize()
                 tools = {t.name: t for t in (await session.list_tools()).tools}
                 called = await session.call_tool("tokenize", {"prompt": "Hello world", "chat": False})
-                return tools, called
+                why = await session.call_tool("why_attend", {"prompt": "Hello world, hello", "layer": 3, "head": 1,
+                                                             "query": -1, "key": 0, "chat": False})
+                return tools, called, why
 
     with concurrent.futures.ThreadPoolExecutor(1) as pool:  # a loop of its own: the test session may have one running
-        tools, called = pool.submit(asyncio.run, talk()).result(timeout=60)
-    assert set(tools) == {"tokenize", "attention", "next_token", "lens", "attribute"}
+        tools, called, why = pool.submit(asyncio.run, talk()).result(timeout=60)
+    assert set(tools) == {"tokenize", "attention", "next_token", "lens", "attribute", "routes", "why_attend"}
+    assert "split exactly" in tools["why_attend"].description and "Ferrando" in tools["routes"].description
+    answer = ast.literal_eval(why.content[0].text)
+    assert abs(sum(map(sum, answer["terms"])) - answer["total"]) < 1e-3
     assert all(tool.description for tool in tools.values())
     assert "prompt" in tools["attribute"].inputSchema["properties"]
     payload = ast.literal_eval(called.content[0].text)  # Gradio's MCP server sends str(output): the dict's repr
     assert payload["ids"] == real[1].encode("Hello world")
+
+
+def test_routes_are_the_graph_of_the_runners_flow(tiny_runner, tiny_enc):
+    from model.routes import route_graph
+
+    out = api.routes(tiny_runner, "the cat sat on the mat", -1, 0.04)
+    trace = tiny_runner.analyze("the cat sat on the mat", lens=False)
+    expected = route_graph(tiny_runner.routes(trace), trace.n_tokens - 1, 0.04)
+    assert out["position"] == trace.n_tokens - 1 and len(out["edges"]) == len(expected.edges) > 0
+    for got, e in zip(out["edges"], expected.edges):
+        assert (got["kind"], got["layer"], got["source"], got["target"], got["head"]) == \
+            (e.kind, e.layer, e.source, e.target, e.head)
+        assert got["importance"] == pytest.approx(e.importance, abs=1e-6)
+    assert "threshold must be" in api.routes(tiny_runner, "the cat", -1, float("nan"))["error"]
+    assert "position must be in" in api.routes(tiny_runner, "the cat", 5)["error"]
+
+
+def test_why_attend_sums_to_the_models_score(tiny_runner, tiny_net, tiny_enc):
+    ids = tiny_enc.encode("the cat sat on the mat")
+    _, cache = tiny_net.run_with_cache(torch.tensor([ids]), names_filter=r"blocks\.1\.attn\.hook_attn_scores$")
+    out = api.why_attend(tiny_runner, "the cat sat on the mat", 1, 4, -1, 2)
+    score = float(cache["blocks.1.attn.hook_attn_scores"][0, 4, len(ids) - 1, 2])
+    assert out["total"] == pytest.approx(score, abs=1e-5)
+    assert float(np.sum(out["terms"])) == pytest.approx(score, abs=1e-4)
+    assert out["labels"] == ["embed", "L0 attn", "L0 mlp"] and len(out["largest"]) == 5
+    assert "key must be at or before" in api.why_attend(tiny_runner, "the cat sat", 1, 0, 1, 2)["error"]
+    assert "layer must be in" in api.why_attend(tiny_runner, "the cat sat", 7, 0)["error"]

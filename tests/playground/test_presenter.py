@@ -35,7 +35,8 @@ def test_the_head_holds_one_configuration_and_the_script():
     head = presenter.head(TABS)
     assert head.count("<script>") == 2 and head.count("</script>") == 2
     settings = json.loads(head.split("window.PLAYGROUND_CONFIG = ")[1].split(";</script>")[0])
-    assert set(settings) == {"figures", "keys", "links", "labels", "slide"}
+    assert set(settings) == {"figures", "keys", "links", "labels", "clicks", "slide"}
+    assert settings["clicks"] == {"routes-graph": "routes-picked"}
     assert settings["slide"] == list(presenter.SLIDE_SIZE)
     assert set(settings["figures"]) == {tab.id for tab in TABS}
 

@@ -123,7 +123,7 @@ def test_every_tab_says_plainly_when_a_trace_was_dropped(tiny_runner, spec):
     view, _, active = build(spec, tiny_runner)
     shown = view.render.fn(trace, *[spec.id if c is active else c.value for c in view.render.inputs[1:]])
     texts = " ".join(o for o in shown if isinstance(o, str))
-    needs_the_residuals = spec.id in ("attention", "rope", "lens", "block")
+    needs_the_residuals = spec.id in ("attention", "rope", "lens", "block", "routes")
     assert ("Press Analyze to run it again" in texts) == needs_the_residuals
 
 
@@ -159,6 +159,10 @@ def test_keys_and_links_name_the_tabs_own_controls(tiny_runner, spec):
         assert isinstance(by_id.get(key.target), expected), (spec.id, key)
     for link in spec.links:
         assert isinstance(by_id.get(link.target), KINDS[link.kind]), (spec.id, link)
+    for figure, target in spec.clicks.items():  # a click on the figure goes into the textbox, which has a handler
+        assert isinstance(by_id.get(figure), gr.Plot) and isinstance(by_id.get(target), gr.Textbox), (figure, target)
+        assert any(target_of.elem_id == target for dep in blocks.fns.values() for target_of in
+                   [blocks.blocks[t[0]] for t in dep.targets if t[0] in blocks.blocks]), target
     head = presenter.head(TABS)
     config = json.loads(head.split("window.PLAYGROUND_CONFIG = ")[1].split(";</script>")[0])
     assert config == presenter.config(TABS)  # what the page gets is the whole configuration, as JSON
