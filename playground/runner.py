@@ -269,6 +269,14 @@ class ModelRunner:
 
     # -- running the model on ids --------------------------------------------------------------
 
+    def activations(self, ids: list[int]) -> dict[str, torch.Tensor]:
+        """Every hook's activation after ids, by TransformerLens name, batch first (`run_with_cache`'s copies)."""
+        if len(ids) > self.max_tokens:
+            raise PromptError(f"That prompt is {len(ids):,} tokens; the limit is {self.max_tokens}.")
+        with self._locked() as net:
+            _, cache = net.run_with_cache(torch.tensor([ids]))
+        return cache
+
     def next_logits(self, ids: list[int]) -> np.ndarray:
         """The model's next-token logits (V,) after ids."""
         with self._locked() as net:
