@@ -218,13 +218,26 @@ const PlaygroundPresenter = (() => {
         fire(box);
       }
     }, true);
-    // Another tab opened at given link values (e.g. {layer: 3, head: 5}): its tab clicked, its controls set once
-    // it has drawn.
-    const openTab = async (tab, values) => {
+    // Another tab opened at given link values (e.g. {layer: 3, head: 5}), on another prompt if given (analysed
+    // first): its tab clicked, its controls set once it has drawn.
+    const openTab = async (tab, values, prompt) => {
       const button = document.querySelector("[role=tab][data-tab-id=" + tab + "]");
       if (!button) return;
-      button.click();
       const wait = (ms) => new Promise((r) => setTimeout(r, ms));
+      const box = document.querySelector("#prompt textarea");
+      button.click();
+      if (prompt && box && box.value !== prompt) {
+        const status = document.getElementById("status");
+        const before = status ? status.innerText : "";
+        box.value = prompt;
+        fire(box);
+        await wait(300);
+        const analyze = document.querySelector("#analyze");
+        if (analyze) analyze.click();
+        for (let i = 0; i < 600 && status && (status.innerText === before || !status.innerText.includes("Analyzed"));
+             i++) await wait(100);
+        await wait(1000);
+      }
       for (let i = 0; i < 600; i++) {  // until the tab shows and has drawn its main figure (it may compute first)
         const fig = document.getElementById(figures[tab] || "");
         if (activeTab() === tab && fig && fig.getBoundingClientRect().height > 20 &&

@@ -11,7 +11,7 @@ from types import ModuleType
 
 from . import (
     tab_arithmetic, tab_attention, tab_block, tab_bpe, tab_decoding, tab_embeddings, tab_intervene, tab_lens, tab_rope,
-    tab_routes, tab_sampler, tab_tokenization,
+    tab_routes, tab_sampler, tab_tokenization, tab_tour,
 )
 
 
@@ -39,6 +39,7 @@ class Tab:
 
 
 TABS = (
+    Tab("Tour", tab_tour.TAB_ID, tab_tour, "tour-slide"),
     Tab("Tokenization", "tokenization", tab_tokenization, "token-spans"),
     Tab("Attention", "attention", tab_attention, "attn-heatmap"),
     Tab("RoPE", "rope", tab_rope, "rope-pairs"),
@@ -53,3 +54,4 @@ TABS = (
     Tab("Train BPE", "bpe", tab_bpe, "bpe-replay"),
 )
 TAB_IDS = tuple(tab.id for tab in TABS)
+DEFAULT_TAB = "tokenization"  # the page opens here (on the Tour when started with a deck)

@@ -144,8 +144,12 @@ class ModelRunner:
         return self._enc.merge_steps(text)
 
     def token_bytes(self, token: int) -> bytes:
-        """The bytes one token id stands for."""
-        return self._enc.token_bytes(int(token))
+        """The bytes one token id stands for; for an id the tokenizer does not use (a vocabulary padded past its
+        tokens, as many checkpoints' are), a label saying so."""
+        try:
+            return self._enc.token_bytes(int(token))
+        except KeyError:
+            return f"<unused id {int(token)}>".encode()
 
     def decode(self, ids: Iterable[int]) -> str:
         return self._enc.decode(list(ids))
@@ -241,6 +245,10 @@ class ModelRunner:
                 trace.resid_mid = views.own(views.resid_mid(net, torch.from_numpy(resid)))
             self.budget.admit(trace)
         return trace.resid_mid
+
+    def resid_mid(self, trace: Trace) -> np.ndarray:
+        """The residual after each attention block (L, T, D), kept with the trace once computed."""
+        return self._resid_mid(trace)
 
     def lens(self, trace: Trace, with_mid: bool, progress: Progress | None = None) -> tuple[list[str], LensResult]:
         """Row labels and logit-lens summaries of the trace, computed once per (trace, rows) and kept in it.

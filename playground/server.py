@@ -17,6 +17,7 @@ import argparse  # noqa: E402
 import copy  # noqa: E402
 import logging  # noqa: E402
 import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
 from urllib.parse import urlencode  # noqa: E402
 
 import gradio as gr  # noqa: E402
@@ -25,7 +26,7 @@ from model import DEFAULT_MODEL, CheckpointError  # noqa: E402
 from model.allocator import keep_freed_memory  # noqa: E402
 from model.selection import HUB_MODEL, choose_model  # noqa: E402
 from playground import api, presenter  # noqa: E402
-from playground.registry import TAB_IDS, TABS  # noqa: E402
+from playground.registry import DEFAULT_TAB, TAB_IDS, TABS  # noqa: E402
 from playground.runner import MAX_PROMPT_TOKENS, TRACE_MEMORY_MB, ModelRunner, PromptError  # noqa: E402
 from playground.trace import Trace  # noqa: E402
 from playground.ui import (  # noqa: E402
@@ -42,6 +43,7 @@ EXAMPLES = [
     ("A novel's first line (repetition)",
      "Mr and Mrs Dursley, of number four, Privet Drive, were proud to say that they were perfectly normal.", False),
 ]
+TAB_ID_OF_QUERY = {"deck": "tour"}  # a link with ?deck= opens that tab unless it names another
 QUEUE_SIZE = 256  # requests waiting at most; more are refused with a message that says when to retry
 CACHE_SWEEP_S, CACHE_AGE_S = 900, 3600  # every 15 min, Gradio's temporary files (trace downloads) older than 1 h go
 UPLOAD_PATHS = ("/gradio_api/upload", "/gradio_api/process_recording")  # Gradio's file-upload routes: refused
@@ -185,14 +187,19 @@ def analyze(runner: ModelRunner, prompt: str, chat: bool, progress=gr.Progress()
     return trace, f"Analyzed **{trace.n_tokens}** tokens{' in the chat template' if chat else ''}. {notes}".strip()
 
 
-def from_url(request: gr.Request):
-    """Prompt, chat, presenter mode and tab from the page's query string, for prepared links."""
+def from_url(first: str, from_query: dict[str, gr.Component], request: gr.Request):
+    """Prompt, chat, presenter mode and tab from the page's query string, for prepared links; then the values of
+    the tabs' own query parameters (`TabView.from_query`, e.g. `deck`, which opens the Tour on that deck)."""
     params = dict(request.query_params) if request is not None else {}
     yes = ("1", "true", "yes")
-    tab = params.get("tab", TAB_IDS[0])
-    tab = tab if tab in TAB_IDS else TAB_IDS[0]
+    shown = {param: params[param] for param in from_query if param in params and
+             params[param] in [value for _, value in getattr(from_query[param], "choices", [])]}
+    default = TAB_ID_OF_QUERY.get(next(iter(shown), ""), first)
+    tab = params.get("tab", default)
+    tab = tab if tab in TAB_IDS else first
     prompt = params.get("prompt", EXAMPLES[0][1])
-    return prompt, params.get("chat", "0") in yes, params.get("large", "0") in yes, gr.Tabs(selected=tab), tab
+    return (prompt, params.get("chat", "0") in yes, params.get("large", "0") in yes, gr.Tabs(selected=tab), tab,
+            *(shown.get(param, gr.update()) for param in from_query))
 
 
 def link(prompt: str, chat: bool, large: bool, active: str) -> str:
@@ -212,8 +219,9 @@ def export(runner: ModelRunner, trace: Trace | None):
         return gr.File(value=None, visible=False), f"⚠️ {e}"
 
 
-def create_app(runner: ModelRunner, model_note: str = "") -> gr.Blocks:
-    """The app around one loaded model."""
+def create_app(runner: ModelRunner, model_note: str = "", decks: dict | None = None, deck: str = "") -> gr.Blocks:
+    """The app around one loaded model; `decks` (by name, `playground.deck.Deck`) join the built-in ones, and the
+    page opens on the Tour at `deck` if given."""
     lighter_sessions()
     cfg = runner.cfg
     with gr.Blocks(title="Transformer playground", delete_cache=(CACHE_SWEEP_S, CACHE_AGE_S)) as app:
@@ -247,13 +255,17 @@ def create_app(runner: ModelRunner, model_note: str = "") -> gr.Blocks:
             gr.Examples([[text, is_chat] for _, text, is_chat in EXAMPLES], [prompt, chat], label=None,
                         example_labels=[label for label, _, _ in EXAMPLES])
 
-        active = gr.State(TAB_IDS[0])  # which tab is showing
-        ctx = TabContext(runner=runner, trace=trace, large=large, active=active)
-        with gr.Tabs(selected=TAB_IDS[0]) as tabs:
+        first = "tour" if deck else DEFAULT_TAB
+        active = gr.State(first)  # which tab is showing
+        ctx = TabContext(runner=runner, trace=trace, large=large, active=active, decks=dict(decks or {}), deck=deck)
+        from_query: dict[str, gr.Component] = {}
+        with gr.Tabs(selected=first) as tabs:
             tab_items, renders = [], []
             for spec in TABS:
                 with gr.Tab(spec.label, id=spec.id) as tab:
-                    renders.append(spec.module.build(ctx).render)
+                    view = spec.module.build(ctx)
+                    renders.append(view.render)
+                    from_query.update(view.from_query)
                 tab_items.append(tab)
         with gr.Row():
             share = gr.Markdown(elem_id="share-link")
@@ -275,7 +287,11 @@ def create_app(runner: ModelRunner, model_note: str = "") -> gr.Blocks:
         analyzing = dict(fn=bind(analyze, runner), inputs=[prompt, chat], outputs=[trace, status])
         drawing.then(analyze_btn.click(**analyzing, **scriptable(ANALYZE, "analyze")), name="draw")
         drawing.then(prompt.submit(**analyzing, **ANALYZE))
-        opened = app.load(from_url, None, [prompt, chat, large, tabs, active], **READ_ONLY)
+        def from_this_url(request: gr.Request):
+            return from_url(first, from_query, request)
+
+        opened = app.load(from_this_url, None, [prompt, chat, large, tabs, active, *from_query.values()],
+                          **READ_ONLY)
         drawing.then(opened.then(**analyzing, **ANALYZE))
     return app
 
@@ -320,6 +336,8 @@ def main() -> int:
                         help="memory for all visitors' analyses together; the least recently used are dropped "
                              f"beyond it (default: $PLAYGROUND_TRACE_MEMORY_MB, else {TRACE_MEMORY_MB})")
     parser.add_argument("--share", action="store_true", help="also serve through a public Gradio share link")
+    parser.add_argument("--deck", default=None, help="a talk as a Markdown file of views: the page opens on its first "
+                                                     "slide (see the README's Decks)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
     keep_freed_memory()
@@ -329,7 +347,19 @@ def main() -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     runner = ModelRunner(net, enc, memory_mb=args.trace_memory_mb)
-    app = create_app(runner, note)
+    decks, deck = {}, ""
+    if args.deck:
+        from playground.tab_tour import load_deck
+
+        try:
+            deck = Path(args.deck).stem
+            decks[deck] = load_deck(Path(args.deck).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as e:
+            print(f"error: cannot read the deck {args.deck}: {e}", file=sys.stderr)
+            return 1
+        for problem in decks[deck].problems:
+            print(f"deck {args.deck}: {problem}", file=sys.stderr)
+    app = create_app(runner, note, decks, deck)
     queued(app, runner=runner).launch(server_name=args.host, server_port=args.port, share=args.share,
                                       **launch_options())
     return 0

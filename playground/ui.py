@@ -16,7 +16,7 @@ import math
 import threading
 import typing
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import gradio as gr
 import numpy as np
@@ -206,6 +206,8 @@ class TabContext:
     trace: gr.State  # the visitor's Trace, or None before the first analysis
     large: gr.Checkbox  # presenter mode
     active: gr.State  # id of the tab showing
+    decks: dict = field(default_factory=dict)  # decks given at start-up (`--deck`), by name (`playground.deck`)
+    deck: str = ""  # the one the Tour opens on ("" for the tour of the visitor's prompt)
 
 
 @dataclass(frozen=True)
@@ -214,6 +216,7 @@ class TabView:
     tab on show after an Analyze, and for the others when they are first opened (`TabDrawing.on_open`)."""
 
     render: Event  # its fn returns a tuple: one value per output
+    from_query: dict = field(default_factory=dict)  # query parameter -> component the page's link sets on load
 
 
 NEVER = "never"  # a tab that has drawn no trace yet

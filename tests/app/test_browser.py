@@ -8,6 +8,7 @@ missing browser or playwright into a failure. Screenshots go to artifacts/screen
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
@@ -403,10 +404,18 @@ def test_browser_presenter_every_main_figure_fits_one_screen_in_large_text(brows
     try:
         page.goto(f"{server}?large=1")
         page.wait_for_selector("#token-spans .tok", timeout=60_000)
+        page.wait_for_function("document.body.classList.contains('presenter')", timeout=30_000)  # the link's large=1
         for tab in TABS:
             open_tab(page, tab.label)
             main_figure_ready(page, tab.figure)
             page.wait_for_timeout(1800)  # the figure drawn, then scrolled under the bars
+            try:  # a figure that draws later is scrolled into place when it grows (the page's ResizeObserver)
+                page.wait_for_function(f"""() => {{ const f = document.getElementById('{tab.figure}')
+                    .getBoundingClientRect(), bar = document.querySelector('.tabs > .tab-wrapper')
+                    .getBoundingClientRect().bottom; return f.top >= bar - 1 && f.bottom <= {height} + 1; }}""",
+                                       timeout=8_000)
+            except Exception:
+                pass  # the assertions below say what is wrong
             box = page.locator(f"#{tab.figure}").bounding_box()
             bar = page.evaluate("() => document.querySelector('.tabs > .tab-wrapper').getBoundingClientRect().bottom")
             assert box["height"] > 50, tab.id
@@ -559,3 +568,89 @@ def test_browser_routes_click_an_edge_and_a_node_then_open_the_head(page, server
                            timeout=30_000)
     assert node[0] >= 0
     assert_only_local_requests(page)
+
+
+def step_text(page) -> str:
+    return page.locator("#tour-progress").inner_text()
+
+
+def test_browser_the_tour_walks_ten_steps_in_presenter_mode_at_720p(browser, server):
+    context = browser.new_context(viewport={"width": 1280, "height": 720})
+    page = context.new_page()
+    try:
+        page.goto(f"{server}?tab=tour&large=1&prompt=The%20capital%20of%20France%20is%20Paris.%20The%20capital%20of"
+                  "%20Germany%20is")
+        page.wait_for_selector("#tour-progress", timeout=90_000)
+        for step in range(1, 11):
+            wait_text(page, "#tour-progress", f"Step {step} of 10", 90_000)
+            page.wait_for_selector("#tour-figure .js-plotly-plot .main-svg", timeout=90_000)
+            page.wait_for_timeout(1200)  # drawn, then scrolled under the bars
+            box = page.locator("#tour-figure").bounding_box()
+            assert box["height"] > 50 and box["y"] < 720 - 50, (step, box)  # a figure on the first screen
+            words = page.locator("#tour-caption").bounding_box()  # and its caption beside it
+            assert words["y"] >= 0 and words["y"] + 40 < 720, (step, words)
+            assert "⚠️" not in page.locator("#tour-caption").inner_text(), step
+            if step in (1, 4, 8):
+                shot(page, f"tour-step-{step}")
+            if step < 10:
+                page.keyboard.press("ArrowRight")
+        assert "Germany" in page.locator("#tour-caption").inner_text() or "“" in page.locator(
+            "#tour-caption").inner_text()
+        page.keyboard.press("ArrowLeft")
+        wait_text(page, "#tour-progress", "Step 9 of 10", 60_000)
+    finally:
+        context.close()
+
+
+def test_browser_a_deck_steps_with_the_clicker_and_exports(page, server):
+    page.goto(f"{server}?deck=next-word")
+    page.wait_for_selector("#tour-progress", timeout=90_000)
+    wait_text(page, "#tour-progress", "Step 1 of 10", 90_000)
+    assert "How a transformer predicts the next word" in step_text(page)
+    assert page.get_by_role("tab", name="Tour").get_attribute("aria-selected") == "true"
+    page.wait_for_selector("#tour-figure .js-plotly-plot", timeout=60_000)
+    page.locator("#tour-figure").click(position={"x": 5, "y": 5})  # keys go to the page, not a text box
+    page.keyboard.press("PageDown")
+    wait_text(page, "#tour-progress", "Step 2 of 10", 60_000)
+    page.keyboard.press("PageDown")
+    wait_text(page, "#tour-progress", "Step 3 of 10", 60_000)
+    page.keyboard.press("PageUp")
+    wait_text(page, "#tour-progress", "Step 2 of 10", 60_000)
+    page.get_by_text("Speaker notes").click()
+    wait_text(page, "#tour-notes", "embedding is a lookup table")
+    page.locator("#tour-open").click()  # the live view of this step: the Embeddings tab
+    page.wait_for_function("document.querySelector('[role=tab][aria-selected=true]').dataset.tabId === "
+                           "'embeddings'", timeout=30_000)
+    open_tab(page, "Tour")
+    page.locator("#tour-export").click()
+    wait_text(page, "#tour-export-note", "Exported 10 slides", 180_000)
+    page.wait_for_selector("#tour-file a[href]", timeout=30_000)
+    assert_only_local_requests(page)
+
+
+def test_browser_an_exported_deck_steps_offline_with_no_request_leaving(browser, runner, tmp_path):
+    from playground import tab_tour
+
+    trace = runner.analyze("The capital of France is Paris. The capital of Germany is", lens=False)
+    file, note = tab_tour.export(runner, {}, trace, tab_tour.Walk(), tab_tour.THE_TOUR, False)
+    path = Path(file.value["path"])
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, offline=True)
+    page = context.new_page()
+    requests = []
+    page.on("request", lambda r: requests.append(r.url))
+    try:
+        page.goto(path.as_uri())
+        for step in range(1, 11):
+            shown = page.locator(f"#slide-{step}")
+            assert "shown" in shown.get_attribute("class")
+            page.wait_for_function(f"document.querySelector('#slide-{step} .js-plotly-plot .main-svg') !== null && "
+                                   f"document.querySelector('#slide-{step} .js-plotly-plot').getBoundingClientRect()"
+                                   ".width > 300", timeout=10_000)
+            assert page.locator(f"#slide-{step} .caption").inner_text().strip()
+            page.keyboard.press("ArrowRight")
+        page.keyboard.press("n")
+        assert page.locator("#slide-10 .notes").is_visible()
+        shot(page, "deck-export")
+    finally:
+        context.close()
+    assert all(u.startswith("file://") or u.startswith("data:") for u in requests), requests[:5]

@@ -298,3 +298,11 @@ def test_a_long_prompt_keeps_little(runner, real):
     assert trace.n_tokens == runner.max_tokens
     runner.layer(trace, 0)
     assert trace.nbytes < 55 * 2**20, trace.nbytes / 2**20
+
+
+def test_an_id_the_tokenizer_does_not_use_has_a_label(tiny_runner, tiny_enc):
+    from ..helpers import TINY_MISSING_BYTE
+
+    assert tiny_runner.token_bytes(TINY_MISSING_BYTE) == f"<unused id {TINY_MISSING_BYTE}>".encode()
+    token = tiny_enc.encode("cat")[0]
+    assert tiny_runner.token_bytes(token) == tiny_enc.token_bytes(token)
