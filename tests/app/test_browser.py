@@ -617,6 +617,7 @@ def test_browser_a_deck_steps_with_the_clicker_and_exports(page, server):
     page.keyboard.press("PageUp")
     wait_text(page, "#tour-progress", "Step 2 of 10", 60_000)
     page.get_by_text("Speaker notes").click()
+    page.wait_for_selector("#tour-notes", timeout=30_000)  # the accordion's content appears once opened
     wait_text(page, "#tour-notes", "embedding is a lookup table")
     page.locator("#tour-open").click()  # the live view of this step: the Embeddings tab
     page.wait_for_function("document.querySelector('[role=tab][aria-selected=true]').dataset.tabId === "
