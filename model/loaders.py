@@ -230,6 +230,11 @@ HF_NAMES = {
     "model.layers.{}.self_attn.k_proj.weight": "blocks.{}.attn.wk.weight",
     "model.layers.{}.self_attn.v_proj.weight": "blocks.{}.attn.wv.weight",
     "model.layers.{}.self_attn.o_proj.weight": "blocks.{}.attn.wo.weight",
+    "model.layers.{}.self_attn.q_proj.bias": "blocks.{}.attn.wq.bias",  # Qwen2
+    "model.layers.{}.self_attn.k_proj.bias": "blocks.{}.attn.wk.bias",
+    "model.layers.{}.self_attn.v_proj.bias": "blocks.{}.attn.wv.bias",
+    "model.layers.{}.self_attn.q_norm.weight": "blocks.{}.attn.q_norm.weight",  # Qwen3
+    "model.layers.{}.self_attn.k_norm.weight": "blocks.{}.attn.k_norm.weight",
     "model.layers.{}.post_attention_layernorm.weight": "blocks.{}.ln2.weight",
     "model.layers.{}.mlp.gate_proj.weight": "blocks.{}.mlp.w1.weight",
     "model.layers.{}.mlp.down_proj.weight": "blocks.{}.mlp.w2.weight",
@@ -237,13 +242,37 @@ HF_NAMES = {
 }
 
 
+HF_FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "smollm3")  # model_type values read, each a few fields
+
+
 def _hf_config(cfg: dict) -> ModelConfig:
-    if cfg.get("model_type") != "llama" and "LlamaForCausalLM" not in cfg.get("architectures", []):
-        raise CheckpointError(f"model_type {cfg.get('model_type')!r} is not supported (only llama)")
+    family = cfg.get("model_type")
+    if family not in HF_FAMILIES:
+        raise CheckpointError(f"model_type {family!r} is not supported (supported: {', '.join(HF_FAMILIES)})")
     rope = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
-    if rope.get("rope_type", rope.get("type", "default")) not in ("default", None):
-        raise CheckpointError(f"RoPE scaling {rope.get('rope_type')!r} is not supported")
+    kind = rope.get("rope_type", rope.get("type", "default"))
+    scaling = None
+    if kind == "llama3":
+        scaling = (float(rope["factor"]), float(rope["low_freq_factor"]), float(rope["high_freq_factor"]),
+                   int(rope["original_max_position_embeddings"]))
+    elif kind not in ("default", None):
+        raise CheckpointError(f"RoPE scaling {kind!r} is not supported (supported: default, llama3)")
+    for unmodelled in ("attn_logit_softcapping", "final_logit_softcapping"):
+        if cfg.get(unmodelled):
+            raise CheckpointError(f"{unmodelled} is not modelled here")
+    window = cfg.get("sliding_window") if family == "mistral" or cfg.get("use_sliding_window") else None
+    if family in ("qwen2", "qwen3") and cfg.get("use_sliding_window") and cfg.get("max_window_layers") is not None:
+        raise CheckpointError("sliding-window attention on some Qwen layers only is not modelled here")
+    rope_layers = tuple(bool(x) for x in cfg["no_rope_layers"]) if family == "smollm3" and cfg.get(
+        "no_rope_layers") else None  # SmolLM3: 1 = this layer uses RoPE (transformers' use_rope)
     return ModelConfig(
+        head_dim=cfg.get("head_dim") if family == "qwen3" or cfg.get("head_dim") not in (
+            None, cfg["hidden_size"] // cfg["num_attention_heads"]) else None,
+        qkv_bias=family == "qwen2" or bool(cfg.get("attention_bias", False)),
+        qk_norm=family == "qwen3",
+        sliding_window=int(window) if window else None,
+        rope_scaling=scaling,
+        rope_layers=rope_layers,
         vocab_size=cfg["vocab_size"],
         d_model=cfg["hidden_size"],
         n_layers=cfg["num_hidden_layers"],
@@ -323,10 +352,14 @@ def read_hf_dir(directory: str | Path) -> Checkpoint:
             if ours is None:
                 continue  # e.g. rotary_emb.inv_freq in old checkpoints
             tensor = tensor.float()
-            if ours.endswith("attn.wq.weight"):
-                tensor = half_split_to_interleaved(tensor, cfg.n_heads)
-            elif ours.endswith("attn.wk.weight"):
-                tensor = half_split_to_interleaved(tensor, cfg.n_kv_heads)
+            if ours.endswith(("attn.wq.weight", "attn.wq.bias")):
+                tensor = half_split_to_interleaved(tensor[..., None] if tensor.ndim == 1 else tensor, cfg.n_heads)
+            elif ours.endswith(("attn.wk.weight", "attn.wk.bias")):
+                tensor = half_split_to_interleaved(tensor[..., None] if tensor.ndim == 1 else tensor, cfg.n_kv_heads)
+            elif ours.endswith(("attn.q_norm.weight", "attn.k_norm.weight")):  # one head's gain, same reordering
+                tensor = half_split_to_interleaved(tensor[:, None], 1)
+            if ours.endswith("bias") or ours.endswith("norm.weight"):
+                tensor = tensor.reshape(-1)
             state[ours] = tensor
     if "output.weight" not in state:
         cfg.tie_embeddings = True

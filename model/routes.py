@@ -211,12 +211,25 @@ def score_split(net: Transformer, resid: Tensor, resid_mid: Tensor, layer: int, 
     norm = net.blocks[layer].ln1
     scale = rms_scale(resid[layer].float(), norm.eps)  # (T, 1): the divisor, frozen
     normalised = comps / scale * norm.weight.float()  # (C, T, D): each component as the projections see it
-    rotations, _ = net.positions(0, resid.shape[1])
     g = head // cfg.n_groups
-    w_q = attn.wq.weight.float().view(cfg.n_heads, cfg.d_head, cfg.d_model)[head]  # (Dh, D)
-    w_k = attn.wk.weight.float().view(cfg.n_kv_heads, cfg.d_head, cfg.d_model)[g]
-    q = apply_rope((normalised @ w_q.T)[:, :, None], rotations)[:, query, 0]  # (C, Dh) rotated at the query
-    k = apply_rope((normalised @ w_k.T)[:, :, None], rotations)[:, key, 0]  # (C, Dh) rotated at the key
+    sides = []
+    for w, bias, row, q_or_k in ((attn.wq, attn.wq.bias, head, "q"), (attn.wk, attn.wk.bias, g, "k")):
+        weight = w.weight.float().view(-1, cfg.d_head, cfg.d_model)[row]  # (Dh, D)
+        side = normalised @ weight.T  # (C, T, Dh)
+        if bias is not None:  # Qwen2: the bias is one more component, the same at every position
+            side = torch.cat([side, bias.float().view(-1, cfg.d_head)[row].expand(1, side.shape[1], -1)])
+        if cfg.qk_norm:  # Qwen3: each head's q (k) normalised, its scale frozen at this run's
+            qk = getattr(attn, f"{q_or_k}_norm")
+            side = side / rms_scale(side.sum(0), qk.eps) * qk.weight.float()
+        sides.append(side)
+    if attn.wq.bias is not None:
+        labels = [*labels, "bias"]
+    rotations, _ = net.positions(0, resid.shape[1])
+    if attn.use_rope:
+        q = apply_rope(sides[0][:, :, None], rotations)[:, query, 0]  # (C, Dh) rotated at the query
+        k = apply_rope(sides[1][:, :, None], rotations)[:, key, 0]  # (C, Dh) rotated at the key
+    else:  # SmolLM3's no-RoPE layers
+        q, k = sides[0][:, query], sides[1][:, key]
     terms = q @ k.T / math.sqrt(cfg.d_head)  # (C, C)
     seen = layer_tensors(net, resid[layer], layer)
     score = float(seen["rot_q"][query, head].float() @ seen["rot_k"][key, g].float()) / math.sqrt(cfg.d_head)

@@ -49,16 +49,30 @@ class ModelConfig:
     max_seq_len: int = 8192  # context length the checkpoint was trained for
     tie_embeddings: bool = True  # LM head shares its weight with the token embedding
     name: str = "smollm2-135m-instruct"
-    d_head: int = field(init=False)  # Dh = d_model // n_heads
+    # The families' differences from plain Llama, each a field (default: SmolLM2's, plain Llama):
+    head_dim: int | None = None  # Dh when it is not d_model // n_heads (Qwen3)
+    qkv_bias: bool = False  # biases on the q, k and v projections (Qwen2, Qwen2.5)
+    qk_norm: bool = False  # an RMSNorm over each head's q and k before RoPE (Qwen3)
+    sliding_window: int | None = None  # a query sees only the last `sliding_window` keys, itself included (Mistral)
+    rope_scaling: tuple[float, float, float, int] | None = None  # Llama 3's: (factor, low_freq_factor,
+    #   high_freq_factor, original context); low frequencies slowed by `factor`, the middle ones blended
+    rope_layers: tuple[bool, ...] | None = None  # per layer, whether it rotates q and k (SmolLM3's no-RoPE layers)
+    d_head: int = field(init=False)  # Dh = head_dim, else d_model // n_heads
 
     def __post_init__(self) -> None:
-        if self.d_model % self.n_heads:
+        if self.head_dim is None and self.d_model % self.n_heads:
             raise ValueError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
         if self.n_heads % self.n_kv_heads:
             raise ValueError(f"n_heads {self.n_heads} is not divisible by n_kv_heads {self.n_kv_heads}")
-        self.d_head = self.d_model // self.n_heads
+        self.d_head = self.head_dim or self.d_model // self.n_heads
+        if self.rope_layers is not None and len(self.rope_layers) != self.n_layers:
+            raise ValueError(f"rope_layers has {len(self.rope_layers)} entries for {self.n_layers} layers")
         if self.d_head % 2:
             raise ValueError(f"RoPE needs an even d_head, got {self.d_head}")
+
+    def uses_rope(self, layer: int) -> bool:
+        """Whether the layer rotates q and k (all do, but in SmolLM3's no-RoPE layers)."""
+        return self.rope_layers is None or self.rope_layers[layer]
 
     @property
     def n_groups(self) -> int:
@@ -88,14 +102,26 @@ def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
 # (radians per position); its angle at position m, m * theta_i.
 
 
-def rope_frequencies(d_head: int, base: float) -> Tensor:
-    """theta_i = base ** (-2i / d_head) for each pair i, shape (Dh/2,)."""
-    return 1.0 / (base ** (torch.arange(0, d_head, 2, dtype=torch.int64).float() / d_head))
+def rope_frequencies(d_head: int, base: float, scaling: tuple[float, float, float, int] | None = None) -> Tensor:
+    """theta_i = base ** (-2i / d_head) for each pair i, shape (Dh/2,); with Llama 3's scaling (factor, low and
+    high frequency factors, original context L): a pair whose wavelength 2 pi / theta exceeds L / low turns
+    `factor` times slower, one shorter than L / high is unchanged, and those between are blended smoothly."""
+    theta = 1.0 / (base ** (torch.arange(0, d_head, 2, dtype=torch.int64).float() / d_head))
+    if scaling is None:
+        return theta
+    factor, low, high, context = scaling
+    wavelength = 2 * math.pi / theta
+    slowed = torch.where(wavelength > context / low, theta / factor, theta)
+    smooth = (context / wavelength - low) / (high - low)
+    blended = (1 - smooth) * slowed / factor + smooth * slowed
+    middle = ~(wavelength < context / high) & ~(wavelength > context / low)
+    return torch.where(middle, blended, slowed)
 
 
-def rope_angles(positions: Tensor, d_head: int, base: float) -> Tensor:
+def rope_angles(positions: Tensor, d_head: int, base: float,
+                scaling: tuple[float, float, float, int] | None = None) -> Tensor:
     """Angle m * theta_i of pair i at position m, shape (T, Dh/2), float32."""
-    return positions.float()[:, None] * rope_frequencies(d_head, base).to(positions.device)[None, :]
+    return positions.float()[:, None] * rope_frequencies(d_head, base, scaling).to(positions.device)[None, :]
 
 
 def rope_rotations(angles: Tensor) -> Tensor:
@@ -213,10 +239,13 @@ class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.wq = nn.Linear(cfg.d_model, cfg.n_heads * cfg.d_head, bias=False)
-        self.wk = nn.Linear(cfg.d_model, cfg.n_kv_heads * cfg.d_head, bias=False)
-        self.wv = nn.Linear(cfg.d_model, cfg.n_kv_heads * cfg.d_head, bias=False)
+        self.wq = nn.Linear(cfg.d_model, cfg.n_heads * cfg.d_head, bias=cfg.qkv_bias)
+        self.wk = nn.Linear(cfg.d_model, cfg.n_kv_heads * cfg.d_head, bias=cfg.qkv_bias)
+        self.wv = nn.Linear(cfg.d_model, cfg.n_kv_heads * cfg.d_head, bias=cfg.qkv_bias)
         self.wo = nn.Linear(cfg.n_heads * cfg.d_head, cfg.d_model, bias=False)
+        if cfg.qk_norm:  # Qwen3: each head's q and k normalised (over Dh, with a gain) before RoPE
+            self.q_norm, self.k_norm = RMSNorm(cfg.d_head, cfg.norm_eps), RMSNorm(cfg.d_head, cfg.norm_eps)
+        self.use_rope = True  # set per layer by the block (SmolLM3's no-RoPE layers)
         self.hook_q = HookPoint()
         self.hook_k = HookPoint()
         self.hook_v = HookPoint()
@@ -248,11 +277,15 @@ class Attention(nn.Module):
         """q, k, v of the normalised residual x (B, T, D), then q and k rotated: (q, k, v, rot_q, rot_k)."""
         cfg = self.cfg
         B, T, _ = x.shape
-        q = self.hook_q(self.wq(x).view(B, T, cfg.n_heads, cfg.d_head))  # (B, T, H, Dh)
-        k = self.hook_k(self.wk(x).view(B, T, cfg.n_kv_heads, cfg.d_head))  # (B, T, G, Dh)
+        q = self.wq(x).view(B, T, cfg.n_heads, cfg.d_head)
+        k = self.wk(x).view(B, T, cfg.n_kv_heads, cfg.d_head)
+        if cfg.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q = self.hook_q(q)  # (B, T, H, Dh)
+        k = self.hook_k(k)  # (B, T, G, Dh)
         v = self.hook_v(self.wv(x).view(B, T, cfg.n_kv_heads, cfg.d_head))  # (B, T, G, Dh)
-        rot_q = self.hook_rot_q(apply_rope(q, rotations))  # (B, T, H, Dh)
-        rot_k = self.hook_rot_k(apply_rope(k, rotations))  # (B, T, G, Dh)
+        rot_q = self.hook_rot_q(apply_rope(q, rotations) if self.use_rope else q)  # (B, T, H, Dh)
+        rot_k = self.hook_rot_k(apply_rope(k, rotations) if self.use_rope else k)  # (B, T, G, Dh)
         return q, k, v, rot_q, rot_k
 
     def pattern(self, q: Tensor, k: Tensor, mask: Tensor | None) -> Tensor:
@@ -292,6 +325,7 @@ class Block(nn.Module):
         self.hook_resid_pre = HookPoint()
         self.ln1 = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.attn = Attention(cfg)
+        self.attn.use_rope = cfg.uses_rope(layer)
         self.hook_attn_out = HookPoint()
         self.hook_resid_mid = HookPoint()
         self.ln2 = RMSNorm(cfg.d_model, cfg.norm_eps)
@@ -341,12 +375,17 @@ class Transformer(nn.Module):
     def positions(self, start: int, T: int, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor | None]:
         """RoPE rotations (1, T, 1, Dh/2) for positions start .. start + T - 1, and the causal mask (T, S) over
         the start + T keys (None for a single new token, which may see every key)."""
+        cfg = self.cfg
         positions = torch.arange(start, start + T, device=device)
-        rotations = rope_rotations(rope_angles(positions, self.cfg.d_head, self.cfg.rope_base))
-        if T == 1:
+        rotations = rope_rotations(rope_angles(positions, cfg.d_head, cfg.rope_base, cfg.rope_scaling))
+        window = cfg.sliding_window
+        if T == 1 and (window is None or start < window):
             return rotations, None
         keys = torch.arange(start + T, device=device)
-        return rotations, keys[None, :] <= positions[:, None]  # query m sees keys 0..m
+        mask = keys[None, :] <= positions[:, None]  # query m sees keys 0..m
+        if window is not None:
+            mask &= keys[None, :] > positions[:, None] - window  # ... and only the last `window` of them
+        return rotations, mask
 
     # -- hooks ------------------------------------------------------------------------
 

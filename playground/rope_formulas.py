@@ -12,15 +12,32 @@ from __future__ import annotations
 import numpy as np
 
 
-def rope_frequencies(d_head: int, base: float) -> np.ndarray:
-    """theta_i = base^(-2i/d), radians per position, for pair i = 0 .. d/2 - 1, float64."""
-    return base ** (-np.arange(0, d_head, 2, dtype=np.float64) / d_head)
+def rope_frequencies(d_head: int, base: float, scaling: tuple | None = None) -> np.ndarray:
+    """theta_i = base^(-2i/d), radians per position, for pair i = 0 .. d/2 - 1, float64. With Llama 3's scaling
+    (factor f, low and high frequency factors, original context L), pair by pair: wavelength 2 pi / theta over
+    L / low: theta / f; under L / high: theta; between: (1 - s) theta / f + s theta, s = (L / wavelength - low) /
+    (high - low)."""
+    theta = base ** (-np.arange(0, d_head, 2, dtype=np.float64) / d_head)
+    if scaling is None:
+        return theta
+    factor, low, high, context = scaling
+    out = []
+    for t in theta:
+        wavelength = 2 * np.pi / t
+        if wavelength > context / low:
+            out.append(t / factor)
+        elif wavelength < context / high:
+            out.append(t)
+        else:
+            s = (context / wavelength - low) / (high - low)
+            out.append((1 - s) * t / factor + s * t)
+    return np.array(out)
 
 
-def rotate_pairs(x: np.ndarray, positions: np.ndarray | int, base: float) -> np.ndarray:
+def rotate_pairs(x: np.ndarray, positions: np.ndarray | int, base: float, scaling: tuple | None = None) -> np.ndarray:
     """Rotate each interleaved pair (x[2i], x[2i+1]) of x (..., d) by positions * theta_i."""
     x = np.asarray(x, dtype=np.float64)
-    angles = np.asarray(positions, dtype=np.float64)[..., None] * rope_frequencies(x.shape[-1], base)  # (..., d/2)
+    angles = np.asarray(positions, dtype=np.float64)[..., None] * rope_frequencies(x.shape[-1], base, scaling)
     x0, x1 = x[..., 0::2], x[..., 1::2]
     cos, sin = np.cos(angles), np.sin(angles)
     out = np.empty_like(x)

@@ -68,12 +68,13 @@ def render_head(runner: ModelRunner, trace: Trace | None, layer: int, head: int,
     except PromptError as e:  # dropped to make room, or the model stayed busy
         return gr.update(), gr.update(), gr.update(), gqa, gr.update(), f"⚠️ {e}"
     name = f"layer {layer}, head {head} (reads key/value head {kv})"
-    heatmap = attention_heatmap(tensors.pattern[head], labels, f"Attention pattern, {name}", font_scale=scale)
+    heatmap = attention_heatmap(tensors.pattern[head], labels, f"Attention pattern, {name}", font_scale=scale,
+                                window=cfg.sliding_window)
 
     start = max(0, T - MAX_DETAIL)
     window = slice(start, T)
     shown = f" — positions {start}–{T - 1} of {T}" if start else ""
-    stages = attention_stages(tensors.rot_q[window, head], tensors.rot_k[window, kv])
+    stages = attention_stages(tensors.rot_q[window, head], tensors.rot_k[window, kv], cfg.sliding_window)
     stage_fig = stages_figure(stages, labels[window], f"From scores to weights, {name}{shown}", font_scale=scale)
     vectors = {
         f"q head {head}": tensors.q[window, head],

@@ -50,7 +50,8 @@ def render_token(runner: ModelRunner, text: str, k: int, words: str, large: bool
     neighbours = neighbours_figure([token_text(runner, t) for t in view.nearest[0]], view.cosine[0],
                                    f"Nearest tokens to {name} by cosine of their embedding rows", font_scale=scale)
     readout = readout_figure([token_text(runner, t) for t in view.output[0]], view.output_p[0], name,
-                             f"{name} read out as an output (final norm, then W_U = W_E)",
+                             f"{name} read out as an output (final norm, then "
+                             f"{'W_U = W_E' if runner.cfg.tie_embeddings else 'W_U, its own matrix'})",
                              font_scale=scale)
     specials = runner.special_ids
     marked = [(token, name)]
@@ -84,9 +85,13 @@ def self_prediction(runner: ModelRunner, trace: Trace | None) -> str:
 
 
 def build(ctx: TabContext) -> TabView:
+    tied = ctx.runner.cfg.tie_embeddings
     intro(
-        "SmolLM2 **ties** its embeddings: one matrix turns token ids into vectors at the bottom and vectors into "
-        "logits at the top. Type a token to see its nearest neighbours, how its norm compares with every token's "
+        (f"{ctx.runner.cfg.name} **ties** its embeddings: one matrix turns token ids into vectors at the bottom and "
+         "vectors into logits at the top. " if tied else
+         f"{ctx.runner.cfg.name} does **not** tie its embeddings: one matrix turns token ids into vectors at the "
+         "bottom, another turns vectors into logits at the top. ") +
+        "Type a token to see its nearest neighbours, how its norm compares with every token's "
         "(special tokens stand out), and what its row predicts when read out as an output."
     )
     with gr.Row():

@@ -60,8 +60,10 @@ def render(runner: ModelRunner, trace: Trace | None, layer: int, head: int, quer
         return gr.update(), gr.update(), decay, gr.update(), gr.update(), f"⚠️ {e}"
     q, k = tensors.q[:, head].astype(np.float64), tensors.k[:, kv].astype(np.float64)  # (T, d), before RoPE
     positions = np.arange(T)
-    rot_q, rot_k = rotate_pairs(q, positions, base), rotate_pairs(k, positions, base)
-    which = "the model's" if np.isclose(base, cfg.rope_base) else "a chosen"
+    own = bool(np.isclose(base, cfg.rope_base))
+    scaling = cfg.rope_scaling if own else None  # the model's own frequencies (Llama 3 scales some) at its base
+    rot_q, rot_k = rotate_pairs(q, positions, base, scaling), rotate_pairs(k, positions, base, scaling)
+    which = "the model's" if own else "a chosen"
     pairs = pair_rotation_figure(
         {f"q {labels[query]}": (q[query], rot_q[query]), f"k {labels[query]}": (k[query], rot_k[query])},
         query, base,
@@ -78,6 +80,15 @@ def render(runner: ModelRunner, trace: Trace | None, layer: int, head: int, quer
     note = (f"Query **{labels[query]}** (position {query}), key **{labels[key]}** (position {key}), "
             f"distance {query - key}. "
             f"Key/value head {kv} serves query head {head}.")
+    if not cfg.uses_rope(layer):
+        note += (f" **Layer {layer} uses no RoPE** (one of this model's no-position layers): its q and k are not "
+                 f"rotated, so these figures show what RoPE would do to them, not what the model does.")
+    if cfg.rope_scaling is not None:
+        factor, low, high, context = cfg.rope_scaling
+        note += (f" This model scales RoPE as Llama 3 does: pairs whose wavelength exceeds {context / low:g} positions "
+                 f"turn {factor:g}× slower, those under {context / high:g} are unchanged, those between are blended. "
+                 f"The pairs and scores above use those frequencies at the model's base; the angle, decay and "
+                 f"absolute-vs-relative figures show the plain formula.")
     return pairs, angles, decay, scores, relative, note
 
 

@@ -42,13 +42,25 @@ def tiny_config(**overrides) -> ModelConfig:
     return ModelConfig(**fields)
 
 
+def other_config(**overrides) -> ModelConfig:
+    """A second tiny shape, unlike SmolLM2's in every way a tab could assume: 3 layers, 4 query heads on one
+    key/value head (MQA), a head size that is not d_model / n_heads, untied embeddings, and every family's extra
+    (q/k/v biases, q/k norm, a sliding window, a layer without RoPE, Llama 3's RoPE scaling)."""
+    fields = dict(vocab_size=len(tiny_spec().tokens), d_model=40, n_layers=3, n_heads=4, n_kv_heads=1, d_mlp=72,
+                  head_dim=12, rope_base=500000.0, max_seq_len=64, tie_embeddings=False, qkv_bias=True, qk_norm=True,
+                  sliding_window=6, rope_layers=(True, False, True), rope_scaling=(4.0, 1.0, 4.0, 16), name="other")
+    fields.update(overrides)
+    return ModelConfig(**fields)
+
+
 def random_model(cfg: ModelConfig, seed: int = 0) -> Transformer:
     """A model with random weights of realistic scale (and RMSNorm weights away from 1)."""
     torch.manual_seed(seed)
     net = Transformer(cfg)
     with torch.no_grad():
         for name, p in net.named_parameters():
-            if name.endswith("ln1.weight") or name.endswith("ln2.weight") or name == "ln_final.weight":
+            gains = ("ln1.weight", "ln2.weight", "q_norm.weight", "k_norm.weight")
+            if name.endswith(gains) or name == "ln_final.weight":
                 p.uniform_(0.5, 1.5)
             else:
                 p.normal_(0, 0.2)

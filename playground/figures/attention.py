@@ -12,11 +12,13 @@ from plotly.colors import sample_colorscale
 from .base import DIVERGING, MASKED_COLOR, SEQUENTIAL, figure, masked_upper
 
 
-def attention_heatmap(pattern: np.ndarray, labels: Sequence[str], title: str, font_scale: float = 1.0) -> go.Figure:
-    """One head's attention pattern: query tokens down, key tokens across, masked cells grey."""
+def attention_heatmap(pattern: np.ndarray, labels: Sequence[str], title: str, font_scale: float = 1.0,
+                      window: int | None = None) -> go.Figure:
+    """One head's attention pattern: query tokens down, key tokens across, masked cells grey (the future, and with
+    a sliding window the keys out of it)."""
     show = len(labels) <= 64  # beyond that ticks overlap; hover still names every token
     data = [dict(
-        type="heatmap", z=masked_upper(pattern).astype(np.float32), x=list(labels), y=list(labels),
+        type="heatmap", z=masked_upper(pattern, window).astype(np.float32), x=list(labels), y=list(labels),
         hovertemplate="query %{y}<br>key %{x}<br>weight %{z:.4f}<extra></extra>",
         colorscale=SEQUENTIAL, zmin=0, zmax=1, hoverongaps=False,
         colorbar=dict(title=dict(text="weight"), thickness=12),

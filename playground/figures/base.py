@@ -58,8 +58,11 @@ def figure(data: list[dict], layout: dict, title: str, height: int, font_scale: 
     return go.Figure({"data": data, "layout": layout})
 
 
-def masked_upper(matrix: np.ndarray) -> np.ndarray:
-    """The matrix with future positions (above the diagonal) set to NaN, which draws as the mask colour."""
+def masked_upper(matrix: np.ndarray, window: int | None = None) -> np.ndarray:
+    """The matrix with future positions (above the diagonal) set to NaN, which draws as the mask colour; with a
+    sliding window (Mistral), also the keys a query no longer sees (`window` or more positions back)."""
     out = np.array(matrix, dtype=np.float64)
     out[np.triu_indices(out.shape[0], k=1, m=out.shape[1])] = np.nan
+    if window is not None:
+        out[np.tril_indices(out.shape[0], k=-window, m=out.shape[1])] = np.nan
     return out

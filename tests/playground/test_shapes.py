@@ -1,0 +1,78 @@
+"""Every tab holds for any shape: a second tiny model unlike SmolLM2 in every way a tab could assume (3 layers, MQA,
+a head size that is not d_model / n_heads, untied, q/k/v biases, q/k norm, a sliding window, a no-RoPE layer,
+Llama 3's RoPE scaling) renders every tab and the tour, and what they show is still the model's."""
+
+from __future__ import annotations
+
+import gradio as gr
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import pytest
+import torch
+
+from model.transformer import rope_frequencies
+from playground import tab_attention, tab_routes, tab_tour
+from playground.registry import TABS
+from playground.rope_formulas import rope_frequencies as formula_frequencies
+from playground.runner import ModelRunner
+from playground.trace import attention_stages
+from playground.ui import TabContext
+
+from ..helpers import other_config, random_model
+
+PROMPT = "the cat sat on the mat. the cat sat on the mat and the dog"
+
+
+@pytest.fixture(scope="module")
+def other(tiny_enc):
+    runner = ModelRunner(random_model(other_config(), seed=3), tiny_enc, background_lens=False)
+    return runner, runner.analyze(PROMPT, lens=False)
+
+
+def _texts(values) -> str:
+    return " ".join(v for v in values if isinstance(v, str))
+
+
+@pytest.mark.parametrize("spec", TABS, ids=lambda t: t.id)
+def test_every_tab_renders_on_another_shape(other, spec):
+    runner, trace = other
+    with gr.Blocks():
+        state, large, active = gr.State(None), gr.Checkbox(False), gr.State(spec.id)
+        view = spec.module.build(TabContext(runner=runner, trace=state, large=large, active=active))
+    values = [spec.id if c is active else c.value for c in view.render.inputs[1:]]
+    shown = view.render.fn(trace, *values)
+    assert "⚠️" not in _texts(shown), (spec.id, _texts(shown)[:300])
+    assert any(isinstance(v, (go.Figure, pd.DataFrame, np.ndarray)) or (isinstance(v, str) and v.strip())
+               for v in shown), spec.id
+
+
+def test_the_tour_walks_another_shape(other):
+    runner, trace = other
+    for step in range(1, 11):
+        title, caption, figure, tab, values = tab_tour.tour_step(runner, trace, step, False)
+        assert figure is not None and "⚠️" not in caption, (step, caption)
+    assert "4 query heads share each key/value head" in tab_tour.tour_step(runner, trace, 4, False)[1]
+
+
+def test_the_last_layer_and_head_and_the_window_are_the_models(other):
+    runner, trace = other
+    cfg = runner.cfg
+    figure, note = tab_routes.why_view(runner, trace, cfg.n_layers - 1, cfg.n_heads - 1, trace.n_tokens - 1,
+                                       trace.n_tokens - 3, False)
+    assert figure is not None and "bias" in figure.data[0].x, note
+    tensors = runner.layer(trace, 0)
+    stages = attention_stages(tensors.rot_q[:, 3], tensors.rot_k[:, 0], cfg.sliding_window)
+    np.testing.assert_allclose(stages["softmax"], tensors.pattern[3], atol=1e-5)  # the window, as the model has it
+    heatmap = tab_attention.render_head(runner, trace, 0, 3, False)[0]
+    z = np.array(heatmap.data[0].z, dtype=float)
+    assert np.isnan(z[trace.n_tokens - 1, 0]) and not np.isnan(z[trace.n_tokens - 1, trace.n_tokens - 1])
+
+
+def test_the_rope_formulas_scale_as_the_model_does():
+    scaling = (8.0, 1.0, 4.0, 8192)
+    for d_head, base in ((64, 500000.0), (128, 500000.0), (12, 500000.0)):
+        np.testing.assert_allclose(formula_frequencies(d_head, base, scaling),
+                                   rope_frequencies(d_head, base, scaling).double().numpy(), rtol=1e-6)
+    assert not np.allclose(formula_frequencies(64, 500000.0, scaling), formula_frequencies(64, 500000.0))
+    torch.testing.assert_close(rope_frequencies(64, 1e5), rope_frequencies(64, 1e5, None))
