@@ -17,7 +17,6 @@ import argparse
 import platform
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -29,18 +28,9 @@ from model import KVCache, load  # noqa: E402
 from model.contrast import contrastive, dola, dola_candidate_layers  # noqa: E402
 from model.decoding import beam_search, greedy, speculative, time_kv_cache  # noqa: E402
 from model.weights import default_gguf  # noqa: E402
+from timing import median  # noqa: E402 (bench/timing.py)
 
 EOS = 2
-
-
-def median(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
 
 
 def main() -> None:

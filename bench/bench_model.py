@@ -18,7 +18,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -29,22 +28,13 @@ sys.path.insert(0, str(ROOT))
 from model import generate, load  # noqa: E402
 from model.allocator import keep_freed_memory  # noqa: E402
 from model.weights import default_gguf  # noqa: E402
+from timing import median  # noqa: E402 (bench/timing.py)
 
 TEXT = (
     "The transformer architecture processes a sequence of tokens with layers of attention and "
     "feed-forward networks. Each attention head compares queries with keys, and rotary position "
     "embeddings turn each query and key by an angle that grows with its position. "
 )
-
-
-def median_time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def load_times() -> None:
@@ -82,13 +72,13 @@ def main() -> None:
 
     for T in (128, 512):
         tokens = torch.tensor([ids[:T]])
-        ours = median_time(lambda: net.run_with_cache(tokens), repeats)
+        ours = median(lambda: net.run_with_cache(tokens), repeats)
 
         def reference():
             with torch.no_grad():
                 hf(tokens, output_attentions=True, output_hidden_states=True)
 
-        theirs = median_time(reference, repeats)
+        theirs = median(reference, repeats)
         print(f"T={T:4d}  run_with_cache (all {len(net.hook_points)} hooks) {ours * 1000:7.1f} ms   "
               f"HF forward (attentions + hidden states) {theirs * 1000:7.1f} ms   "
               f"ratio {ours / theirs:.2f}  (target <= 1.0)")
@@ -106,8 +96,8 @@ def main() -> None:
             hf.generate(t, attention_mask=torch.ones_like(t), max_new_tokens=n, min_new_tokens=n, do_sample=False)
 
     decode_repeats = 2 if args.quick else 3
-    ours_tps = n / median_time(ours_decode, decode_repeats)
-    hf_tps = n / median_time(hf_decode, decode_repeats)
+    ours_tps = n / median(ours_decode, decode_repeats)
+    hf_tps = n / median(hf_decode, decode_repeats)
     print(f"greedy decode, {n} tokens after a {len(prompt)}-token prompt: ours {ours_tps:5.1f} tok/s   "
           f"HF generate {hf_tps:5.1f} tok/s   ratio {ours_tps / hf_tps:.2f}  (target >= 1.5)")
 

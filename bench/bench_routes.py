@@ -12,9 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -24,18 +22,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from model import load  # noqa: E402
 from model.routes import flow, route_graph, score_split  # noqa: E402
 from model.views import resid_mid  # noqa: E402
+from timing import median as median_seconds  # noqa: E402 (bench/timing.py)
 
 WORDS = ("the capital of France is Paris and the capital of Germany is Berlin while the river that runs through "
          "London is the Thames").split()
-
-
-def median_seconds(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
 
 
 def main() -> None:

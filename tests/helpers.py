@@ -93,3 +93,21 @@ def raw_call(server: str, endpoint: str, body: str) -> dict:
     stream = httpx.get(f"{base}/{event.json()['event_id']}", timeout=120).text
     data = [line[len("data: "):] for line in stream.splitlines() if line.startswith("data: ")]
     return json.loads(data[-1])[0]
+
+
+def write_hf_tokenizer(spec, directory) -> None:
+    """The spec as a Hugging Face tokenizer.json (byte-level BPE, SmolLM2's digit split) and tokenizer_config.json,
+    as the tokenizers library writes them."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    tok = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(spec.tokens) if t},
+                               merges=[tuple(m.split(" ")) for m in spec.merges]))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
+                                                 pre_tokenizers.ByteLevel(add_prefix_space=False)])
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens(list(spec.special_tokens))
+    tok.save(str(directory / "tokenizer.json"))
+    (directory / "tokenizer_config.json").write_text(json.dumps({
+        "bos_token": spec.tokens[spec.bos_token_id], "eos_token": spec.tokens[spec.eos_token_id],
+        "chat_template": spec.chat_template,
+    }))

@@ -12,7 +12,7 @@ import torch
 from model import CheckpointError, load
 from model.loaders import read_hf_dir
 
-from ..helpers import tiny_spec
+from ..helpers import tiny_spec, write_hf_tokenizer
 
 COMMON = dict(hidden_size=64, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
               intermediate_size=96, max_position_embeddings=64, rms_norm_eps=1e-6, hidden_act="silu")
@@ -28,21 +28,6 @@ FAMILIES = {
     "mistral": ("MistralConfig", "MistralForCausalLM", dict(sliding_window=4)),  # sliding-window attention
     "smollm3": ("SmolLM3Config", "SmolLM3ForCausalLM", dict(no_rope_layers=[1, 0, 1])),  # layer 1 without RoPE
 }
-
-
-def write_tokenizer(spec, directory) -> None:
-    """A tokenizer.json (and its config) for the tiny vocabulary, as transformers' tokenizers library writes it."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-
-    vocab = {t: i for i, t in enumerate(spec.tokens) if t}
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=[tuple(m.split(" ")) for m in spec.merges]))
-    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
-                                                 pre_tokenizers.ByteLevel(add_prefix_space=False)])
-    tok.decoder = decoders.ByteLevel()
-    tok.add_special_tokens(list(spec.special_tokens))
-    tok.save(str(directory / "tokenizer.json"))
-    (directory / "tokenizer_config.json").write_text(json.dumps({
-        "bos_token": spec.tokens[spec.bos_token_id], "eos_token": spec.tokens[spec.eos_token_id]}))
 
 
 def build_family(name: str, directory):
@@ -65,7 +50,7 @@ def build_family(name: str, directory):
     ref = ref.eval()
     ref.config._attn_implementation = "eager"
     ref.save_pretrained(directory, safe_serialization=True)
-    write_tokenizer(spec, directory)
+    write_hf_tokenizer(spec, directory)
     return ref, directory
 
 

@@ -15,7 +15,7 @@ from model import CheckpointError, load, load_checkpoint
 from model.loaders import GGUF_NAMES, HF_NAMES, build_model, interleaved_to_half_split, read_gguf, read_hf_dir
 from model.tokenizer import ModelEncoding
 
-from ..helpers import random_model, tiny_config
+from ..helpers import random_model, tiny_config, write_hf_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +35,6 @@ def table_inverse(table: dict[str, str], ours: str) -> str:
 
 def write_hf_dir(net, spec, directory: Path) -> Path:
     """Our model as a Hugging Face Llama directory: q/k rows half-split, tokenizer.json from the spec."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-
     cfg = net.cfg
     state = {}
     for name, tensor in net.state_dict().items():
@@ -57,17 +55,7 @@ def write_hf_dir(net, spec, directory: Path) -> Path:
         "tie_word_embeddings": cfg.tie_embeddings,
         "hidden_act": "silu", "bos_token_id": spec.bos_token_id, "eos_token_id": spec.eos_token_id,
     }))
-    tok = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(spec.tokens)},
-                               merges=[tuple(m.split(" ")) for m in spec.merges]))
-    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
-                                                 pre_tokenizers.ByteLevel(add_prefix_space=False)])
-    tok.decoder = decoders.ByteLevel()
-    tok.add_special_tokens(list(spec.special_tokens))
-    tok.save(str(directory / "tokenizer.json"))
-    (directory / "tokenizer_config.json").write_text(json.dumps({
-        "bos_token": spec.tokens[spec.bos_token_id], "eos_token": spec.tokens[spec.eos_token_id],
-        "chat_template": spec.chat_template,
-    }))
+    write_hf_tokenizer(spec, directory)
     return directory
 
 
