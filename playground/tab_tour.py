@@ -30,6 +30,7 @@ from .deck_export import deck_html
 from .figures.tokens import token_label
 from .figures.tour import continuation_figure, tokens_table
 from .gen_session import GenSession
+from .rope_formulas import rope_frequencies
 from .runner import ROUTES_MAX_TOKENS, ModelRunner, PromptError
 from .trace import Trace
 from .ui import (
@@ -105,8 +106,9 @@ def tour_step(runner: ModelRunner, trace: Trace, step: int, large: bool) -> tupl
         return "Each token becomes a vector", caption, neighbours, "embeddings", {}
     if step == 3:
         d, base = cfg.d_head, cfg.rope_base
-        fastest = math.degrees(last) % 360
-        slowest = math.degrees(last * base ** (-(d - 2) / d))
+        theta = rope_frequencies(d, base, cfg.rope_scaling)  # the model's own (Llama 3 scales the slow ones)
+        fastest = math.degrees(last * theta[0]) % 360
+        slowest = math.degrees(last * theta[-1])
         pairs, *_ = tab_rope.render(runner, trace, 0, 0, last, max(0, last - 1), math.log10(base), large)
         caption = (f"Position enters by rotation (RoPE): each head's q and k are split into {d // 2} pairs, and pair i "
                    f"turns by position × {base:g}^(−2i/{d}). At the last position ({last}) the fastest pair has turned "
