@@ -31,8 +31,9 @@ def run_from(net: Transformer, layer: int, resid: Tensor, hooks: Sequence[tuple[
              last_only: bool = True) -> Tensor:
     """Run blocks layer .. L-1 on resid (B, T, D), the residual stream entering `layer`, with hooks attached for
     this run; logits (B, V) at the last position, or (B, T, V) for every position."""
-    rotations, mask = net.positions(0, resid.shape[1], resid.device)
-    x = resid
+    weight = net.tok_embeddings.weight
+    x = resid.to(dtype=weight.dtype, device=weight.device)  # a trace keeps float32 on the host
+    rotations, mask = net.positions(0, x.shape[1], x.device)
     with net.hooks(hooks):
         for block in net.blocks[layer:]:
             x = block(x, rotations, mask, None)

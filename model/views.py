@@ -50,6 +50,8 @@ def capture(net: Transformer, layer: int, resid: Tensor, names: Sequence[str]) -
         if name == last:
             raise _Enough
 
+    weight = net.tok_embeddings.weight
+    resid = resid.to(dtype=weight.dtype, device=weight.device)  # a trace keeps float32 on the host
     rotations, mask = net.positions(0, resid.shape[1], resid.device)
     try:
         with net.hooks([(prefix + name, keep) for name in names]):

@@ -21,6 +21,7 @@ from pathlib import Path  # noqa: E402
 from urllib.parse import urlencode  # noqa: E402
 
 import gradio as gr  # noqa: E402
+import torch  # noqa: E402
 
 from model import DEFAULT_MODEL, CheckpointError  # noqa: E402
 from model.allocator import keep_freed_memory  # noqa: E402
@@ -43,6 +44,7 @@ EXAMPLES = [
     ("A novel's first line (repetition)",
      "Mr and Mrs Dursley, of number four, Privet Drive, were proud to say that they were perfectly normal.", False),
 ]
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 TAB_ID_OF_QUERY = {"deck": "tour"}  # a link with ?deck= opens that tab unless it names another
 QUEUE_SIZE = 256  # requests waiting at most; more are refused with a message that says when to retry
 CACHE_SWEEP_S, CACHE_AGE_S = 900, 3600  # every 15 min, Gradio's temporary files (trace downloads) older than 1 h go
@@ -336,13 +338,26 @@ def main() -> int:
                         help="memory for all visitors' analyses together; the least recently used are dropped "
                              f"beyond it (default: $PLAYGROUND_TRACE_MEMORY_MB, else {TRACE_MEMORY_MB})")
     parser.add_argument("--share", action="store_true", help="also serve through a public Gradio share link")
+    parser.add_argument("--dtype", choices=list(DTYPES), default="float32",
+                        help="the weights' type (default float32; bfloat16 halves the memory on CPU, and moves the "
+                             "numbers shown in their third decimal)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="where the model runs: the CPU for now (auto = cpu)")
     parser.add_argument("--deck", default=None, help="a talk as a Markdown file of views: the page opens on its first "
                                                      "slide (see the README's Decks)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
     keep_freed_memory()
     try:
-        net, enc, note = choose_model(args.model)
+        if args.device == "cuda":
+            raise CheckpointError("--device cuda: the app's views run on the CPU for now (the model alone runs on a "
+                                  "GPU: `load(device='cuda')` in Python). Start it with --device cpu, or leave "
+                                  "--device out.")
+        dtype = DTYPES[args.dtype]
+        net, enc, note = choose_model(args.model, dtype)
+        if dtype != torch.float32:
+            note += (f" · weights in {args.dtype}; every number shown is computed or cast to float32 from "
+                     f"{args.dtype} activations")
     except CheckpointError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

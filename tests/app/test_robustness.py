@@ -94,7 +94,8 @@ def run_app(*args: str) -> subprocess.CompletedProcess:
 
 def test_unknown_model_or_path_outside_allowed_locations_is_a_clear_error():
     for args, expect in ((["--model", "no-such-model"], "no model called"),
-                         (["--model", "/etc/passwd"], "outside the allowed model locations")):
+                         (["--model", "/etc/passwd"], "outside the allowed model locations"),
+                         (["--device", "cuda"], "Start it with --device cpu")):
         done = run_app(*args)
         assert done.returncode == 1
         assert expect in done.stderr and "Traceback" not in done.stderr

@@ -76,3 +76,20 @@ def test_the_rope_formulas_scale_as_the_model_does():
                                    rope_frequencies(d_head, base, scaling).double().numpy(), rtol=1e-6)
     assert not np.allclose(formula_frequencies(64, 500000.0, scaling), formula_frequencies(64, 500000.0))
     torch.testing.assert_close(rope_frequencies(64, 1e5), rope_frequencies(64, 1e5, None))
+
+
+def test_every_tab_renders_on_a_bfloat16_model(tiny_enc):
+    """--dtype bfloat16: the weights in bfloat16, the trace and every view in float32 (cast on the way in and out)."""
+    net = random_model(other_config(), seed=5).to(torch.bfloat16)
+    runner = ModelRunner(net, tiny_enc, background_lens=False)
+    trace = runner.analyze(PROMPT, lens=False)
+    assert trace.resid.dtype == np.float32 and runner.layer(trace, 2).pattern.dtype == np.float32
+    for spec in TABS:
+        with gr.Blocks():
+            state, large, active = gr.State(None), gr.Checkbox(False), gr.State(spec.id)
+            view = spec.module.build(TabContext(runner=runner, trace=state, large=large, active=active))
+        shown = view.render.fn(trace, *[spec.id if c is active else c.value for c in view.render.inputs[1:]])
+        assert "⚠️" not in _texts(shown), (spec.id, _texts(shown)[:300])
+    reference = random_model(other_config(), seed=5)  # the same weights in float32: nearly the same logits
+    ids = torch.tensor([trace.ids.tolist()])
+    assert np.corrcoef(trace.next_logits, reference(ids)[0, -1].numpy())[0, 1] > 0.99
