@@ -22,9 +22,10 @@ def parameter_counts(cfg: ModelConfig) -> dict[str, int]:
     D, H, G, Dh, F, L, V = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.d_head, cfg.d_mlp, cfg.n_layers, cfg.vocab_size
     return {
         "embedding": V * D,
-        "attention": L * (D * H * Dh + 2 * D * G * Dh + H * Dh * D),  # wq, wk, wv, wo
+        # wq, wk, wv, wo, and Qwen2's biases on q, k and v
+        "attention": L * (D * H * Dh + 2 * D * G * Dh + H * Dh * D + (H * Dh + 2 * G * Dh) * cfg.qkv_bias),
         "MLP": L * 3 * D * F,  # w1 (gate), w3 (up), w2 (down)
-        "norms": (2 * L + 1) * D,  # ln1, ln2 per layer, and the final norm
+        "norms": (2 * L + 1) * D + L * 2 * Dh * cfg.qk_norm,  # ln1, ln2 per layer, the final norm; Qwen3's q/k norms
         "unembedding": 0 if cfg.tie_embeddings else V * D,
     }
 

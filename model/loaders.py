@@ -179,6 +179,7 @@ def read_gguf(path: str | Path, progress: Callable[[int, int, str], None] | None
     )
     if meta("rope.dimension_count", cfg.d_head) != cfg.d_head:
         raise CheckpointError(f"{path.name}: partial rotary embeddings are not supported")
+    check_fits(cfg)  # before a tensor is dequantised
 
     state: dict[str, Tensor] = {}
     for i, t in enumerate(reader.tensors):
@@ -334,6 +335,31 @@ def read_hf_tokenizer(directory: Path) -> TokenizerSpec:
     )
 
 
+def available_memory() -> int | None:
+    """Bytes of memory this machine can still give (Linux's MemAvailable), None where it cannot say."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def check_fits(cfg: ModelConfig, available: int | None = None) -> None:
+    """Refuse, with the arithmetic, a model this machine cannot hold: the loader reads the weights into float32
+    and then builds the model from them, so about 2 x 4 bytes a parameter at the peak."""
+    from .arithmetic import parameter_counts
+
+    available = available_memory() if available is None else available
+    params = sum(parameter_counts(cfg).values())
+    needed = 2 * 4 * params
+    if available is not None and needed > available:
+        raise CheckpointError(f"{cfg.name}: {params / 1e9:.1f} B parameters need about {needed / 2**30:.1f} GB to load "
+                              f"(read into float32, then built: 2 x 4 bytes a parameter); this machine has "
+                              f"{available / 2**30:.1f} GB available.")
+
+
 def read_hf_dir(directory: str | Path) -> Checkpoint:
     """Config, weights (RoPE rows permuted into our layout) and tokenizer of an HF Llama directory."""
     from safetensors.torch import load_file
@@ -342,6 +368,7 @@ def read_hf_dir(directory: str | Path) -> Checkpoint:
     if not (directory / "config.json").exists():
         raise CheckpointError(f"{directory} has no config.json")
     cfg = _hf_config(json.loads((directory / "config.json").read_text(encoding="utf-8")))
+    check_fits(cfg)  # before a byte of the weights is read
     files = sorted(directory.glob("*.safetensors"))
     if not files:
         raise CheckpointError(f"{directory} has no *.safetensors weights")

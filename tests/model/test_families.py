@@ -130,3 +130,31 @@ def test_routes_and_the_score_split_hold_for_each_family(tmp_path, family):
             expected = float(cache[f"blocks.{layer}.attn.hook_attn_scores"][0, head, i, j])
             assert float(split.terms.sum()) == pytest.approx(expected, abs=2e-4), (layer, head, i, j)
             assert split.score == pytest.approx(expected, abs=1e-4)
+
+
+def test_parameter_counts_include_each_familys_extras(tmp_path):
+    from model.arithmetic import parameter_counts
+
+    for family in FAMILIES:
+        net, _ = load(build_family(family, tmp_path / family)[1])
+        assert sum(parameter_counts(net.cfg).values()) == sum(p.numel() for p in net.parameters()), family
+
+
+def test_a_model_too_large_for_the_machine_is_refused_with_the_arithmetic_before_loading(tmp_path):
+    from model.loaders import check_fits
+    from model.transformer import ModelConfig
+
+    llama_70b = ModelConfig(vocab_size=128256, d_model=8192, n_layers=80, n_heads=64, n_kv_heads=8, d_mlp=28672,
+                            tie_embeddings=False, name="llama-3.1-70b")
+    with pytest.raises(CheckpointError, match=r"llama-3.1-70b: 70.6 B parameters need about 525.\d GB to load .* "
+                                              r"this machine has 24.0 GB available"):
+        check_fits(llama_70b, available=24 * 2**30)
+    check_fits(llama_70b, available=2**50)  # a machine with room for it: no complaint
+    _, directory = build_family("qwen2", tmp_path / "q")
+    config = json.loads((directory / "config.json").read_text())
+    (directory / "config.json").write_text(json.dumps({**config, "hidden_size": 16384, "intermediate_size": 65536,
+                                                        "num_hidden_layers": 200, "num_attention_heads": 128,
+                                                        "num_key_value_heads": 8}))
+    (directory / "model.safetensors").write_bytes(b"not read")  # refused before the weights are opened
+    with pytest.raises(CheckpointError, match="need about .* GB to load"):
+        read_hf_dir(directory)
