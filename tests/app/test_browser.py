@@ -554,8 +554,10 @@ def test_browser_routes_click_an_edge_and_a_node_then_open_the_head(page, server
     page.wait_for_function(f"document.querySelector('#routes-query input[type=number]').value == '{edge[2]}' && "
                            f"document.querySelector('#routes-key input[type=number]').value == '{edge[1]}'",
                            timeout=30_000)
-    wait_text(page, "#routes-why-note", "attends from")  # the split of the clicked edge's strongest head
-    assert f"(key {edge[1]})" in page.locator("#routes-why-note").inner_text()
+    # the split of the clicked edge's strongest head replaces the one shown before (it follows the sliders)
+    wait_text(page, "#routes-why-note", f"(query {edge[2]}) to")
+    wait_text(page, "#routes-why-note", f"(key {edge[1]})")
+    assert "attends from" in page.locator("#routes-why-note").inner_text()
     node = json.loads(click_point(page, "routes-graph", "residual state", 0))["node"]
     wait_text(page, "#routes-details", "read through the final norm and the unembedding")
     shot(page, "routes")
