@@ -151,6 +151,32 @@ def repeat_kv(x: Tensor, n_rep: int) -> Tensor:
     return x[:, :, None].expand(B, G, n_rep, S, Dh).reshape(B, G * n_rep, S, Dh)
 
 
+def split_linear(x: Tensor, linears: tuple[nn.Linear, ...], parts: int) -> list[Tensor]:
+    """Each linear(x) for a few rows x (B, K), (B, n) each, as `parts` products with row blocks of its weight,
+    one per CPU thread: a batched product that MKL spreads over its threads, where a one-row product stays on
+    one (and reads memory at about half the speed)."""
+    B, K = x.shape
+    column = x.T.expand(parts, K, B) if parts > 1 else None
+    out = []
+    for linear in linears:
+        w = linear.weight
+        n = w.shape[0]
+        if column is None or n % parts:
+            out.append(linear(x))
+            continue
+        y = torch.bmm(w.view(parts, n // parts, K), column)  # (parts, n / parts, B)
+        y = y.view(1, n) if B == 1 else y.view(n, B).T.contiguous()
+        out.append(y if linear.bias is None else y + linear.bias)
+    return out
+
+
+def rotate(x: Tensor, rotations: Tensor) -> Tensor:
+    """apply_rope for one position: x (B, n, Dh) turned by rotations (Dh/2,), complex."""
+    real = x if x.dtype in (torch.float32, torch.float64) else x.float()
+    turned = torch.view_as_real(torch.view_as_complex(real.unflatten(-1, (-1, 2))) * rotations).flatten(-2)
+    return turned if turned.dtype == x.dtype else turned.to(x.dtype)
+
+
 # ---------------------------------------------------------------------------------------
 # Hooks.
 
@@ -364,6 +390,8 @@ class Transformer(nn.Module):
         start = kv_cache.length if kv_cache is not None else 0
         if kv_cache is not None and start + T > kv_cache.max_len:
             raise ValueError(f"KV cache holds {kv_cache.max_len} positions; {start + T} needed")
+        if kv_cache is not None and T == 1 and not self.hooked():
+            return self.step(tokens, kv_cache)  # decoding, with nobody looking: the same maths, less Python
         rotations, mask = self.positions(start, T, tokens.device)
         x = self.hook_embed(self.tok_embeddings(tokens))  # (B, T, D)
         for block in self.blocks:
@@ -371,6 +399,45 @@ class Transformer(nn.Module):
         if kv_cache is not None:
             kv_cache.length += T
         return self.output(self.ln_final(x))  # (B, T, V)
+
+    def step(self, tokens: Tensor, kv_cache: KVCache) -> Tensor:
+        """Logits (B, 1, V) for one new token per row (B, 1) after the cache's positions: `forward`'s maths, for
+        decoding when no hook is attached. What it leaves out is Python: no hook points, no module calls, fewer
+        tensor operations, and each matrix-vector product split into row blocks that the CPU's threads read at
+        once (MKL runs a one-row product on one thread, at about half the memory bandwidth). Decoding a token
+        reads every weight once, so its speed is that bandwidth (bench/bench_decode.py prints the fraction);
+        tests check it gives forward's logits."""
+        cfg = self.cfg
+        B, start = tokens.shape[0], kv_cache.length
+        H, G, Dh, D, eps = cfg.n_heads, cfg.n_kv_heads, cfg.d_head, (cfg.d_model,), cfg.norm_eps
+        angles = start * rope_frequencies(Dh, cfg.rope_base, cfg.rope_scaling).to(tokens.device)
+        rotations = torch.polar(torch.ones_like(angles), angles)  # (Dh/2,), this position's turn per pair
+        first = 0 if cfg.sliding_window is None else max(0, start + 1 - cfg.sliding_window)  # the window's keys
+        parts = torch.get_num_threads() if self.tok_embeddings.weight.device.type == "cpu" else 1
+        x = self.tok_embeddings(tokens[:, 0])  # (B, D)
+        for layer, block in enumerate(self.blocks):
+            attn, mlp = block.attn, block.mlp
+            h = F.rms_norm(x, D, block.ln1.weight, eps)
+            q, k, v = split_linear(h, (attn.wq, attn.wk, attn.wv), parts)
+            q, k, v = q.view(B, H, Dh), k.view(B, G, Dh), v.view(B, G, Dh)
+            if cfg.qk_norm:
+                q, k = F.rms_norm(q, (Dh,), attn.q_norm.weight, eps), F.rms_norm(k, (Dh,), attn.k_norm.weight, eps)
+            if attn.use_rope:
+                q, k = rotate(q, rotations), rotate(k, rotations)
+            kv_cache.k[layer][:, :, start] = k
+            kv_cache.v[layer][:, :, start] = v
+            keys, values = kv_cache.k[layer][:, :, first:start + 1], kv_cache.v[layer][:, :, first:start + 1]
+            z = F.scaled_dot_product_attention(q[:, :, None], keys, values, enable_gqa=G < H)  # (B, H, 1, Dh)
+            x = x + split_linear(z.view(B, H * Dh), (attn.wo,), parts)[0]
+            h = F.rms_norm(x, D, block.ln2.weight, eps)
+            gate, up = split_linear(h, (mlp.w1, mlp.w3), parts)
+            x = x + split_linear(F.silu(gate).mul_(up), (mlp.w2,), parts)[0]
+        kv_cache.length += 1
+        return split_linear(F.rms_norm(x, D, self.ln_final.weight, eps), (self.output,), parts)[0][:, None]
+
+    def hooked(self) -> bool:
+        """Whether any hook function is attached."""
+        return any(point.fns for point in self.hook_points.values())
 
     def positions(self, start: int, T: int, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor | None]:
         """RoPE rotations (1, T, 1, Dh/2) for positions start .. start + T - 1, and the causal mask (T, S) over
