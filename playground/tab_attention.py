@@ -75,7 +75,8 @@ def render_head(runner: ModelRunner, trace: Trace | None, layer: int, head: int,
     window = slice(start, T)
     shown = f" — positions {start}–{T - 1} of {T}" if start else ""
     stages = attention_stages(tensors.rot_q[window, head], tensors.rot_k[window, kv], cfg.sliding_window)
-    stage_fig = stages_figure(stages, labels[window], f"From scores to weights, {name}{shown}", font_scale=scale)
+    stage_fig = stages_figure(stages, labels[window], f"From scores to weights, {name}{shown}", font_scale=scale,
+                              window=cfg.sliding_window)
     vectors = {
         f"q head {head}": tensors.q[window, head],
         "q after RoPE": tensors.rot_q[window, head],

@@ -64,11 +64,15 @@ def _panels(traces: list[dict], titles: Sequence[str], labels: Sequence[str], ti
 
 
 def stages_figure(stages: dict[str, np.ndarray], labels: Sequence[str], title: str,
-                  font_scale: float = 1.0) -> go.Figure:
-    """The four steps from scores to attention weights for one head, side by side."""
+                  font_scale: float = 1.0, window: int | None = None) -> go.Figure:
+    """The four steps from scores to attention weights for one head, side by side; with a sliding window, the
+    mask's title says it hides the keys beyond the window too."""
+    titles = dict(STAGE_TITLES)
+    if window is not None:
+        titles["masked"] = f"3. mask: future and<br>keys {window}+ back = −∞"
     scores_range = float(np.nanmax(np.abs(stages["scores"]))) or 1.0
     traces = []
-    for key, name in STAGE_TITLES.items():
+    for key, name in titles.items():
         z = np.array(stages[key], dtype=np.float64)
         if key in ("masked", "softmax"):
             z = masked_upper(z)
@@ -78,7 +82,7 @@ def stages_figure(stages: dict[str, np.ndarray], labels: Sequence[str], title: s
             colour = dict(colorscale=DIVERGING, zmin=-scores_range, zmax=scores_range, zmid=0.0)
         traces.append(dict(z=z.astype(np.float32), x=list(labels), y=list(labels), hoverongaps=False, **colour,
                            hovertemplate=f"{name}<br>query %{{y}}<br>key %{{x}}<br>value %{{z:.4f}}<extra></extra>"))
-    return _panels(traces, list(STAGE_TITLES.values()), labels, title, 380, font_scale, MASKED_COLOR,
+    return _panels(traces, list(titles.values()), labels, title, 380, font_scale, MASKED_COLOR,
                    x_categorical=True)
 
 

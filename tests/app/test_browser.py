@@ -408,12 +408,13 @@ def test_browser_presenter_every_main_figure_fits_one_screen_in_large_text(brows
         for tab in TABS:
             open_tab(page, tab.label)
             main_figure_ready(page, tab.figure)
-            page.wait_for_timeout(1800)  # the figure drawn, then scrolled under the bars
+            page.wait_for_timeout(300)  # the figure drawn, then scrolled under the bars
             try:  # a figure that draws later is scrolled into place when it grows (the page's ResizeObserver)
                 page.wait_for_function(f"""() => {{ const f = document.getElementById('{tab.figure}')
                     .getBoundingClientRect(), bar = document.querySelector('.tabs > .tab-wrapper')
-                    .getBoundingClientRect().bottom; return f.top >= bar - 1 && f.bottom <= {height} + 1; }}""",
-                                       timeout=8_000)
+                    .getBoundingClientRect().bottom; return f.height > 50 && f.top >= bar - 1
+                    && f.bottom <= {height} + 1; }}""", timeout=8_000)
+                page.wait_for_timeout(500)  # and settled: still there after the scroll's last frame
             except Exception:
                 pass  # the assertions below say what is wrong
             box = page.locator(f"#{tab.figure}").bounding_box()

@@ -64,7 +64,8 @@ def test_the_last_layer_and_head_and_the_window_are_the_models(other):
     tensors = runner.layer(trace, 0)
     stages = attention_stages(tensors.rot_q[:, 3], tensors.rot_k[:, 0], cfg.sliding_window)
     np.testing.assert_allclose(stages["softmax"], tensors.pattern[3], atol=1e-5)  # the window, as the model has it
-    heatmap = tab_attention.render_head(runner, trace, 0, 3, False)[0]
+    heatmap, stage_figure = tab_attention.render_head(runner, trace, 0, 3, False)[:2]
+    assert "keys 6+ back" in stage_figure.layout.annotations[2].text  # the mask stage names the window
     z = np.array(heatmap.data[0].z, dtype=float)
     assert np.isnan(z[trace.n_tokens - 1, 0]) and not np.isnan(z[trace.n_tokens - 1, trace.n_tokens - 1])
 

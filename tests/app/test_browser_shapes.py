@@ -1,0 +1,66 @@
+"""Every tab in Chromium on a second model shape: the app served on the tiny model unlike SmolLM2 in every way a
+tab could assume (3 layers, 4 query heads on one key/value head, head size 12, untied, biases, q/k norm, a
+sliding window, a no-RoPE layer, RoPE scaling). Each tab's main figure draws, nothing on the page is an error,
+and the controls that count layers and heads stop at this model's."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+import pytest
+
+from ..helpers import other_config, random_model
+from .test_browser import main_figure_ready, open_tab, shot
+
+PROMPT = "the cat sat on the mat. the cat sat on the mat and the dog"
+
+
+@pytest.fixture(scope="module")
+def other_server(tiny_enc):
+    from app import create_app, launch_options, queued
+    from playground.runner import ModelRunner
+
+    from ..conftest import free_port
+
+    runner = ModelRunner(random_model(other_config(), seed=3), tiny_enc)
+    app = create_app(runner, "other: a tiny random model of a second shape")
+    port = free_port()
+    queued(app, runner=runner).launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True,
+                                      quiet=True, **launch_options())
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        app.close()
+
+
+def slider_max(page, elem_id: str) -> int:
+    return int(page.locator(f"#{elem_id} input[type=range]").first.get_attribute("max"))
+
+
+def test_browser_every_tab_on_a_second_shape(browser, other_server):
+    from playground.registry import TABS
+
+    cfg = other_config()
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        page.goto(f"{other_server}?prompt={quote(PROMPT)}")
+        page.wait_for_selector("#token-spans .tok", timeout=60_000)
+        for tab in TABS:
+            open_tab(page, tab.label)
+            main_figure_ready(page, tab.figure)
+            page.wait_for_timeout(300)
+            panel = page.locator(f"#{tab.figure}").locator("xpath=ancestor::div[contains(@class, 'tabitem')]")
+            text = panel.first.inner_text()
+            assert "⚠️" not in text and "Error" not in text, (tab.id, text[:400])
+            toasts = page.locator(".toast-body.error")
+            assert toasts.count() == 0, (tab.id, toasts.all_inner_texts())
+            if tab.id == "attention":
+                assert slider_max(page, "attn-layer") == cfg.n_layers - 1
+                assert slider_max(page, "attn-head") == cfg.n_heads - 1
+            shot(page, f"shape-{tab.id}")
+        assert errors == [], errors[:3]
+    finally:
+        context.close()
