@@ -269,12 +269,12 @@ class Attention(nn.Module):
         self.wk = nn.Linear(cfg.d_model, cfg.n_kv_heads * cfg.d_head, bias=cfg.qkv_bias)
         self.wv = nn.Linear(cfg.d_model, cfg.n_kv_heads * cfg.d_head, bias=cfg.qkv_bias)
         self.wo = nn.Linear(cfg.n_heads * cfg.d_head, cfg.d_model, bias=False)
-        if cfg.qk_norm:  # Qwen3: each head's q and k normalised (over Dh, with a gain) before RoPE
-            self.q_norm, self.k_norm = RMSNorm(cfg.d_head, cfg.norm_eps), RMSNorm(cfg.d_head, cfg.norm_eps)
         self.use_rope = True  # set per layer by the block (SmolLM3's no-RoPE layers)
         self.hook_q = HookPoint()
         self.hook_k = HookPoint()
         self.hook_v = HookPoint()
+        if cfg.qk_norm:  # Qwen3: each head's q and k normalised (over Dh, with a gain) after hook_q/k, before RoPE
+            self.q_norm, self.k_norm = RMSNorm(cfg.d_head, cfg.norm_eps), RMSNorm(cfg.d_head, cfg.norm_eps)
         self.hook_rot_q = HookPoint()
         self.hook_rot_k = HookPoint()
         self.hook_attn_scores = HookPoint()
@@ -300,16 +300,17 @@ class Attention(nn.Module):
         return self.wo(z.reshape(B, T, cfg.n_heads * cfg.d_head))  # (B, T, D)
 
     def project(self, x: Tensor, rotations: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        """q, k, v of the normalised residual x (B, T, D), then q and k rotated: (q, k, v, rot_q, rot_k)."""
+        """q, k, v of the normalised residual x (B, T, D), then q and k rotated: (q, k, v, rot_q, rot_k). As in
+        TransformerLens, hook_q and hook_k are the projections (biases included) and Qwen3's q/k norms come
+        after them: `attn.q_norm.hook_normalized` is hook_q over its RMS, and hook_rot_q is what RoPE makes of
+        the normed q."""
         cfg = self.cfg
         B, T, _ = x.shape
-        q = self.wq(x).view(B, T, cfg.n_heads, cfg.d_head)
-        k = self.wk(x).view(B, T, cfg.n_kv_heads, cfg.d_head)
+        q = self.hook_q(self.wq(x).view(B, T, cfg.n_heads, cfg.d_head))  # (B, T, H, Dh)
+        k = self.hook_k(self.wk(x).view(B, T, cfg.n_kv_heads, cfg.d_head))  # (B, T, G, Dh)
+        v = self.hook_v(self.wv(x).view(B, T, cfg.n_kv_heads, cfg.d_head))  # (B, T, G, Dh)
         if cfg.qk_norm:
             q, k = self.q_norm(q), self.k_norm(k)
-        q = self.hook_q(q)  # (B, T, H, Dh)
-        k = self.hook_k(k)  # (B, T, G, Dh)
-        v = self.hook_v(self.wv(x).view(B, T, cfg.n_kv_heads, cfg.d_head))  # (B, T, G, Dh)
         rot_q = self.hook_rot_q(apply_rope(q, rotations) if self.use_rope else q)  # (B, T, H, Dh)
         rot_k = self.hook_rot_k(apply_rope(k, rotations) if self.use_rope else k)  # (B, T, G, Dh)
         return q, k, v, rot_q, rot_k

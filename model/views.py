@@ -63,9 +63,16 @@ def capture(net: Transformer, layer: int, resid: Tensor, names: Sequence[str]) -
 
 def layer_tensors(net: Transformer, resid: Tensor, layer: int) -> dict[str, Tensor]:
     """One layer's q, k, v (before RoPE), rot_q, rot_k and attention pattern from the residual entering it (T, D):
-    q (T, H, Dh), k and v (T, G, Dh), pattern (H, T, T)."""
-    seen = capture(net, layer, resid[None], LAYER_HOOKS)
-    return {name.split("hook_")[-1]: seen[name][0] for name in LAYER_HOOKS}
+    q (T, H, Dh), k and v (T, G, Dh), pattern (H, T, T). q and k are what RoPE turns: with Qwen3's q/k norms,
+    the normed ones (hook_q and hook_k, as in TransformerLens, are the projections before the norms)."""
+    norms = ("attn.q_norm.hook_normalized", "attn.k_norm.hook_normalized") if net.cfg.qk_norm else ()
+    seen = capture(net, layer, resid[None], LAYER_HOOKS + norms)
+    out = {name.split("hook_")[-1]: seen[name][0] for name in LAYER_HOOKS}
+    if norms:
+        attn = net.blocks[layer].attn
+        out["q"] = seen[norms[0]][0] * attn.q_norm.weight
+        out["k"] = seen[norms[1]][0] * attn.k_norm.weight
+    return out
 
 
 def resid_mid(net: Transformer, resid: Tensor) -> Tensor:

@@ -11,7 +11,7 @@ from model.interventions import (
     run_from,
 )
 
-from ..helpers import matmul_tolerance
+from ..helpers import matmul_tolerance, other_config, random_model
 
 CLEAN = [116, 257, 261, 263, 265, 258]  # tiny-tokenizer ids: "the cat sat on the"
 CORRUPT = [116, 257, 267, 263, 265, 258]  # one token changed
@@ -161,6 +161,43 @@ def test_transformerlens_style_logit_attribution_runs_on_our_cache(tiny_net):
     per_component = scaled[:, 0, -1] @ W_U  # (components, V)
     tol = matmul_tolerance(scaled[:, 0, -1].sum(0, keepdim=True), W_U) + 1e-5
     torch.testing.assert_close(per_component.sum(0), logits[0, -1], atol=tol, rtol=0)
+
+
+def test_a_second_family_keeps_transformerlens_meanings():
+    """On the other family's shape (Qwen2's q/k/v biases, Qwen3's q/k norms, Mistral's window, SmolLM3's no-RoPE
+    layer), the hooks mean what TransformerLens's do for Qwen3: hook_q/hook_k are the projections with their
+    biases (W_Q x + b_Q), `attn.q_norm` / `attn.k_norm` are RMSNorms applied after them (hook_scale, and
+    hook_normalized before the gain), hook_rot_q is RoPE of the normed q (or the normed q where a layer has no
+    RoPE), and the residual decomposition still reads out the logits through the (untied) unembedding."""
+    from model.transformer import apply_rope
+
+    net = random_model(other_config(), seed=4)
+    cfg = net.cfg
+    tokens = torch.tensor([CLEAN * 2])  # 12 positions: past the window of 6
+    logits, c = net.run_with_cache(tokens)
+    rotations, _ = net.positions(0, tokens.shape[1])
+    for layer in range(cfg.n_layers):
+        p, attn = f"blocks.{layer}.", net.blocks[layer].attn
+        x = c[p + "ln1.hook_normalized"] * net.blocks[layer].ln1.weight
+        for name, w, n, norm in (("q", attn.wq, cfg.n_heads, attn.q_norm), ("k", attn.wk, cfg.n_kv_heads, attn.k_norm)):
+            projected = c[p + f"attn.hook_{name}"]
+            torch.testing.assert_close(projected, (x @ w.weight.T + w.bias).view_as(projected), atol=1e-5, rtol=1e-5)
+            scale = (projected.pow(2).mean(-1, keepdim=True) + cfg.norm_eps).sqrt()
+            torch.testing.assert_close(c[p + f"attn.{name}_norm.hook_scale"], scale)
+            torch.testing.assert_close(c[p + f"attn.{name}_norm.hook_normalized"], projected / scale)
+            normed = c[p + f"attn.{name}_norm.hook_normalized"] * norm.weight
+            rotated = apply_rope(normed, rotations) if cfg.uses_rope(layer) else normed
+            torch.testing.assert_close(c[p + f"attn.hook_rot_{name}"], rotated, atol=1e-5, rtol=1e-5)
+            assert projected.shape[2] == n
+        scores = c[p + "attn.hook_attn_scores"][0, 0]
+        assert torch.isinf(scores[11, :6]).all() and torch.isfinite(scores[11, 6:]).all()  # the window of 6
+    stack = torch.stack([c["hook_embed"]] + [c[f"blocks.{l}.hook_{part}_out"] for l in range(cfg.n_layers)
+                                             for part in ("attn", "mlp")])
+    scaled = stack / c["ln_final.hook_scale"]
+    W_U = net.ln_final.weight[:, None] * net.output.weight.T  # untied: the head's own weight
+    assert net.output.weight.data_ptr() != net.tok_embeddings.weight.data_ptr()
+    tol = matmul_tolerance(scaled[:, 0, -1].sum(0, keepdim=True), W_U) + 1e-5
+    torch.testing.assert_close((scaled[:, 0, -1] @ W_U).sum(0), logits[0, -1], atol=tol, rtol=0)
 
 
 def test_freezing_hook_scale_is_used_downstream(tiny_net):
