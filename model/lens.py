@@ -44,7 +44,8 @@ class LensResult:
 
 def normalize_like_final(net: Transformer, resid: Tensor) -> Tensor:
     """The final RMSNorm applied to any residual, with its own RMS recomputed (..., D)."""
-    return rms_norm(resid.float(), net.ln_final.weight.float(), net.cfg.norm_eps)
+    weight = net.ln_final.weight
+    return rms_norm(resid.to(weight.device).float(), weight.float(), net.cfg.norm_eps)
 
 
 @torch.no_grad()

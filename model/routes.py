@@ -73,8 +73,8 @@ def attention_flow(pattern: Tensor, vo: Tensor, resid_pre: Tensor) -> tuple[Tens
     resid_mid = resid_pre.float() + attn_out
     y_norm = resid_mid.abs().sum(-1)  # (T,)
     resid_close = (y_norm - attn_out.abs().sum(-1)).clamp(min=EPS)  # resid_pre's: y - resid_pre = attn_out
-    causal = torch.ones(T, T, dtype=torch.bool).tril()  # (query, key): the keys a query's parts come from
-    close = torch.empty(T, H, T)
+    causal = torch.ones(T, T, dtype=torch.bool, device=pattern.device).tril()  # (query, key): a query's keys
+    close = torch.empty(T, H, T, device=pattern.device)
     block = max(1, TERMS_AT_ONCE // (H * T * D))
     for start in range(0, T, block):  # a block of queries at a time: its terms (q, H, T, D), then gone
         stop = min(T, start + block)
@@ -92,6 +92,7 @@ def flow_layers(net: Transformer, resid: Tensor) -> Iterator[tuple[int, Tensor, 
     """Each layer's importances in turn, (layer, attn (T, H, T), attn_resid (T,), mlp (T,)), from the residual
     entering each layer and leaving the last (L + 1, T, D) (its pattern and values recomputed by the model's own
     block): a caller may hand the model to others between two layers."""
+    resid = resid.to(net.tok_embeddings.weight.device)  # where the model is (a trace keeps it on the host)
     for l in range(net.cfg.n_layers):
         seen = layer_tensors(net, resid[l], l)
         attn, attn_resid, resid_mid = attention_flow(seen["pattern"], value_outputs(net, seen["v"], l), resid[l])

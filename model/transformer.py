@@ -386,7 +386,9 @@ class Transformer(nn.Module):
                 self.hook_points[name] = module
 
     def forward(self, tokens: Tensor, kv_cache: KVCache | None = None) -> Tensor:
-        """Logits (B, T, V) for tokens (B, T); with a cache, the tokens follow its `length` positions."""
+        """Logits (B, T, V) for tokens (B, T); with a cache, the tokens follow its `length` positions. Tokens go
+        to the model's device first (as TransformerLens does), so the logits and hooked tensors are there."""
+        tokens = tokens.to(self.tok_embeddings.weight.device)
         B, T = tokens.shape
         start = kv_cache.length if kv_cache is not None else 0
         if kv_cache is not None and start + T > kv_cache.max_len:

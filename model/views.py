@@ -189,4 +189,4 @@ def parameter_count(net: Transformer) -> int:
 def own(t: Tensor) -> np.ndarray:
     """A float32 copy of a slice, as numpy: a view would keep the whole tensor it came from alive (a trace's
     next-token logits would hold every position's, 100 MB at 512 tokens)."""
-    return t.detach().float().numpy().copy()
+    return t.detach().float().cpu().numpy().copy()
