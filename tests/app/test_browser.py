@@ -271,8 +271,9 @@ def test_browser_a_phone_uses_every_tab_without_sideways_scrolling(browser, serv
             assert page.evaluate("document.documentElement.scrollWidth") <= 390, f"{spec.id}: the page scrolls sideways"
             box = figure.bounding_box()
             assert box["x"] >= 0 and box["x"] + box["width"] <= 390, f"{spec.id}: {box}"
-            figure.scroll_into_view_if_needed()
-            shot(page, f"phone-{spec.id}")
+            if spec.id in ("tokenization", "attention", "routes", "sampler"):  # a few to look at
+                figure.scroll_into_view_if_needed()
+                shot(page, f"phone-{spec.id}")
         for selector in ("#prompt textarea", "#analyze"):
             box = page.locator(selector).bounding_box()
             assert box["x"] >= 0 and box["x"] + box["width"] <= 390
