@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import math
 import re
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -151,29 +152,117 @@ def repeat_kv(x: Tensor, n_rep: int) -> Tensor:
     return x[:, :, None].expand(B, G, n_rep, S, Dh).reshape(B, G * n_rep, S, Dh)
 
 
-def split_linear(x: Tensor, linears: tuple[nn.Linear, ...], parts: int) -> list[Tensor]:
-    """Each linear(x) for a few rows x (B, K), (B, n) each, as `parts` products with row blocks of its weight,
-    one per CPU thread: a batched product that MKL spreads over its threads, where a one-row product stays on
-    one (and reads memory at about half the speed)."""
-    B, K = x.shape
-    column = x.T.expand(parts, K, B) if parts > 1 else None
-    out = []
-    for linear in linears:
-        w = linear.weight
-        n = w.shape[0]
-        if column is None or n % parts:
-            out.append(linear(x))
-            continue
-        y = torch.bmm(w.view(parts, n // parts, K), column)  # (parts, n / parts, B)
-        y = y.view(1, n) if B == 1 else y.view(n, B).T.contiguous()
-        out.append(y if linear.bias is None else y + linear.bias)
-    return out
+class Product:
+    """A few linears read as one product on the CPU's threads: their outputs side by side (B, sum of widths),
+    biases added, for a few rows x (B, K). Each weight is split into `parts` row blocks, one per thread, and
+    read by one batched product: MKL runs a one-row product on one thread, at about half the memory bandwidth.
+    Weights that lie end to end in one buffer (`join_projections`) are one product."""
+
+    def __init__(self, linears: tuple[nn.Linear, ...], parts: int) -> None:
+        weights = [linear.weight for linear in linears]
+        joined = adjacent(weights) if parts > 1 else None
+        self.blocks = []  # (parts, n / parts, K) row blocks, or a whole (n, K) weight that does not split
+        for w in [joined] if joined is not None else weights:
+            n, K = w.shape
+            self.blocks.append(w.view(parts, n // parts, K) if parts > 1 and n % parts == 0 else w)
+        self.biases = [linear.bias for linear in linears] if linears[0].bias is not None else []
+
+    def __call__(self, x: Tensor) -> Tensor:
+        B, K = x.shape
+        outs = []
+        for w in self.blocks:
+            if w.dim() == 2:
+                outs.append(F.linear(x, w))
+                continue
+            parts, rows, _ = w.shape
+            y = torch.bmm(w, x.T.expand(parts, K, B))  # (parts, rows, B); strides (0, 1, K) suit MKL's kernel
+            outs.append(y.view(1, parts * rows) if B == 1 else y.view(parts * rows, B).T.contiguous())
+        y = outs[0] if len(outs) == 1 else torch.cat(outs, -1)
+        if self.biases:
+            y = y + (self.biases[0] if len(self.biases) == 1 else torch.cat(self.biases))
+        return y
+
+
+def product(x: Tensor, linears: tuple[nn.Linear, ...], parts: int) -> Tensor:
+    """The linears' outputs on x (B, K) side by side, biases added, as one `Product` on `parts` threads."""
+    return Product(linears, parts)(x)
+
+
+_SET = [0]  # parameters set on any module so far: a step plan made before a weight was replaced is stale
+
+
+def _count_set(module: nn.Module, name: str, param: nn.Parameter | None) -> None:
+    _SET[0] += 1
+
+
+nn.modules.module.register_module_parameter_registration_hook(_count_set)
+
+
+class StepPlan:
+    """What `Transformer.step` reads, gathered once: each layer's weights as `Product`s and its norm gains, so
+    a decoding step makes no module lookups. It is made again when a weight is replaced (a parameter set on any
+    module), converted or moved (a parameter's data elsewhere) or the thread count changes."""
+
+    def __init__(self, net: Transformer, parts: int) -> None:
+        cfg = net.cfg
+        self.layers = []
+        for block in net.blocks:
+            attn, mlp = block.attn, block.mlp
+            norms = (attn.q_norm.weight, attn.k_norm.weight) if cfg.qk_norm else (None, None)
+            self.layers.append((block.ln1.weight, Product((attn.wq, attn.wk, attn.wv), parts), *norms,
+                                attn.use_rope, Product((attn.wo,), parts), block.ln2.weight,
+                                Product((mlp.w1, mlp.w3), parts), Product((mlp.w2,), parts)))
+        self.embedding, self.ln_final = net.tok_embeddings.weight, net.ln_final.weight
+        self.head = Product((net.output,), parts)
+        self.params = list(net.parameters())
+        self.key = self.fingerprint(parts)
+
+    def fingerprint(self, parts: int) -> tuple:
+        return _SET[0], parts, *(p.data_ptr() for p in self.params)
+
+    def fresh(self, parts: int) -> bool:
+        return self.fingerprint(parts) == self.key
+
+
+_PLANS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> its StepPlan (not copied with it)
+
+
+def adjacent(weights: list[Tensor]) -> Tensor | None:
+    """The weights as one (sum of rows, K) matrix when they lie end to end in one buffer, else None."""
+    first = weights[0]
+    if len(weights) == 1:
+        return first
+    storage, end = first.untyped_storage().data_ptr(), first.data_ptr()
+    for w in weights:
+        if w.data_ptr() != end or not w.is_contiguous() or w.untyped_storage().data_ptr() != storage:
+            return None
+        end += w.numel() * w.element_size()
+    return first.as_strided((sum(w.shape[0] for w in weights), first.shape[1]), (first.shape[1], 1))
+
+
+def join_projections(net: Transformer) -> Transformer:
+    """Lay each layer's q, k and v weights end to end in one buffer, and its gate and up weights in another,
+    the modules' weights becoming views of them: no more memory, and `Transformer.step` reads each group in one
+    product. Nothing else changes (hooks, names, values). A conversion (`net.to(...)`) or a copy undoes it, and
+    the step then reads the weights one by one, as fast less a little; `safetensors.torch.save_file` refuses
+    views of one buffer (`save_model`, or `.clone()` each, saves them)."""
+    with torch.no_grad():
+        for block in net.blocks:
+            for group in ((block.attn.wq, block.attn.wk, block.attn.wv), (block.mlp.w1, block.mlp.w3)):
+                joined = torch.cat([linear.weight for linear in group])
+                start = 0
+                for linear in group:
+                    rows = linear.weight.shape[0]
+                    linear.weight = nn.Parameter(joined[start:start + rows], requires_grad=False)
+                    start += rows
+    return net
 
 
 def rotate(x: Tensor, rotations: Tensor) -> Tensor:
-    """apply_rope for one position: x (B, n, Dh) turned by rotations (Dh/2,), complex."""
+    """apply_rope at one position: x (B, n, Dh) turned by rotations (Dh/2,), complex."""
     real = x if x.dtype in (torch.float32, torch.float64) else x.float()
-    turned = torch.view_as_real(torch.view_as_complex(real.unflatten(-1, (-1, 2))) * rotations).flatten(-2)
+    turned = torch.view_as_real(torch.view_as_complex(real.view(*x.shape[:-1], -1, 2)) * rotations)
+    turned = turned.view(x.shape)
     return turned if turned.dtype == x.dtype else turned.to(x.dtype)
 
 
@@ -405,38 +494,44 @@ class Transformer(nn.Module):
 
     def step(self, tokens: Tensor, kv_cache: KVCache) -> Tensor:
         """Logits (B, 1, V) for one new token per row (B, 1) after the cache's positions: `forward`'s maths, for
-        decoding when no hook is attached. What it leaves out is Python: no hook points, no module calls, fewer
-        tensor operations, and each matrix-vector product split into row blocks that the CPU's threads read at
-        once (MKL runs a one-row product on one thread, at about half the memory bandwidth). Decoding a token
-        reads every weight once, so its speed is that bandwidth (bench/bench_decode.py prints the fraction);
-        tests check it gives forward's logits."""
+        decoding when no hook is attached. What it leaves out is Python: no hook points or module lookups (a
+        `StepPlan` holds the weights), about half the tensor operations, and each layer's q/k/v and gate/up read
+        in one product split across the CPU's threads (`Product`). Decoding a token reads every weight once, so
+        its speed is the memory bandwidth (bench/bench_decode.py prints the fraction); tests check it gives
+        forward's logits."""
         cfg = self.cfg
         B, start = tokens.shape[0], kv_cache.length
+        end = start + 1
         H, G, Dh, D, eps = cfg.n_heads, cfg.n_kv_heads, cfg.d_head, (cfg.d_model,), cfg.norm_eps
+        nq, nk, F_ = H * Dh, G * Dh, cfg.d_mlp
+        parts = torch.get_num_threads() if self.tok_embeddings.weight.device.type == "cpu" else 1
+        plan = _PLANS.get(self)
+        if plan is None or not plan.fresh(parts):
+            plan = _PLANS[self] = StepPlan(self, parts)
         angles = start * rope_frequencies(Dh, cfg.rope_base, cfg.rope_scaling).to(tokens.device)
         rotations = torch.polar(torch.ones_like(angles), angles)  # (Dh/2,), this position's turn per pair
-        first = 0 if cfg.sliding_window is None else max(0, start + 1 - cfg.sliding_window)  # the window's keys
-        parts = torch.get_num_threads() if self.tok_embeddings.weight.device.type == "cpu" else 1
-        x = self.tok_embeddings(tokens[:, 0])  # (B, D)
-        for layer, block in enumerate(self.blocks):
-            attn, mlp = block.attn, block.mlp
-            h = F.rms_norm(x, D, block.ln1.weight, eps)
-            q, k, v = split_linear(h, (attn.wq, attn.wk, attn.wv), parts)
-            q, k, v = q.view(B, H, Dh), k.view(B, G, Dh), v.view(B, G, Dh)
-            if cfg.qk_norm:
-                q, k = F.rms_norm(q, (Dh,), attn.q_norm.weight, eps), F.rms_norm(k, (Dh,), attn.k_norm.weight, eps)
-            if attn.use_rope:
-                q, k = rotate(q, rotations), rotate(k, rotations)
-            kv_cache.k[layer][:, :, start] = k
-            kv_cache.v[layer][:, :, start] = v
-            keys, values = kv_cache.k[layer][:, :, first:start + 1], kv_cache.v[layer][:, :, first:start + 1]
-            z = F.scaled_dot_product_attention(q[:, :, None], keys, values, enable_gqa=G < H)  # (B, H, 1, Dh)
-            x = x + split_linear(z.view(B, H * Dh), (attn.wo,), parts)[0]
-            h = F.rms_norm(x, D, block.ln2.weight, eps)
-            gate, up = split_linear(h, (mlp.w1, mlp.w3), parts)
-            x = x + split_linear(F.silu(gate).mul_(up), (mlp.w2,), parts)[0]
-        kv_cache.length += 1
-        return split_linear(F.rms_norm(x, D, self.ln_final.weight, eps), (self.output,), parts)[0][:, None]
+        first = 0 if cfg.sliding_window is None else max(0, end - cfg.sliding_window)  # the window's first key
+        x = F.embedding(tokens[:, 0], plan.embedding)  # (B, D)
+        for layer, (ln1, qkv_of, q_norm, k_norm, use_rope, wo, ln2, gate_up_of, w2) in enumerate(plan.layers):
+            qkv = qkv_of(torch.rms_norm(x, D, ln1, eps))  # (B, nq + 2 nk)
+            if q_norm is not None:  # Qwen3: q and k normed apart, then turned apart
+                q = torch.rms_norm(qkv[:, :nq].view(B, H, Dh), (Dh,), q_norm, eps)
+                k = torch.rms_norm(qkv[:, nq:nq + nk].view(B, G, Dh), (Dh,), k_norm, eps)
+                q, k = (rotate(q, rotations), rotate(k, rotations)) if use_rope else (q, k)
+            else:  # q and k side by side: turned in one go
+                qk = qkv[:, :nq + nk].view(B, H + G, Dh)
+                qk = rotate(qk, rotations) if use_rope else qk
+                q, k = qk[:, :H], qk[:, H:]
+            keys, values = kv_cache.k[layer], kv_cache.v[layer]  # (B, G, max_len, Dh)
+            keys[:, :, start] = k
+            values[:, :, start] = qkv[:, nq + nk:].view(B, G, Dh)
+            z = F.scaled_dot_product_attention(q[:, :, None], keys[:, :, first:end], values[:, :, first:end],
+                                               enable_gqa=G < H)  # (B, H, 1, Dh)
+            x = x + wo(z.view(B, nq))
+            gate_up = gate_up_of(torch.rms_norm(x, D, ln2, eps))  # (B, 2 F)
+            x = x + w2(F.silu(gate_up[:, :F_]).mul_(gate_up[:, F_:]))
+        kv_cache.length = end
+        return plan.head(torch.rms_norm(x, D, plan.ln_final, eps))[:, None]
 
     def hooked(self) -> bool:
         """Whether any hook function is attached."""

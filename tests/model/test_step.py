@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from model import KVCache, generate
-from model.transformer import split_linear
+from model.transformer import adjacent, join_projections, product
 
 from ..helpers import matmul_tolerance, other_config, random_model, tiny_config
 
@@ -39,8 +39,11 @@ def decode_both(net, prompt: torch.Tensor, steps: int, dtype=torch.float32):
 
 @pytest.mark.parametrize("cfg", SHAPES.values(), ids=SHAPES.keys())
 @pytest.mark.parametrize("batch", [1, 3])
-def test_the_step_gives_the_hooked_forwards_logits_and_cache(cfg, batch):
+@pytest.mark.parametrize("joined", [False, True], ids=["weights apart", "weights joined"])
+def test_the_step_gives_the_hooked_forwards_logits_and_cache(cfg, batch, joined):
     net = random_model(cfg, seed=5)
+    if joined:
+        join_projections(net)
     prompt = torch.randint(0, cfg.vocab_size, (batch, 5), generator=torch.Generator().manual_seed(batch))
     steps = 9  # past the other shape's window of 6: the step slices the keys the window keeps
     (fast, fast_cache), (hooked, hooked_cache) = decode_both(net, prompt, steps)
@@ -96,16 +99,40 @@ def test_forward_takes_the_step_only_for_one_new_token_with_a_cache_and_no_hook(
 
 @pytest.mark.parametrize("parts", [1, 2, 3, 4])
 @pytest.mark.parametrize("rows", [1, 2])
-def test_split_linear_is_the_linear(parts, rows):
+@pytest.mark.parametrize("joined", [False, True])
+def test_product_is_the_linears_side_by_side(parts, rows, joined):
     torch.manual_seed(0)
     x = torch.randn(rows, 24)
-    linears = (torch.nn.Linear(24, 36), torch.nn.Linear(24, 10, bias=False))  # 10 rows do not split in 3 or 4
-    for linear in linears:
-        linear.requires_grad_(False)
-    for linear, y in zip(linears, split_linear(x, linears, parts)):
-        tol = matmul_tolerance(x, linear.weight.T)
-        torch.testing.assert_close(y, F.linear(x, linear.weight, linear.bias), atol=tol, rtol=0)
-        assert y.shape == (rows, linear.out_features)
+    linears = tuple(torch.nn.Linear(24, n, bias=True).requires_grad_(False) for n in (36, 12, 10))  # 10: no split
+    if joined:
+        buffer = torch.cat([linear.weight for linear in linears])
+        for linear, (a, b) in zip(linears, ((0, 36), (36, 48), (48, 58))):
+            linear.weight = torch.nn.Parameter(buffer[a:b], requires_grad=False)
+        assert adjacent([linear.weight for linear in linears]) is not None
+    expected = torch.cat([F.linear(x, linear.weight, linear.bias) for linear in linears], -1)
+    tol = max(matmul_tolerance(x, linear.weight.T) for linear in linears)
+    torch.testing.assert_close(product(x, linears, parts), expected, atol=tol, rtol=0)
+    torch.testing.assert_close(product(x, linears[2:], parts), expected[:, 48:], atol=tol, rtol=0)
+
+
+def test_join_projections_changes_no_value_and_takes_no_memory():
+    net = random_model(other_config(), seed=1)
+    before = {name: t.clone() for name, t in net.state_dict().items()}
+    tokens = torch.tensor([[1, 5, 9, 2, 7]])
+    logits = net(tokens)
+    join_projections(net)
+    after = net.state_dict()
+    assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
+    for block in net.blocks:
+        a, m = block.attn, block.mlp
+        joined = adjacent([a.wq.weight, a.wk.weight, a.wv.weight])
+        assert joined is not None and joined.untyped_storage().nbytes() == joined.numel() * 4  # one buffer, no more
+        assert adjacent([m.w1.weight, m.w3.weight]) is not None
+        assert not a.wq.weight.requires_grad
+    torch.testing.assert_close(net(tokens), logits, atol=0, rtol=0)
+    converted = net.to(torch.bfloat16)  # a conversion undoes the joining: the step reads the weights one by one
+    assert adjacent([converted.blocks[0].attn.wq.weight, converted.blocks[0].attn.wk.weight]) is None
+    assert converted(tokens).dtype == torch.bfloat16
 
 
 def test_the_step_runs_in_bfloat16_close_to_its_hooked_forward():
@@ -120,7 +147,42 @@ def test_the_step_runs_in_bfloat16_close_to_its_hooked_forward():
 
 def test_the_real_model_decodes_the_same_tokens_by_step_and_hooked_forward(real):
     net, enc = real
+    assert adjacent([net.blocks[0].attn.wq.weight, net.blocks[0].attn.wk.weight, net.blocks[0].attn.wv.weight]) \
+        is not None  # the loader joins them
     prompt = torch.tensor([enc.apply_chat_template("Name three colours.")])
     (fast, _), (hooked, _) = decode_both(net, prompt, 12)
     torch.testing.assert_close(fast, hooked, atol=2e-3, rtol=1e-4)
     assert torch.equal(fast.argmax(-1), hooked.argmax(-1))
+
+
+def test_the_steps_plan_follows_weights_replaced_edited_or_converted_and_the_thread_count():
+    """The step reads weights through a plan made once; a weight replaced, edited in place or converted, or
+    another thread count, and the step still gives the hooked forward's logits."""
+    cfg = tiny_config()
+    net = join_projections(random_model(cfg, seed=3))
+    prompt = torch.tensor([[3, 1, 4, 1, 5]])
+
+    def check():
+        (fast, _), (hooked, _) = decode_both(net, prompt, 3)
+        torch.testing.assert_close(fast, hooked, atol=1e-4, rtol=1e-4)
+        return fast
+
+    first = check()
+    net.blocks[0].attn.wo.weight = torch.nn.Parameter(torch.randn_like(net.blocks[0].attn.wo.weight) * 0.2,
+                                                      requires_grad=False)
+    second = check()
+    assert not torch.allclose(first, second)
+    with torch.no_grad():
+        net.blocks[1].mlp.w2.weight.mul_(2)  # in place: the plan's views see it
+        net.blocks[1].attn.wq.weight.mul_(-1)  # a view of the joined q/k/v buffer
+    assert not torch.allclose(check(), second)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        check()
+    finally:
+        torch.set_num_threads(threads)
+    net.to(torch.float64)  # converted: new data, a new plan (the hooked norms' scale is float32, hence the tolerance)
+    (fast, _), (hooked, _) = decode_both(net, prompt.clone(), 3, torch.float64)
+    assert fast.dtype == torch.float64
+    torch.testing.assert_close(fast, hooked, atol=1e-5, rtol=1e-5)
