@@ -157,5 +157,6 @@ def absolute_vs_relative_figure(q: np.ndarray, k: np.ndarray, distance: int, bas
     axis_title = "absolute position of the key (the query is always the same distance after it)"
     layout = dict(xaxis=dict(title=dict(text=axis_title)),
                   yaxis=dict(title=dict(text="scaled score")), legend=legend_above())
-    title = f"Relative vs absolute: one q·k pair kept {distance} tokens apart, moved along the sequence"
+    apart = f"{distance} token{'' if distance == 1 else 's'} apart"
+    title = f"Relative vs absolute: one q·k pair kept {apart}, moved along the sequence"
     return figure(data, layout, title, height=380, font_scale=font_scale, background="white")
