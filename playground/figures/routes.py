@@ -87,7 +87,7 @@ def routes_figure(edges: Sequence[tuple], n_layers: int, tokens: Sequence[str], 
         legend=dict(orientation="h", y=1.0, yanchor="bottom", x=1, xanchor="right"), hovermode="closest",
     )
     title = f"Routes to the prediction after {tokens[position]} (edges above {threshold:g}, renormalised)"
-    return figure(data, layout, title, height=140 + 12 * (2 * n_layers + 1), font_scale=font_scale,
+    return figure(data, layout, title, height=max(380, 140 + 12 * (2 * n_layers + 1)), font_scale=font_scale,
                   background="white", top=70)
 
 
