@@ -349,10 +349,14 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
     keep_freed_memory()
     try:
+        if args.device == "cuda" and not torch.cuda.is_available():
+            raise CheckpointError("--device cuda: PyTorch sees no GPU here (torch.cuda.is_available() is False: no "
+                                  "GPU, no driver, or a CPU-only torch build). Start it with --device cpu, or leave "
+                                  "--device out.")
         if args.device == "cuda":
             raise CheckpointError("--device cuda: the app's views run on the CPU for now (the model alone runs on a "
-                                  "GPU: `load(device='cuda')` in Python). Start it with --device cpu, or leave "
-                                  "--device out.")
+                                  "GPU: `load(device='cuda')` in Python, and bench/bench_gpu.py). Start it with "
+                                  "--device cpu, or leave --device out.")
         dtype = DTYPES[args.dtype]
         net, enc, note = choose_model(args.model, dtype)
         if dtype != torch.float32:

@@ -99,6 +99,10 @@ def test_unknown_model_or_path_outside_allowed_locations_is_a_clear_error():
         done = run_app(*args)
         assert done.returncode == 1
         assert expect in done.stderr and "Traceback" not in done.stderr
+    import torch
+
+    why = "views run on the CPU for now" if torch.cuda.is_available() else "PyTorch sees no GPU here"
+    assert why in done.stderr  # --device cuda says which of the two it is
 
 
 
