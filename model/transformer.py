@@ -243,9 +243,9 @@ def adjacent(weights: list[Tensor]) -> Tensor | None:
 def join_projections(net: Transformer) -> Transformer:
     """Lay each layer's q, k and v weights end to end in one buffer, and its gate and up weights in another,
     the modules' weights becoming views of them: no more memory, and `Transformer.step` reads each group in one
-    product. Nothing else changes (hooks, names, values). A conversion (`net.to(...)`) or a copy undoes it, and
-    the step then reads the weights one by one, as fast less a little; `safetensors.torch.save_file` refuses
-    views of one buffer (`save_model`, or `.clone()` each, saves them)."""
+    product. Nothing else changes (hooks, names, values; `state_dict` and safetensors' `save_file` see each
+    weight as before). A conversion (`net.to(...)`) or a copy undoes it, and the step then reads the weights one
+    by one, a little slower."""
     with torch.no_grad():
         for block in net.blocks:
             for group in ((block.attn.wq, block.attn.wk, block.attn.wv), (block.mlp.w1, block.mlp.w3)):

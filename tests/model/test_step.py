@@ -4,6 +4,8 @@ attached, decoding goes through the hook points as before."""
 
 from __future__ import annotations
 
+import tempfile
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -130,6 +132,11 @@ def test_join_projections_changes_no_value_and_takes_no_memory():
         assert adjacent([m.w1.weight, m.w3.weight]) is not None
         assert not a.wq.weight.requires_grad
     torch.testing.assert_close(net(tokens), logits, atol=0, rtol=0)
+    from safetensors.torch import load_file, save_file
+
+    with tempfile.TemporaryDirectory() as folder:  # views of one buffer save and load back as separate weights
+        save_file(net.state_dict(), f"{folder}/w.safetensors")
+        assert all(torch.equal(t, before[k]) for k, t in load_file(f"{folder}/w.safetensors").items())
     converted = net.to(torch.bfloat16)  # a conversion undoes the joining: the step reads the weights one by one
     assert adjacent([converted.blocks[0].attn.wq.weight, converted.blocks[0].attn.wk.weight]) is None
     assert converted(tokens).dtype == torch.bfloat16
