@@ -15,9 +15,7 @@ figure is the median of a few runs after a warm-up, with the device synchronised
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -29,6 +27,7 @@ from model import generate, load  # noqa: E402
 from model.lens import lens_logits  # noqa: E402
 from model.routes import flow  # noqa: E402
 from model.transformer import ModelConfig, Transformer  # noqa: E402
+from timing import median  # noqa: E402 (bench/timing.py)
 
 LLAMA_32_1B = ModelConfig(vocab_size=128256, d_model=2048, n_layers=16, n_heads=32, n_kv_heads=8, d_mlp=8192,
                           rope_base=500000.0, norm_eps=1e-5, max_seq_len=131072, tie_embeddings=True,
@@ -41,16 +40,9 @@ def sync(device: torch.device) -> None:
 
 
 def timed(fn, device: torch.device, repeats: int) -> float:
-    """Median seconds of fn() over `repeats` runs after one warm-up."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        sync(device)
-        start = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    """Median seconds of fn() over `repeats` runs after one warm-up (bench/timing.py), each waiting for the
+    device to finish."""
+    return median(lambda: (fn(), sync(device)), repeats)
 
 
 def random_model(cfg: ModelConfig, device: torch.device, dtype: torch.dtype) -> Transformer:

@@ -134,7 +134,8 @@ def apply_rope(x: Tensor, rotations: Tensor) -> Tensor:
     """Rotate each interleaved pair (x[2i], x[2i+1]) of x (B, T, n, Dh) by its angle.
 
     A pair read as the complex number x[2i] + i x[2i+1] turns by multiplying with
-    e^(i angle): (x0 cos - x1 sin) + i (x0 sin + x1 cos). `rotations` is (1, T, 1, Dh/2).
+    e^(i angle): (x0 cos - x1 sin) + i (x0 sin + x1 cos). `rotations` is (1, T, 1, Dh/2), or (Dh/2,) for
+    one position (the decoding step's x is (B, n, Dh)).
     """
     real = x if x.dtype in (torch.float32, torch.float64) else x.float()
     pairs = torch.view_as_complex(real.unflatten(-1, (-1, 2)))  # (B, T, n, Dh/2), complex
@@ -181,11 +182,6 @@ class Product:
         if self.biases:
             y = y + (self.biases[0] if len(self.biases) == 1 else torch.cat(self.biases))
         return y
-
-
-def product(x: Tensor, linears: tuple[nn.Linear, ...], parts: int) -> Tensor:
-    """The linears' outputs on x (B, K) side by side, biases added, as one `Product` on `parts` threads."""
-    return Product(linears, parts)(x)
 
 
 _SET = [0]  # parameters set on any module so far: a step plan made before a weight was replaced is stale
@@ -256,14 +252,6 @@ def join_projections(net: Transformer) -> Transformer:
                     linear.weight = nn.Parameter(joined[start:start + rows], requires_grad=False)
                     start += rows
     return net
-
-
-def rotate(x: Tensor, rotations: Tensor) -> Tensor:
-    """apply_rope at one position: x (B, n, Dh) turned by rotations (Dh/2,), complex."""
-    real = x if x.dtype in (torch.float32, torch.float64) else x.float()
-    turned = torch.view_as_real(torch.view_as_complex(real.view(*x.shape[:-1], -1, 2)) * rotations)
-    turned = turned.view(x.shape)
-    return turned if turned.dtype == x.dtype else turned.to(x.dtype)
 
 
 # ---------------------------------------------------------------------------------------
@@ -508,8 +496,7 @@ class Transformer(nn.Module):
         plan = _PLANS.get(self)
         if plan is None or not plan.fresh(parts):
             plan = _PLANS[self] = StepPlan(self, parts)
-        angles = start * rope_frequencies(Dh, cfg.rope_base, cfg.rope_scaling).to(tokens.device)
-        rotations = torch.polar(torch.ones_like(angles), angles)  # (Dh/2,), this position's turn per pair
+        rotations = self.positions(start, 1, tokens.device)[0].view(-1)  # (Dh/2,), this position's turn per pair
         first = 0 if cfg.sliding_window is None else max(0, end - cfg.sliding_window)  # the window's first key
         x = F.embedding(tokens[:, 0], plan.embedding)  # (B, D)
         for layer, (ln1, qkv_of, q_norm, k_norm, use_rope, wo, ln2, gate_up_of, w2) in enumerate(plan.layers):
@@ -517,10 +504,10 @@ class Transformer(nn.Module):
             if q_norm is not None:  # Qwen3: q and k normed apart, then turned apart
                 q = torch.rms_norm(qkv[:, :nq].view(B, H, Dh), (Dh,), q_norm, eps)
                 k = torch.rms_norm(qkv[:, nq:nq + nk].view(B, G, Dh), (Dh,), k_norm, eps)
-                q, k = (rotate(q, rotations), rotate(k, rotations)) if use_rope else (q, k)
+                q, k = (apply_rope(q, rotations), apply_rope(k, rotations)) if use_rope else (q, k)
             else:  # q and k side by side: turned in one go
                 qk = qkv[:, :nq + nk].view(B, H + G, Dh)
-                qk = rotate(qk, rotations) if use_rope else qk
+                qk = apply_rope(qk, rotations) if use_rope else qk
                 q, k = qk[:, :H], qk[:, H:]
             keys, values = kv_cache.k[layer], kv_cache.v[layer]  # (B, G, max_len, Dh)
             keys[:, :, start] = k

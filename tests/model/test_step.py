@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from model import KVCache, generate
-from model.transformer import adjacent, join_projections, product
+from model.transformer import Product, adjacent, join_projections
 
 from ..helpers import matmul_tolerance, other_config, random_model, tiny_config
 
@@ -102,7 +102,7 @@ def test_forward_takes_the_step_only_for_one_new_token_with_a_cache_and_no_hook(
 @pytest.mark.parametrize("parts", [1, 2, 3, 4])
 @pytest.mark.parametrize("rows", [1, 2])
 @pytest.mark.parametrize("joined", [False, True])
-def test_product_is_the_linears_side_by_side(parts, rows, joined):
+def test_a_product_is_the_linears_side_by_side(parts, rows, joined):
     torch.manual_seed(0)
     x = torch.randn(rows, 24)
     linears = tuple(torch.nn.Linear(24, n, bias=True).requires_grad_(False) for n in (36, 12, 10))  # 10: no split
@@ -113,8 +113,8 @@ def test_product_is_the_linears_side_by_side(parts, rows, joined):
         assert adjacent([linear.weight for linear in linears]) is not None
     expected = torch.cat([F.linear(x, linear.weight, linear.bias) for linear in linears], -1)
     tol = max(matmul_tolerance(x, linear.weight.T) for linear in linears)
-    torch.testing.assert_close(product(x, linears, parts), expected, atol=tol, rtol=0)
-    torch.testing.assert_close(product(x, linears[2:], parts), expected[:, 48:], atol=tol, rtol=0)
+    torch.testing.assert_close(Product(linears, parts)(x), expected, atol=tol, rtol=0)
+    torch.testing.assert_close(Product(linears[2:], parts)(x), expected[:, 48:], atol=tol, rtol=0)
 
 
 def test_join_projections_changes_no_value_and_takes_no_memory():
