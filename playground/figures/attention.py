@@ -66,7 +66,8 @@ def _panels(traces: list[dict], titles: Sequence[str], labels: Sequence[str], ti
 def stages_figure(stages: dict[str, np.ndarray], labels: Sequence[str], title: str,
                   font_scale: float = 1.0, window: int | None = None) -> go.Figure:
     """The four steps from scores to attention weights for one head, side by side; with a sliding window, the
-    mask's title says it hides the keys beyond the window too."""
+    mask's title says it hides the keys beyond the window too, and the masked cells draw as masked in stages 3
+    and 4 (as in the pattern heatmap), not as a weight of 0."""
     titles = dict(STAGE_TITLES)
     if window is not None:
         titles["masked"] = f"3. mask: future and<br>keys {window}+ back = −∞"
@@ -75,7 +76,7 @@ def stages_figure(stages: dict[str, np.ndarray], labels: Sequence[str], title: s
     for key, name in titles.items():
         z = np.array(stages[key], dtype=np.float64)
         if key in ("masked", "softmax"):
-            z = masked_upper(z)
+            z = masked_upper(z, window)
         if key == "softmax":
             colour = dict(colorscale=SEQUENTIAL, zmin=0.0, zmax=1.0)
         else:  # one colour range for stages 1-3, so the 1/sqrt(d_head) shrinkage shows as paler colours

@@ -66,6 +66,9 @@ def test_the_last_layer_and_head_and_the_window_are_the_models(other):
     np.testing.assert_allclose(stages["softmax"], tensors.pattern[3], atol=1e-5)  # the window, as the model has it
     heatmap, stage_figure = tab_attention.render_head(runner, trace, 0, 3, False)[:2]
     assert "keys 6+ back" in stage_figure.layout.annotations[2].text  # the mask stage names the window
+    softmax = np.array(stage_figure.data[3].z, dtype=float)  # ... and its cells out of the window draw as masked
+    i, j = np.indices(softmax.shape)
+    np.testing.assert_array_equal(np.isnan(softmax), (j > i) | (j <= i - cfg.sliding_window))
     z = np.array(heatmap.data[0].z, dtype=float)
     assert np.isnan(z[trace.n_tokens - 1, 0]) and not np.isnan(z[trace.n_tokens - 1, trace.n_tokens - 1])
 
