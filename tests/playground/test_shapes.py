@@ -11,7 +11,7 @@ import plotly.graph_objects as go
 import pytest
 import torch
 
-from model.transformer import rope_frequencies
+from model.transformer import apply_rope, rope_angles, rope_frequencies, rope_rotations
 from playground import tab_attention, tab_routes, tab_tour
 from playground.registry import TABS
 from playground.rope_formulas import rope_frequencies as formula_frequencies
@@ -62,6 +62,10 @@ def test_the_last_layer_and_head_and_the_window_are_the_models(other):
                                        trace.n_tokens - 3, False)
     assert figure is not None and "bias" in figure.data[0].x, note
     tensors = runner.layer(trace, 0)
+    rotations = rope_rotations(rope_angles(torch.arange(trace.n_tokens), cfg.d_head, cfg.rope_base, cfg.rope_scaling))
+    for name in ("q", "k"):  # the q and k the views show before RoPE are what RoPE turns (after Qwen3's norms)
+        turned = apply_rope(torch.from_numpy(getattr(tensors, name))[None], rotations)[0].numpy()
+        np.testing.assert_allclose(turned, getattr(tensors, f"rot_{name}"), atol=1e-5)
     stages = attention_stages(tensors.rot_q[:, 3], tensors.rot_k[:, 0], cfg.sliding_window)
     np.testing.assert_allclose(stages["softmax"], tensors.pattern[3], atol=1e-5)  # the window, as the model has it
     heatmap, stage_figure = tab_attention.render_head(runner, trace, 0, 3, False)[:2]
