@@ -588,7 +588,12 @@ def test_browser_the_tour_walks_ten_steps_in_presenter_mode_at_720p(browser, ser
         for step in range(1, 11):
             wait_text(page, "#tour-progress", f"Step {step} of 10", 90_000)
             page.wait_for_selector("#tour-figure .js-plotly-plot .main-svg", timeout=90_000)
-            page.wait_for_timeout(1200)  # drawn, then scrolled under the bars
+            try:  # drawn, then scrolled under the bars (later on a loaded machine: wait for it, then assert)
+                page.wait_for_function("""() => { const f = document.getElementById('tour-figure')
+                    .getBoundingClientRect(); return f.height > 50 && f.top < 720 - 50; }""", timeout=10_000)
+                page.wait_for_timeout(300)
+            except Exception:
+                pass  # the assertions below say what is wrong
             box = page.locator("#tour-figure").bounding_box()
             assert box["height"] > 50 and box["y"] < 720 - 50, (step, box)  # a figure on the first screen
             words = page.locator("#tour-caption").bounding_box()  # and its caption beside it
