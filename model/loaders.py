@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .transformer import ModelConfig, Transformer, join_projections
+from .transformer import ModelConfig, Transformer, lay_out_for_decoding
 
 
 class CheckpointError(Exception):
@@ -105,7 +105,7 @@ def build_model(ckpt: Checkpoint, dtype: torch.dtype = torch.float32,
     net.load_state_dict(state, strict=False, assign=True)  # strictness checked above, tied head aside
     if ckpt.cfg.tie_embeddings:
         net.output.weight = net.tok_embeddings.weight
-    return join_projections(net.eval().requires_grad_(False))
+    return lay_out_for_decoding(net.eval().requires_grad_(False))
 
 
 # ---------------------------------------------------------------------------------------

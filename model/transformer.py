@@ -155,29 +155,41 @@ def repeat_kv(x: Tensor, n_rep: int) -> Tensor:
 
 class Product:
     """A few linears read as one product on the CPU's threads: their outputs side by side (B, sum of widths),
-    biases added, for a few rows x (B, K). Each weight is split into `parts` row blocks, one per thread, and
-    read by one batched product: MKL runs a one-row product on one thread, at about half the memory bandwidth.
-    Weights that lie end to end in one buffer (`join_projections`) are one product."""
+    biases added, for a few rows x (B, K). A weight stored transposed (`lay_out_for_decoding`: its (K, n)
+    transpose contiguous) is split into `parts` blocks along K, one per thread, read by one batched product and
+    the partial sums added: reading whole rows of the transpose streams the memory faster than short dot products
+    do, and MKL runs a one-row product on one thread. Weights whose transposes lie side by side in one buffer are
+    one product. A weight stored as (n, K) is split into row blocks instead."""
 
     def __init__(self, linears: tuple[nn.Linear, ...], parts: int) -> None:
         weights = [linear.weight for linear in linears]
-        joined = adjacent(weights) if parts > 1 else None
-        self.blocks = []  # (parts, n / parts, K) row blocks, or a whole (n, K) weight that does not split
+        joined = beside(weights) if parts > 1 else None
+        self.parts = parts
+        self.blocks = []  # (parts, K / parts, n) blocks of a transpose, (parts, n / parts, K) row blocks, or (n, K)
         for w in [joined] if joined is not None else weights:
             n, K = w.shape
-            self.blocks.append(w.view(parts, n // parts, K) if parts > 1 and n % parts == 0 else w)
+            if parts > 1 and w.T.is_contiguous() and K % parts == 0:
+                self.blocks.append(("columns", w.T.view(parts, K // parts, n)))
+            elif parts > 1 and w.is_contiguous() and n % parts == 0:
+                self.blocks.append(("rows", w.view(parts, n // parts, K)))
+            else:
+                self.blocks.append(("whole", w))
         self.biases = [linear.bias for linear in linears] if linears[0].bias is not None else []
 
     def __call__(self, x: Tensor) -> Tensor:
         B, K = x.shape
         outs = []
-        for w in self.blocks:
-            if w.dim() == 2:
+        for kind, w in self.blocks:
+            if kind == "whole":
                 outs.append(F.linear(x, w))
-                continue
-            parts, rows, _ = w.shape
-            y = torch.bmm(w, x.T.expand(parts, K, B))  # (parts, rows, B); strides (0, 1, K) suit MKL's kernel
-            outs.append(y.view(1, parts * rows) if B == 1 else y.view(parts * rows, B).T.contiguous())
+            elif kind == "columns":  # (parts, B, K / parts) @ (parts, K / parts, n), summed over the parts
+                parts = w.shape[0]
+                y = torch.bmm(x.view(B, parts, K // parts).transpose(0, 1), w)  # (parts, B, n)
+                outs.append(torch.add(*y.unbind(0)) if parts == 2 else y.sum(0))  # add: a few µs less than sum
+            else:
+                parts, rows, _ = w.shape
+                y = torch.bmm(w, x.T.expand(parts, K, B))  # (parts, rows, B); strides (0, 1, K) suit MKL's kernel
+                outs.append(y.view(1, parts * rows) if B == 1 else y.view(parts * rows, B).T.contiguous())
         y = outs[0] if len(outs) == 1 else torch.cat(outs, -1)
         if self.biases:
             y = y + (self.biases[0] if len(self.biases) == 1 else torch.cat(self.biases))
@@ -223,34 +235,42 @@ class StepPlan:
 _PLANS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> its StepPlan (not copied with it)
 
 
-def adjacent(weights: list[Tensor]) -> Tensor | None:
-    """The weights as one (sum of rows, K) matrix when they lie end to end in one buffer, else None."""
+def beside(weights: list[Tensor]) -> Tensor | None:
+    """The weights as one (sum of n, K) matrix when their transposes lie side by side in one (K, sum of n)
+    buffer (`lay_out_for_decoding`), else None."""
     first = weights[0]
     if len(weights) == 1:
         return first
-    storage, end = first.untyped_storage().data_ptr(), first.data_ptr()
+    total, K = sum(w.shape[0] for w in weights), first.shape[1]
+    storage, at = first.untyped_storage().data_ptr(), first.data_ptr()
     for w in weights:
-        if w.data_ptr() != end or not w.is_contiguous() or w.untyped_storage().data_ptr() != storage:
+        if (w.shape[1] != K or w.stride() != (1, total) or w.data_ptr() != at
+                or w.untyped_storage().data_ptr() != storage):
             return None
-        end += w.numel() * w.element_size()
-    return first.as_strided((sum(w.shape[0] for w in weights), first.shape[1]), (first.shape[1], 1))
+        at += w.shape[0] * w.element_size()
+    return first.as_strided((total, K), (1, total))
 
 
-def join_projections(net: Transformer) -> Transformer:
-    """Lay each layer's q, k and v weights end to end in one buffer, and its gate and up weights in another,
-    the modules' weights becoming views of them: no more memory, and `Transformer.step` reads each group in one
-    product. Nothing else changes (hooks, names, values; `state_dict` and safetensors' `save_file` see each
-    weight as before). A conversion (`net.to(...)`) or a copy undoes it, and the step then reads the weights one
-    by one, a little slower."""
+def lay_out_for_decoding(net: Transformer) -> Transformer:
+    """Store each block's linear weights transposed, (K, n) in memory, with a layer's q, k and v side by side in
+    one buffer and its gate and up in another; the modules' weights become (n, K) views of them. Nothing else
+    changes: values, names, hooks and `state_dict` are as before, and no more memory is taken. `Transformer.step`
+    reads this layout fastest (`Product`); a prompt's forward runs as fast on it (MKL reads either). The head
+    stays as it is: a tied head is the embedding, whose rows the views read. A conversion (`net.to(...)`) or a
+    copy undoes the joining, and the step then reads the weights one by one, a little slower. safetensors'
+    `save_file` wants contiguous tensors: save `{k: v.contiguous() ...}`, as transformers does."""
     with torch.no_grad():
+        groups = []
         for block in net.blocks:
-            for group in ((block.attn.wq, block.attn.wk, block.attn.wv), (block.mlp.w1, block.mlp.w3)):
-                joined = torch.cat([linear.weight for linear in group])
-                start = 0
-                for linear in group:
-                    rows = linear.weight.shape[0]
-                    linear.weight = nn.Parameter(joined[start:start + rows], requires_grad=False)
-                    start += rows
+            attn, mlp = block.attn, block.mlp
+            groups += [(attn.wq, attn.wk, attn.wv), (attn.wo,), (mlp.w1, mlp.w3), (mlp.w2,)]
+        for group in groups:
+            buffer = torch.cat([linear.weight.T for linear in group], dim=1)  # (K, sum of n), contiguous
+            start = 0
+            for linear in group:
+                n = linear.weight.shape[0]
+                linear.weight = nn.Parameter(buffer[:, start:start + n].T, requires_grad=False)
+                start += n
     return net
 
 
@@ -490,7 +510,7 @@ class Transformer(nn.Module):
         cfg = self.cfg
         B, start = tokens.shape[0], kv_cache.length
         end = start + 1
-        H, G, Dh, D, eps = cfg.n_heads, cfg.n_kv_heads, cfg.d_head, (cfg.d_model,), cfg.norm_eps
+        H, G, Dh, eps = cfg.n_heads, cfg.n_kv_heads, cfg.d_head, cfg.norm_eps
         nq, nk, F_ = H * Dh, G * Dh, cfg.d_mlp
         parts = torch.get_num_threads() if self.tok_embeddings.weight.device.type == "cpu" else 1
         plan = _PLANS.get(self)
@@ -500,10 +520,10 @@ class Transformer(nn.Module):
         first = 0 if cfg.sliding_window is None else max(0, end - cfg.sliding_window)  # the window's first key
         x = F.embedding(tokens[:, 0], plan.embedding)  # (B, D)
         for layer, (ln1, qkv_of, q_norm, k_norm, use_rope, wo, ln2, gate_up_of, w2) in enumerate(plan.layers):
-            qkv = qkv_of(torch.rms_norm(x, D, ln1, eps))  # (B, nq + 2 nk)
+            qkv = qkv_of(rms_norm(x, ln1, eps))  # (B, nq + 2 nk)
             if q_norm is not None:  # Qwen3: q and k normed apart, then turned apart
-                q = torch.rms_norm(qkv[:, :nq].view(B, H, Dh), (Dh,), q_norm, eps)
-                k = torch.rms_norm(qkv[:, nq:nq + nk].view(B, G, Dh), (Dh,), k_norm, eps)
+                q = rms_norm(qkv[:, :nq].view(B, H, Dh), q_norm, eps)
+                k = rms_norm(qkv[:, nq:nq + nk].view(B, G, Dh), k_norm, eps)
                 q, k = (apply_rope(q, rotations), apply_rope(k, rotations)) if use_rope else (q, k)
             else:  # q and k side by side: turned in one go
                 qk = qkv[:, :nq + nk].view(B, H + G, Dh)
@@ -515,10 +535,10 @@ class Transformer(nn.Module):
             z = F.scaled_dot_product_attention(q[:, :, None], keys[:, :, first:end], values[:, :, first:end],
                                                enable_gqa=G < H)  # (B, H, 1, Dh)
             x = x + wo(z.view(B, nq))
-            gate_up = gate_up_of(torch.rms_norm(x, D, ln2, eps))  # (B, 2 F)
+            gate_up = gate_up_of(rms_norm(x, ln2, eps))  # (B, 2 F)
             x = x + w2(F.silu(gate_up[:, :F_]).mul_(gate_up[:, F_:]))
         kv_cache.length = end
-        return plan.head(torch.rms_norm(x, D, plan.ln_final, eps))[:, None]
+        return plan.head(rms_norm(x, plan.ln_final, eps))[:, None]
 
     def hooked(self) -> bool:
         """Whether any hook function is attached."""

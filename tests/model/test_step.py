@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from model import KVCache, generate
-from model.transformer import Product, adjacent, join_projections
+from model.transformer import Product, beside, lay_out_for_decoding
 
 from ..helpers import matmul_tolerance, other_config, random_model, tiny_config
 
@@ -41,11 +41,11 @@ def decode_both(net, prompt: torch.Tensor, steps: int, dtype=torch.float32):
 
 @pytest.mark.parametrize("cfg", SHAPES.values(), ids=SHAPES.keys())
 @pytest.mark.parametrize("batch", [1, 3])
-@pytest.mark.parametrize("joined", [False, True], ids=["weights apart", "weights joined"])
-def test_the_step_gives_the_hooked_forwards_logits_and_cache(cfg, batch, joined):
+@pytest.mark.parametrize("laid_out", [False, True], ids=["weights as built", "weights laid out for decoding"])
+def test_the_step_gives_the_hooked_forwards_logits_and_cache(cfg, batch, laid_out):
     net = random_model(cfg, seed=5)
-    if joined:
-        join_projections(net)
+    if laid_out:
+        lay_out_for_decoding(net)
     prompt = torch.randint(0, cfg.vocab_size, (batch, 5), generator=torch.Generator().manual_seed(batch))
     steps = 9  # past the other shape's window of 6: the step slices the keys the window keeps
     (fast, fast_cache), (hooked, hooked_cache) = decode_both(net, prompt, steps)
@@ -101,44 +101,63 @@ def test_forward_takes_the_step_only_for_one_new_token_with_a_cache_and_no_hook(
 
 @pytest.mark.parametrize("parts", [1, 2, 3, 4])
 @pytest.mark.parametrize("rows", [1, 2])
-@pytest.mark.parametrize("joined", [False, True])
-def test_a_product_is_the_linears_side_by_side(parts, rows, joined):
+@pytest.mark.parametrize("layout", ["as built", "transposed", "transposed side by side"])
+def test_a_product_is_the_linears_side_by_side(parts, rows, layout):
     torch.manual_seed(0)
     x = torch.randn(rows, 24)
     linears = tuple(torch.nn.Linear(24, n, bias=True).requires_grad_(False) for n in (36, 12, 10))  # 10: no split
-    if joined:
-        buffer = torch.cat([linear.weight for linear in linears])
+    if layout == "transposed":
+        for linear in linears:
+            linear.weight = torch.nn.Parameter(linear.weight.T.contiguous().T, requires_grad=False)
+    elif layout == "transposed side by side":
+        buffer = torch.cat([linear.weight.T for linear in linears], dim=1)  # (24, 58)
         for linear, (a, b) in zip(linears, ((0, 36), (36, 48), (48, 58))):
-            linear.weight = torch.nn.Parameter(buffer[a:b], requires_grad=False)
-        assert adjacent([linear.weight for linear in linears]) is not None
+            linear.weight = torch.nn.Parameter(buffer[:, a:b].T, requires_grad=False)
+        assert beside([linear.weight for linear in linears]) is not None
+        assert beside([linears[0].weight, linears[2].weight]) is None  # not next to each other
     expected = torch.cat([F.linear(x, linear.weight, linear.bias) for linear in linears], -1)
     tol = max(matmul_tolerance(x, linear.weight.T) for linear in linears)
     torch.testing.assert_close(Product(linears, parts)(x), expected, atol=tol, rtol=0)
     torch.testing.assert_close(Product(linears[2:], parts)(x), expected[:, 48:], atol=tol, rtol=0)
+    kinds = {kind for kind, _ in Product(linears, parts).blocks}
+    if parts in (2, 4):  # K = 24 splits; a transposed weight is split along K, one as built into row blocks
+        assert kinds == {"columns"} if layout != "as built" else "rows" in kinds and "columns" not in kinds
 
 
-def test_join_projections_changes_no_value_and_takes_no_memory():
-    net = random_model(other_config(), seed=1)
+@pytest.mark.parametrize("cfg", [tiny_config(), other_config()], ids=["tied", "untied"])
+def test_lay_out_for_decoding_changes_no_value_and_takes_no_memory(cfg):
+    net = random_model(cfg, seed=1)
     before = {name: t.clone() for name, t in net.state_dict().items()}
+    bytes_before = sum(p.untyped_storage().nbytes() for p in net.parameters())
     tokens = torch.tensor([[1, 5, 9, 2, 7]])
     logits = net(tokens)
-    join_projections(net)
+    lay_out_for_decoding(net)
     after = net.state_dict()
     assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
+    storages = {p.untyped_storage().data_ptr(): p.untyped_storage().nbytes() for p in net.parameters()}
+    assert sum(storages.values()) == bytes_before  # the same bytes, in fewer buffers
     for block in net.blocks:
         a, m = block.attn, block.mlp
-        joined = adjacent([a.wq.weight, a.wk.weight, a.wv.weight])
-        assert joined is not None and joined.untyped_storage().nbytes() == joined.numel() * 4  # one buffer, no more
-        assert adjacent([m.w1.weight, m.w3.weight]) is not None
+        joined = beside([a.wq.weight, a.wk.weight, a.wv.weight])
+        assert joined is not None and joined.T.is_contiguous()
+        assert joined.untyped_storage().nbytes() == joined.numel() * 4  # one buffer, no more
+        assert beside([m.w1.weight, m.w3.weight]) is not None and m.w2.weight.T.is_contiguous()
         assert not a.wq.weight.requires_grad
-    torch.testing.assert_close(net(tokens), logits, atol=0, rtol=0)
+    assert net.output.weight.is_contiguous()  # the head (the embedding, when tied) keeps its rows
+    assert (net.tok_embeddings.weight is net.output.weight) == cfg.tie_embeddings
+    final = torch.ones(1, cfg.d_model) * float(net.ln_final.weight.abs().max()) * cfg.d_model ** 0.5
+    tol = matmul_tolerance(final, net.output.weight.T) * 4  # MKL reads a transposed weight in another order
+    torch.testing.assert_close(net(tokens), logits, atol=tol, rtol=1e-4)
     from safetensors.torch import load_file, save_file
 
-    with tempfile.TemporaryDirectory() as folder:  # views of one buffer save and load back as separate weights
-        save_file(net.state_dict(), f"{folder}/w.safetensors")
+    with tempfile.TemporaryDirectory() as folder:  # saved as safetensors wants (contiguous), it loads back the same
+        save_file({k: v.contiguous() for k, v in net.state_dict().items()  # a tied head is saved once, as ours is
+                   if not (cfg.tie_embeddings and k == "output.weight")}, f"{folder}/w.safetensors")
         assert all(torch.equal(t, before[k]) for k, t in load_file(f"{folder}/w.safetensors").items())
+        torch.save(net.state_dict(), f"{folder}/w.pt")  # and torch.save takes it as it is
+        assert all(torch.equal(t, before[k]) for k, t in torch.load(f"{folder}/w.pt").items())
     converted = net.to(torch.bfloat16)  # a conversion undoes the joining: the step reads the weights one by one
-    assert adjacent([converted.blocks[0].attn.wq.weight, converted.blocks[0].attn.wk.weight]) is None
+    assert beside([converted.blocks[0].attn.wq.weight, converted.blocks[0].attn.wk.weight]) is None
     assert converted(tokens).dtype == torch.bfloat16
 
 
@@ -154,8 +173,8 @@ def test_the_step_runs_in_bfloat16_close_to_its_hooked_forward():
 
 def test_the_real_model_decodes_the_same_tokens_by_step_and_hooked_forward(real):
     net, enc = real
-    assert adjacent([net.blocks[0].attn.wq.weight, net.blocks[0].attn.wk.weight, net.blocks[0].attn.wv.weight]) \
-        is not None  # the loader joins them
+    assert beside([net.blocks[0].attn.wq.weight, net.blocks[0].attn.wk.weight, net.blocks[0].attn.wv.weight]) \
+        is not None  # the loader lays them out
     prompt = torch.tensor([enc.apply_chat_template("Name three colours.")])
     (fast, _), (hooked, _) = decode_both(net, prompt, 12)
     torch.testing.assert_close(fast, hooked, atol=2e-3, rtol=1e-4)
@@ -166,7 +185,7 @@ def test_the_steps_plan_follows_weights_replaced_edited_or_converted_and_the_thr
     """The step reads weights through a plan made once; a weight replaced, edited in place or converted, or
     another thread count, and the step still gives the hooked forward's logits."""
     cfg = tiny_config()
-    net = join_projections(random_model(cfg, seed=3))
+    net = lay_out_for_decoding(random_model(cfg, seed=3))
     prompt = torch.tensor([[3, 1, 4, 1, 5]])
 
     def check():
@@ -181,7 +200,7 @@ def test_the_steps_plan_follows_weights_replaced_edited_or_converted_and_the_thr
     assert not torch.allclose(first, second)
     with torch.no_grad():
         net.blocks[1].mlp.w2.weight.mul_(2)  # in place: the plan's views see it
-        net.blocks[1].attn.wq.weight.mul_(-1)  # a view of the joined q/k/v buffer
+        net.blocks[1].attn.wq.weight.mul_(-1)  # a view of the q/k/v buffer
     assert not torch.allclose(check(), second)
     threads = torch.get_num_threads()
     try:
