@@ -164,7 +164,6 @@ class Product:
     def __init__(self, linears: tuple[nn.Linear, ...], parts: int) -> None:
         weights = [linear.weight for linear in linears]
         joined = beside(weights) if parts > 1 else None
-        self.parts = parts
         self.blocks = []  # (parts, K / parts, n) blocks of a transpose, (parts, n / parts, K) row blocks, or (n, K)
         for w in [joined] if joined is not None else weights:
             n, K = w.shape
