@@ -283,18 +283,18 @@ def direct_logit_attribution(net: Transformer, cache: dict[str, Tensor], directi
     cfg = net.cfg
     scale = cache["ln_final.hook_scale"][0, -1]  # (1,)
     readout = net.ln_final.weight.float() * direction.float() / scale  # (D,)
-    parts = [cache["hook_embed"][0, -1] @ readout]
-    labels = ["embed"]
-    heads = torch.empty(cfg.n_layers, cfg.n_heads)
+    parts = [cache["hook_embed"][0, -1].float() @ readout]  # float32 for a bfloat16 or float16 model's activations
+    labels, heads = ["embed"], []
     for l in range(cfg.n_layers):
-        parts += [cache[f"blocks.{l}.hook_attn_out"][0, -1] @ readout,
-                  cache[f"blocks.{l}.hook_mlp_out"][0, -1] @ readout]
+        parts += [cache[f"blocks.{l}.hook_attn_out"][0, -1].float() @ readout,
+                  cache[f"blocks.{l}.hook_mlp_out"][0, -1].float() @ readout]
         labels += [f"L{l} attn", f"L{l} mlp"]
         z = cache[f"blocks.{l}.attn.hook_z"][0, -1]  # (H, Dh)
         w_o = net.blocks[l].attn.wo.weight.float().view(cfg.d_model, cfg.n_heads, cfg.d_head)  # (D, H, Dh)
-        heads[l] = torch.einsum("hd,mhd,m->h", z.float(), w_o, readout)  # each head's slice of W_O
+        heads.append(torch.einsum("hd,mhd,m->h", z.float(), w_o, readout))  # each head's slice of W_O
     final = net.ln_final(cache[f"blocks.{cfg.n_layers - 1}.hook_resid_post"][0, -1])  # (D,) as the model reads it out
-    return Attribution(labels, torch.stack(parts), heads, float(final.float() @ direction.float()), float(scale))
+    return Attribution(labels, torch.stack(parts).cpu(), torch.stack(heads).cpu(),
+                       float(final.float() @ direction.float()), float(scale))
 
 
 ATTRIBUTION_HOOKS = r"hook_embed$|hook_attn_out$|hook_mlp_out$|attn\.hook_z$|ln_final\.hook_scale$|hook_resid_post$"
