@@ -35,7 +35,7 @@ def trace_batch(net: Transformer, enc: ModelEncoding, batch: list[Analysis]) -> 
     def keep_resid(row: int) -> HookFn:
         def keep(x: torch.Tensor, hook) -> None:
             for i, n in enumerate(lengths):
-                resid[i][row] = own(x[i, :n])
+                resid[i][row] = x[i, :n].float().cpu().numpy()  # copied once, into the trace's array
         return keep
 
     def summarise(layer: int) -> HookFn:
@@ -43,7 +43,7 @@ def trace_batch(net: Transformer, enc: ModelEncoding, batch: list[Analysis]) -> 
             for i, n in enumerate(lengths):
                 mine = pattern[i, :, :n, :n]  # causal: a real query never sees the padding
                 stats[i][layer] = head_statistics(mine)
-                thumbs[i][layer] = thumbnail_levels(own(mine), THUMBNAIL)
+                thumbs[i][layer] = thumbnail_levels(mine.float().cpu().numpy(), THUMBNAIL)  # no extra copy on the CPU
         return keep
 
     hooks = [("hook_embed", keep_resid(0))]
@@ -56,7 +56,7 @@ def trace_batch(net: Transformer, enc: ModelEncoding, batch: list[Analysis]) -> 
         surprisal = np.full(n, np.nan, dtype=np.float32)
         if n > 1:
             picked = log_probs[:-1].gather(-1, tokens[i, 1:n, None].to(log_probs.device))[:, 0]
-            surprisal[1:] = own(-picked / np.log(2))
+            surprisal[1:] = (-picked / np.log(2)).cpu().numpy()
         traces.append(Trace(
             prompt=r.prompt, chat=r.chat, ids=np.array(r.ids, dtype=np.int64),
             token_bytes=[enc.token_bytes(t) for t in r.ids],
