@@ -6,9 +6,10 @@ long jobs a step per turn, handing the model back in between). The runner keeps 
 method holds the model and hands it to a pure function of the model in `model/` (`views` for one layer or block
 recomputed from a trace's residual, `interventions`, `decoding`, `lens`), or hands its turns to the jobs that
 live in their own modules: `batcher` (analyses waiting, packed into batched runs), `tracing` (a batch's forward into
-`Trace`s), `lens_worker` (the logit lens, a block at a time, in the background), `export` (a trace as `.npz`). The
-trace budget (`TraceBudget.use`) says whether a trace's residual is still there. `jobs` allows each visitor one long
-job at a time. Token text comes from here too.
+`Trace`s), `lens_worker` (the logit lens, a block at a time, in the background), `export` (a trace as `.npz`).
+The trace budget (`TraceBudget.use`) says whether a trace's residual is still there. `jobs` allows each visitor one
+long job at a time; `memo` keeps deterministic results for the next visitor who asks the same. Token text comes from
+here too.
 Nothing under `playground/` or `app.py` holds the model or the tokenizer (a test checks it).
 """
 
@@ -42,6 +43,7 @@ from .batcher import Analysis, Batcher, Progress
 from .errors import ModelBusyError, PromptError, TraceDropped
 from .export import export_trace
 from .lens_worker import BackgroundLens, advance_lens
+from .memo import Memo
 from .trace import LayerTensors, Trace, TraceBudget
 from .tracing import trace_batch
 from .turns import HeavyJobs, ModelGate
@@ -73,6 +75,7 @@ class ModelRunner:
         self.max_tokens = max_tokens
         self.wait_s = wait_s
         self.budget = TraceBudget(memory_mb * 2**20)
+        self.memo = Memo()  # deterministic runs' results, for the next visitor who asks the same (a room, one tab)
         self.parameter_count = views.parameter_count(net)  # the model's parameters, from its weights (tied once)
         self.norm_gains = views.norm_gains(net)  # every RMSNorm's gain (2L + 1, D): weights never change
         self._embedding_norms = views.embedding_norms(net)  # (V,), read on every Embeddings view

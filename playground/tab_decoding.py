@@ -89,7 +89,7 @@ def _pieces(runner: ModelRunner, ids: list[int]) -> list[str]:
 
 def _continuation(runner: ModelRunner, prompt: list[int], name: str, ids: list[int], note: str = "") -> Continuation:
     log_probs = runner.run_strategy(token_log_probs, prompt, ids)
-    return Continuation(name, _pieces(runner, ids), log_probs, repeated_ngrams(ids, 3), note)
+    return Continuation(name, _pieces(runner, ids), log_probs, repeated_ngrams(ids, 3), note, tuple(ids))
 
 
 def tree_nodes(runner: ModelRunner, result: BeamResult) -> list[TreeNode]:
@@ -116,6 +116,22 @@ def tree_nodes(runner: ModelRunner, result: BeamResult) -> list[TreeNode]:
     return nodes
 
 
+def _compared(runner: ModelRunner, prompt: list[int], beams: int, n: int, penalty: float, early, settings,
+              seed: int) -> tuple[BeamResult, list[Continuation]]:
+    """Beam search, then greedy and seeded sampled continuations, each with its tokens' log-probs: a function of
+    its arguments (the runner's `memo` keeps it for the next visitor who asks the same)."""
+    stop_ids = _stop_ids(runner)
+    result = runner.run_strategy(beam_search, prompt, beams, n, penalty, early, stop_ids)
+    greedy_ids, _ = runner.run_strategy(greedy, prompt, n, stop_ids)
+    sample = runner.run_strategy(sampled, prompt, n, settings, seed, stop_ids)
+    return result, [
+        _continuation(runner, prompt, "greedy", greedy_ids),
+        _continuation(runner, prompt, f"beam search, width {beams}", result.sequences[0],
+                      f"score {result.scores[0]:.3f} = sum log p ÷ {len(result.sequences[0])}^{penalty:g}"),
+        _continuation(runner, prompt, f"sampled, T {settings.temperature:g}, top-p {settings.top_p:g}", sample,
+                      f"seed {seed}")]
+
+
 def compare(runner: ModelRunner, trace: Trace | None, new_tokens, width, length_penalty, early_stopping: str,
             temperature, top_p, seed, large: bool):
     """(summary, beam tree, side-by-side table): beam search, greedy and a seeded sample of the prompt."""
@@ -131,25 +147,18 @@ def compare(runner: ModelRunner, trace: Trace | None, new_tokens, width, length_
         seed = _setting(seed, "Seed", 0, 2**31 - 1, whole=True)
     except (PromptError, ValueError) as e:
         return f"⚠️ {e}", None, ""
-    stop_ids = _stop_ids(runner)
-    result = runner.run_strategy(beam_search, prompt, beams, n, penalty, early, stop_ids)
-    greedy_ids, _ = runner.run_strategy(greedy, prompt, n, stop_ids)
-    sample = runner.run_strategy(sampled, prompt, n, settings, seed, stop_ids)
+    key = ("decoding: compare", tuple(prompt), beams, n, penalty, early, settings, seed)
+    result, rows = runner.memo.get(key, lambda: _compared(runner, prompt, beams, n, penalty, early, settings, seed))
     finished = sorted({(tuple(ids), s) for step in result.steps for ids, s, _ in step.finished}, key=lambda x: -x[1])
-    rows = [_continuation(runner, prompt, "greedy", greedy_ids),
-            _continuation(runner, prompt, f"beam search, width {beams}", result.sequences[0],
-                          f"score {result.scores[0]:.3f} = sum log p ÷ {len(result.sequences[0])}^{penalty:g}"),
-            _continuation(runner, prompt, f"sampled, T {settings.temperature:g}, top-p {settings.top_p:g}", sample,
-                          f"seed {seed}")]
     greedy_sum, beam_sum = sum(rows[0].log_probs), sum(rows[1].log_probs)
-    if greedy_ids == result.sequences[0]:
+    if list(rows[0].ids) == result.sequences[0]:
         verdict = "Here beam search returns greedy's continuation."
     elif beam_sum > greedy_sum:
         verdict = (f"Its continuation has log-probability **{beam_sum:.2f}** against greedy's **{greedy_sum:.2f}**: "
                    f"beams find likelier text, and likely text is bland and repeats.")
     else:
         verdict = (f"Its continuation has log-probability **{beam_sum:.2f}** against greedy's **{greedy_sum:.2f}** "
-                   f"({len(result.sequences[0])} tokens against {len(greedy_ids)}): the score divides by the "
+                   f"({len(result.sequences[0])} tokens against {len(rows[0].ids)}): the score divides by the "
                    f"length, so a longer hypothesis can win with less probability in total.")
     lines = [f"**Beam search** keeps the {beams} most likely continuations at every step (from {2 * beams} "
              f"candidates, as transformers does) and returns the finished one with the best score = sum of log-probs "

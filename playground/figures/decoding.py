@@ -99,6 +99,7 @@ class Continuation:
     log_probs: list[float]  # log p of each token under the model (what greedy decoding would rank)
     repeats: int  # repeated 3-grams
     note: str = ""  # anything else worth a line (a beam's score, a seed)
+    ids: tuple[int, ...] = ()  # the generated token ids
 
 
 def continuations_html(prompt_text: str, rows: Sequence[Continuation], large: bool = False) -> str:

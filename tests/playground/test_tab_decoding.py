@@ -34,6 +34,22 @@ def test_compare_draws_the_beam_search_it_ran(tiny_runner, tiny_trace, tiny_net)
     assert html_tokens(table, 0) == len(plain)
 
 
+def test_a_second_visitor_asking_the_same_gets_the_same_without_running_the_model(tiny_runner, tiny_trace):
+    """The comparison is kept (the runner's memo): the same prompt and settings give the same page at once, and
+    any setting changed (here the seed, then the width) runs the model again."""
+    first = tab_decoding.compare(tiny_runner, tiny_trace, **{**OK, "seed": 123})
+    ran = tiny_runner.memo.computed
+    again = tab_decoding.compare(tiny_runner, tiny_trace, **{**OK, "seed": 123})
+    assert tiny_runner.memo.computed == ran
+    assert again[0] == first[0] and again[2] == first[2] and again[1].to_json() == first[1].to_json()
+    other_seed = tab_decoding.compare(tiny_runner, tiny_trace, **{**OK, "seed": 124})
+    assert tiny_runner.memo.computed == ran + 1
+    rows = lambda table: table.split("<tbody>")[1].split("</tr>")  # noqa: E731
+    assert rows(other_seed[2])[:2] == rows(first[2])[:2] and "seed 124" in rows(other_seed[2])[2]  # greedy, beam
+    tab_decoding.compare(tiny_runner, tiny_trace, **{**OK, "seed": 123, "width": 2})
+    assert tiny_runner.memo.computed == ran + 2
+
+
 def html_tokens(table: str, row: int) -> int:
     body = table.split("<tbody>")[1].split("</tr>")[row]
     return body.count('class="dtok"')
