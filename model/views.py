@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from .lens import lens_logits
@@ -154,7 +153,8 @@ def embedding_view(net: Transformer, tokens: list[int], norms: np.ndarray, k: in
     computed once by the caller); a 2-D PCA."""
     weight = net.tok_embeddings.weight.float()  # (V, D); tied: also the unembedding
     rows = weight[tokens]  # (n, D)
-    cosine = F.normalize(rows, dim=-1) @ F.normalize(weight, dim=-1).T
+    every = torch.from_numpy(norms).clamp_min(1e-12)  # F.normalize's x / max(|x|, eps), without a normalised copy
+    cosine = (rows @ weight.T) / (rows.norm(dim=-1, keepdim=True).clamp_min(1e-12) * every)
     cos_top = cosine.topk(k + 1, dim=-1)  # the token itself comes first
     out = lens_logits(net, rows)  # (n, V): the embedding through the final norm and the unembedding
     out_top = out.softmax(-1).topk(k, dim=-1)

@@ -143,7 +143,9 @@ def test_lay_out_for_decoding_changes_no_value_and_takes_no_memory(cfg):
         assert joined.untyped_storage().nbytes() == joined.numel() * 4  # one buffer, no more
         assert beside([m.w1.weight, m.w3.weight]) is not None and m.w2.weight.T.is_contiguous()
         assert not a.wq.weight.requires_grad
-    assert net.output.weight.is_contiguous()  # the head (the embedding, when tied) keeps its rows
+    assert net.output.weight.T.is_contiguous()  # the head is transposed too (the embedding with it, when tied)
+    assert Product((net.output,), 2).blocks[0][0] == "columns"
+    assert torch.equal(net.tok_embeddings(tokens), before["tok_embeddings.weight"][tokens])  # rows read by stride
     assert (net.tok_embeddings.weight is net.output.weight) == cfg.tie_embeddings
     final = torch.ones(1, cfg.d_model) * float(net.ln_final.weight.abs().max()) * cfg.d_model ** 0.5
     tol = matmul_tolerance(final, net.output.weight.T) * 4  # MKL reads a transposed weight in another order
