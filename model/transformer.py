@@ -513,8 +513,8 @@ class Transformer(nn.Module):
     def step(self, tokens: Tensor, kv_cache: KVCache) -> Tensor:
         """Logits (B, 1, V) for one new token per row (B, 1) after the cache's positions: `forward`'s maths, for
         decoding when no hook is attached. What it leaves out is Python: no hook points or module lookups (a
-        `StepPlan` holds the weights), about half the tensor operations, and each layer's q/k/v and gate/up read
-        in one product split across the CPU's threads (`Product`). Decoding a token reads every weight once, so
+        `StepPlan` holds the weights), and each layer's q/k/v and gate/up are read in one product split across
+        the CPU's threads (`Product`). Decoding a token reads every weight once, so
         its speed is the memory bandwidth (bench/bench_decode.py prints the fraction); tests check it gives
         forward's logits."""
         cfg = self.cfg

@@ -73,6 +73,17 @@ def test_the_step_equals_the_uncached_forward_at_each_position():
     torch.testing.assert_close(stepped, whole, atol=2e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("cfg", [tiny_config(), other_config()], ids=["plain RoPE", "Llama 3 scaling"])
+def test_the_steps_rope_turns_are_the_forwards_bit_for_bit(cfg):
+    """The step turns q and k by polar(1, position * theta) from its plan: the same bits as `positions`."""
+    from model.transformer import StepPlan
+
+    net = random_model(cfg, seed=0)
+    plan = StepPlan(net, 1)
+    for start in (0, 1, 7, 511, 4095, 131_071):
+        assert torch.equal(torch.polar(plan.ones, plan.theta * start), net.positions(start, 1)[0].view(-1)), start
+
+
 def test_a_hook_attached_sees_every_decoding_step():
     """The step is only for when nobody looks: a hook on any point still runs on each new token."""
     cfg = tiny_config()
