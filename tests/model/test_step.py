@@ -152,7 +152,8 @@ def test_lay_out_for_decoding_changes_no_value_and_takes_no_memory(cfg):
         joined = beside([a.wq.weight, a.wk.weight, a.wv.weight])
         assert joined is not None and joined.T.is_contiguous()
         assert joined.untyped_storage().nbytes() == joined.numel() * 4  # one buffer, no more
-        assert beside([m.w1.weight, m.w3.weight]) is not None and m.w2.weight.T.is_contiguous()
+        assert beside([m.w1.weight, m.w3.weight]) is not None
+        assert a.wo.weight.is_contiguous() and m.w2.weight.is_contiguous()  # these two keep their rows
         assert not a.wq.weight.requires_grad
     assert net.output.weight.T.is_contiguous()  # the head is transposed too (the embedding with it, when tied)
     assert Product((net.output,), 2).blocks[0][0] == "columns"
