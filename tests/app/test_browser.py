@@ -350,7 +350,7 @@ def test_browser_decoding_strategies(page, server):
     wait_text(page, "#dec-side", "width 2", 60_000)
 
     page.locator("button.label-wrap", has_text="Speculative decoding").click()
-    set_number(page, "dec-new", "6")
+    set_number(page, "dec-new", "3")  # six draft depths, each decoding this many tokens
     page.locator("#dec-spec").click()
     wait_text(page, "#dec-spec-note", "Measured 1 of", 60_000)
     page.locator("#dec-spec-stop").click()
