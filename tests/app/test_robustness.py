@@ -72,18 +72,21 @@ def test_eight_concurrent_sessions_each_get_their_own_results(server, real):
     assert not errors, errors[:3]
 
 
-def test_memory_stays_bounded_over_200_requests(client, runner):
+REQUESTS = 120  # after a warm-up, memory may grow by at most 1 MB a request: a kept trace or figure would pass that
+
+
+def test_memory_stays_bounded_over_many_requests(client, runner):
     L, H = runner.cfg.n_layers, runner.cfg.n_heads
     process = psutil.Process(os.getpid())  # the test server runs in this process
     for i in range(20):  # warm up allocator pools and caches
         client.predict(f"warm up number {i}", i % L, i % H, False, api_name="/attention")
     before = process.memory_info().rss
-    for i in range(200):
-        out = client.predict(f"Request {i}: the quick brown fox number {i} jumps", i % L, i % H, False,
+    for i in range(REQUESTS):  # one after another: from several visitors at once glibc's per-thread arenas add
+        out = client.predict(f"Request {i}: the quick brown fox number {i} jumps", i % L, i % H, False,  # ~200 MB
                              api_name="/attention")
         assert "weights" in out
     growth_mb = (process.memory_info().rss - before) / 2**20
-    assert growth_mb < 200, f"memory grew by {growth_mb:.0f} MB over 200 requests"
+    assert growth_mb < REQUESTS, f"memory grew by {growth_mb:.0f} MB over {REQUESTS} requests"
 
 
 def run_app(*args: str) -> subprocess.CompletedProcess:
