@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from model import load  # noqa: E402
-from playground import tab_tour  # noqa: E402
+from playground import walk  # noqa: E402
 from playground.runner import ModelRunner  # noqa: E402
 
 PROMPTS = ["The capital of France is Paris. The capital of Germany is", "def add(a, b):\n    return",
@@ -34,12 +34,12 @@ def main() -> None:
     for i in range(args.slides):
         prompt = PROMPTS[(i // 10) % len(PROMPTS)].replace("\n", " ")
         lines += [f"## Slide {i + 1}", f"prompt: {prompt}", "tab: tour", f"step: {i % 10 + 1}", ""]
-    deck = tab_tour.load_deck("\n".join(lines))
+    deck = walk.load_deck("\n".join(lines))
     assert not deck.problems, deck.problems
     started = time.perf_counter()
-    file, note = tab_tour.export(runner, {"fifty": deck}, None, tab_tour.Walk(), "fifty", False)
+    path, note = walk.export(runner, {"fifty": deck}, None, walk.Walk(), "fifty", False)
     seconds = time.perf_counter() - started
-    size = Path(file.value["path"]).stat().st_size
+    size = Path(path).stat().st_size
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs")
     print(f"{note} {len(deck.slides)} slides in {seconds:.1f} s ({seconds / len(deck.slides):.2f} s a slide); "
           f"the page is {size / 2**20:.1f} MB")

@@ -1,13 +1,16 @@
 """The HTTP API: stable endpoints for scripts and agents, each validating its input and answering errors as data.
 
-Every endpoint returns a dict; bad input (an empty or oversized prompt, NaN or out-of-range
-numbers, a layer that does not exist) comes back as `{"error": "..."}` and the server keeps
-serving. Numbers are checked by one validator, `number`, whatever their type on the wire.
+Every endpoint returns a dict; bad input (an empty or oversized prompt, a prompt that is not text, NaN or
+out-of-range numbers, a layer that does not exist) comes back as `{"error": "..."}` and the server keeps serving.
+Each setting is checked by the same function the tabs and the notebook use (`view`, and the sampler's control
+table, with the ranges the sliders have), whatever its type on the wire. Each call tokenizes its prompt once; where
+the prompt was changed to be encoded, the answer's `notes` say how. The docstrings' ranges are the loaded model's
+(`register` fills them in).
 """
 
 from __future__ import annotations
 
-import re
+import inspect
 from collections.abc import Iterator
 
 import gradio as gr
@@ -15,17 +18,21 @@ import torch
 
 from model.interventions import SWEEPS, Ablation, sweep_cost
 from model.routes import named_terms, route_graph
-from model.sampling import SamplerSettings, distribution
+from model.sampling import distribution
 
 from .runner import ModelRunner, PromptError
-from .trace import HEAD_STAT_KEYS
-from .ui import ANALYSES_AT_ONCE, HEAVY_JOBS_AT_ONCE, MAX_SWEEP_S, MODEL_CONCURRENCY, bind, number, visitor
+from .tab_intervene import heads_of
+from .tab_sampler import CONTROLS, sampler_settings
+from .trace import HEAD_STAT_KEYS, Trace
+from .ui import ANALYSES_AT_ONCE, HEAVY_JOBS_AT_ONCE, MAX_SWEEP_S, MODEL_CONCURRENCY, visitor
+from .ui import bind as bind_runner
+from .view import head_of, layer_of, number, position_of, text_of, threshold_of
 
 MAX_TOP_N = 200
 
 
 def tokenize(runner: ModelRunner, prompt: str, chat: bool = False) -> dict:
-    """Split a prompt into the model's tokens (SmolLM2's byte-level BPE).
+    """Split a prompt into the loaded model's tokens.
 
     Args:
         prompt: the text to tokenize.
@@ -50,8 +57,8 @@ def attention(runner: ModelRunner, prompt: str, layer: int, head: int, chat: boo
 
     Args:
         prompt: the text to run the model on.
-        layer: the layer, 0 to n_layers - 1 (SmolLM2: 0-29).
-        head: the query head, 0 to n_heads - 1 (SmolLM2: 0-8).
+        layer: the layer, LAYERS.
+        head: the query head, HEADS.
         chat: wrap the prompt in the chat template first.
 
     Returns:
@@ -59,12 +66,11 @@ def attention(runner: ModelRunner, prompt: str, layer: int, head: int, chat: boo
     """
     cfg = runner.cfg
     try:
-        layer = number(layer, "layer", 0, cfg.n_layers - 1, whole=True)
-        head = number(head, "head", 0, cfg.n_heads - 1, whole=True)
+        layer, head = layer_of(cfg, layer), head_of(cfg, head)
         trace = runner.analyze(prompt, bool(chat), lens=False)  # no tab will show its lens
-    except (PromptError, ValueError) as e:
+    except PromptError as e:
         return {"error": str(e)}
-    return {
+    return {**_notes(trace),
         "model": cfg.name, "layer": layer, "head": head, "kv_head": cfg.kv_head_of(head), "ids": trace.ids.tolist(),
         "text": [b.decode("utf-8", errors="replace") for b in trace.token_bytes],
         "weights": runner.layer(trace, layer).pattern[head].round(6).tolist(),
@@ -72,19 +78,15 @@ def attention(runner: ModelRunner, prompt: str, layer: int, head: int, chat: boo
     }
 
 
-def next_token(runner: ModelRunner, prompt: str, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-               min_p: float = 0.0, typical_p: float = 1.0, repetition_penalty: float = 1.0, order: str = "hf",
-               chat: bool = False, n: int = 10) -> dict:
+FIRST_SETTINGS = 6  # /next_token's first settings, before order, chat and n (their places since the first release)
+
+
+def next_token(runner: ModelRunner, prompt: str, *args, **kwargs) -> dict:
     """The next-token distribution after a prompt, through a sampler chain (Hugging Face or llama.cpp order).
 
     Args:
         prompt: the text to continue.
-        temperature: divide the logits by this; 0 = greedy.
-        top_k: keep the k most likely tokens; 0 = off.
-        top_p: keep the smallest set reaching this probability; 1 = off.
-        min_p: drop tokens below min_p times the top probability; 0 = off.
-        typical_p: locally typical sampling mass; 1 = off.
-        repetition_penalty: penalise tokens already in the prompt; 1 = off.
+SETTINGS_ARGS
         order: "hf" (transformers) or "llama.cpp" (temperature last).
         chat: wrap the prompt in the chat template first.
         n: how many of the most likely tokens to return (1-200).
@@ -92,22 +94,49 @@ def next_token(runner: ModelRunner, prompt: str, temperature: float = 1.0, top_k
     Returns:
         {ids, text, probs, kept (tokens left after the chain)}, or {error}.
     """
+    values = inspect.signature(next_token).bind(runner, prompt, *args, **kwargs)
+    values.apply_defaults()
+    given = dict(values.arguments)
     try:
-        settings = SamplerSettings(
-            temperature=number(temperature, "temperature"), top_k=number(top_k, "top_k", whole=True),
-            top_p=number(top_p, "top_p"), min_p=number(min_p, "min_p"), typical_p=number(typical_p, "typical_p"),
-            repetition_penalty=number(repetition_penalty, "repetition_penalty"), order=order,
-        )
-        n = number(n, "n", 1, MAX_TOP_N, whole=True)
-        ids, _, _ = runner.tokenize(prompt, bool(chat))
+        settings = sampler_settings(runner, given.pop("order"), **{c.name: given[c.name] for c in CONTROLS})
+        n = number(given["n"], "n", 1, MAX_TOP_N, whole=True)
+        ids, _, notes = runner.tokenize(prompt, bool(given["chat"]))
         logits = torch.from_numpy(runner.next_logits(ids))
-    except (PromptError, ValueError) as e:
+    except PromptError as e:
         return {"error": str(e)}
     probs = distribution(logits, settings, prompt_ids=ids)
     kept = int((probs > 0).sum())
     top = probs.topk(min(n, kept))
     return {"model": runner.cfg.name, "ids": top.indices.tolist(), "probs": [round(float(p), 6) for p in top.values],
-            "text": [runner.token_bytes(int(i)).decode("utf-8", "replace") for i in top.indices], "kept": kept}
+            "text": [runner.token_bytes(int(i)).decode("utf-8", "replace") for i in top.indices], "kept": kept,
+            **({"notes": notes} if notes else {})}
+
+
+def _sampler_parameters() -> list[inspect.Parameter]:
+    """/next_token's parameters after the prompt: the sampler's controls (the table the tab is built from, so a new
+    stage reaches the API), with order, chat and n after the first six, where they have always been."""
+    def setting(c) -> inspect.Parameter:
+        return inspect.Parameter(c.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=c.default,
+                                 annotation=int if c.whole else float)
+    p = inspect.Parameter
+    rest = [p("order", p.POSITIONAL_OR_KEYWORD, default="hf", annotation=str),
+            p("chat", p.POSITIONAL_OR_KEYWORD, default=False, annotation=bool),
+            p("n", p.POSITIONAL_OR_KEYWORD, default=10, annotation=int)]
+    return [*map(setting, CONTROLS[:FIRST_SETTINGS]), *rest, *map(setting, CONTROLS[FIRST_SETTINGS:])]
+
+
+_FIXED = [inspect.Parameter("runner", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=ModelRunner),
+          inspect.Parameter("prompt", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=str)]
+next_token.__signature__ = inspect.Signature([*_FIXED, *_sampler_parameters()], return_annotation=dict)
+next_token.__annotations__ = {**{q.name: q.annotation for q in next_token.__signature__.parameters.values()},
+                              "return": dict}
+next_token.__doc__ = next_token.__doc__.replace("SETTINGS_ARGS", "\n".join(
+    f"        {c.name}: {c.label}, {c.low:g} to {c.high:g}." for c in CONTROLS))
+
+
+def _notes(trace: Trace) -> dict:
+    """The answer's `notes`, when the prompt was changed to be encoded."""
+    return {"notes": list(trace.notes)} if trace.notes else {}
 
 
 def lens(runner: ModelRunner, prompt: str, position: int = -1, chat: bool = False, k: int = 5) -> dict:
@@ -120,23 +149,24 @@ def lens(runner: ModelRunner, prompt: str, position: int = -1, chat: bool = Fals
         k: how many of each layer's most likely next tokens to return (1-10).
 
     Returns:
-        {rows (embed, L0 .. L29), token (the text at that position), top: per row [{text, p}], rank_of_final}, or
+        {rows (embed, L0 .. LAST), token (the text at that position), top: per row [{text, p}], rank_of_final}, or
         {error}.
     """
     try:
         k = number(k, "k", 1, 10, whole=True)
-        ids, _, _ = runner.tokenize(prompt, bool(chat))
-        position = number(position, "position", -len(ids), len(ids) - 1, whole=True) % len(ids)
-        trace = runner.analyze(prompt, bool(chat), lens=False)
+        ids, text, notes = runner.tokenize(prompt, bool(chat))
+        position = position_of(len(ids), position)
+        trace = runner.analyze_tokens(ids, text, notes, bool(chat), lens=False)
         rows, result = runner.lens(trace, False)
-    except (PromptError, ValueError) as e:
+    except PromptError as e:
         return {"error": str(e)}
     top_ids, top_probs = result.top_ids[:, position, :k], result.top_probs[:, position, :k]
 
     def text(token: int) -> str:
         return runner.token_bytes(int(token)).decode("utf-8", "replace")
 
-    return {"model": runner.cfg.name, "rows": rows, "position": position, "token": text(trace.ids[position]),
+    return {**_notes(trace), "model": runner.cfg.name, "rows": rows, "position": position,
+            "token": text(trace.ids[position]),
             "top": [[{"text": text(t), "p": round(float(p), 6)} for t, p in zip(ids_row, p_row)]
                     for ids_row, p_row in zip(top_ids.tolist(), top_probs.tolist())],
             "rank_of_final": result.rank_final[:, position].tolist()}
@@ -145,7 +175,7 @@ def lens(runner: ModelRunner, prompt: str, position: int = -1, chat: bool = Fals
 def token_of(runner: ModelRunner, text: str, name: str) -> int:
     token = runner.first_token(text) if isinstance(text, str) and text.strip() else None
     if token is None:
-        raise ValueError(f"{name} must be a non-empty text (its first token is used), got {text!r}")
+        raise PromptError(f"{name} must be a non-empty text (its first token is used), got {text!r}")
     return token
 
 
@@ -163,12 +193,13 @@ def attribute(runner: ModelRunner, prompt: str, a: str, b: str, chat: bool = Fal
         {labels, parts (sum to total), heads[layer][head], total (the model's logit difference), scale}, or {error}.
     """
     try:
-        ids, _, _ = runner.tokenize(prompt, bool(chat))
+        ids, _, notes = runner.tokenize(prompt, bool(chat))
         a_id, b_id = token_of(runner, a, "a"), token_of(runner, b, "b")
         result = runner.attribute(ids, a_id, b_id)
-    except (PromptError, ValueError) as e:
+    except PromptError as e:
         return {"error": str(e)}
-    return {"model": runner.cfg.name, "a": a_id, "b": b_id, "labels": result.labels,
+    return {**({"notes": notes} if notes else {}), "model": runner.cfg.name, "a": a_id, "b": b_id,
+            "labels": result.labels,
             "parts": [round(float(v), 6) for v in result.parts], "heads": result.heads.round(decimals=6).tolist(),
             "total": result.total, "scale": result.scale}
 
@@ -190,16 +221,15 @@ def routes(runner: ModelRunner, prompt: str, position: int = -1, threshold: floa
         target, head (-1 but for "attn"), importance (renormalised), raw}]}, or {error}.
     """
     try:
-        threshold = number(threshold, "threshold", 0, 1)
-        if not 0 < threshold < 1:
-            raise ValueError(f"threshold must be between 0 and 1 (exclusive), got {threshold:g}")
-        ids, _, _ = runner.tokenize(prompt, bool(chat))
-        position = number(position, "position", -len(ids), len(ids) - 1, whole=True) % len(ids)
-        trace = runner.analyze(prompt, bool(chat), lens=False)
+        threshold = threshold_of(threshold)
+        ids, text, notes = runner.tokenize(prompt, bool(chat))
+        position = position_of(len(ids), position)
+        trace = runner.analyze_tokens(ids, text, notes, bool(chat), lens=False)
         graph = route_graph(runner.routes(trace), position, threshold)
-    except (PromptError, ValueError) as e:
+    except PromptError as e:
         return {"error": str(e)}
-    return {"model": runner.cfg.name, "tokens": [b.decode("utf-8", "replace") for b in trace.token_bytes],
+    return {**_notes(trace), "model": runner.cfg.name,
+            "tokens": [b.decode("utf-8", "replace") for b in trace.token_bytes],
             "position": position, "threshold": threshold,
             "edges": [{"kind": e.kind, "layer": e.layer, "source": e.source, "target": e.target, "head": e.head,
                        "importance": round(e.importance, 6), "raw": round(e.raw, 6)} for e in graph.edges]}
@@ -213,8 +243,8 @@ def why_attend(runner: ModelRunner, prompt: str, layer: int, head: int, query: i
 
     Args:
         prompt: the text to run the model on.
-        layer: the layer, 0 to n_layers - 1 (SmolLM2: 0-29).
-        head: the query head, 0 to n_heads - 1 (SmolLM2: 0-8).
+        layer: the layer, LAYERS.
+        head: the query head, HEADS.
         query: the attending position (negative counts from the end; -1 = last).
         key: the attended position, 0 to query (negative counts from the end).
         chat: wrap the prompt in the chat template first.
@@ -225,25 +255,22 @@ def why_attend(runner: ModelRunner, prompt: str, layer: int, head: int, query: i
     """
     cfg = runner.cfg
     try:
-        layer = number(layer, "layer", 0, cfg.n_layers - 1, whole=True)
-        head = number(head, "head", 0, cfg.n_heads - 1, whole=True)
-        ids, _, _ = runner.tokenize(prompt, bool(chat))
-        query = number(query, "query", -len(ids), len(ids) - 1, whole=True) % len(ids)
-        key = number(key, "key", -len(ids), len(ids) - 1, whole=True) % len(ids)
+        layer, head = layer_of(cfg, layer), head_of(cfg, head)
+        ids, text, notes = runner.tokenize(prompt, bool(chat))
+        query, key = position_of(len(ids), query, "query"), position_of(len(ids), key, "key")
         if key > query:
-            raise ValueError(f"key must be at or before the query ({query}): a head attends only to earlier tokens")
-        trace = runner.analyze(prompt, bool(chat), lens=False)
+            raise PromptError(f"key must be at or before the query ({query}): a head attends only to earlier tokens")
+        trace = runner.analyze_tokens(ids, text, notes, bool(chat), lens=False)
         split = runner.score_split(trace, layer, head, query, key)
         weight = float(runner.layer(trace, layer).pattern[head, query, key])
-    except (PromptError, ValueError) as e:
+    except PromptError as e:
         return {"error": str(e)}
     text = [repr(b.decode("utf-8", "replace")) for b in trace.token_bytes]
-    return {"model": cfg.name, "layer": layer, "head": head, "query": query, "key": key, "labels": split.labels,
+    return {**_notes(trace), "model": cfg.name, "layer": layer, "head": head, "query": query, "key": key,
+            "labels": split.labels,
             "terms": split.terms.numpy().round(6).tolist(), "total": split.score, "weight": round(weight, 6),
             "largest": [{"name": n, "value": round(v, 6)} for n, v in named_terms(split, text[query], text[key])]}
 
-
-HEAD = re.compile(r"^\s*L(\d+)\s*H(\d+)\s*$", re.IGNORECASE)
 
 
 def ablate(runner: ModelRunner, prompt: str, heads: str = "", attention_layers: list | None = None,
@@ -265,24 +292,20 @@ def ablate(runner: ModelRunner, prompt: str, heads: str = "", attention_layers: 
     """
     cfg = runner.cfg
     try:
-        picked = set()
-        for part in [p for p in (heads or "").split(",") if p.strip()]:
-            match = HEAD.match(part)
-            if not match:
-                raise ValueError(f"heads must look like 'L3H2, L14H0', got {part.strip()!r}")
-            picked.add((number(int(match[1]), "head layer", 0, cfg.n_layers - 1, whole=True),
-                        number(int(match[2]), "head", 0, cfg.n_heads - 1, whole=True)))
-        layers = {name: frozenset(number(l, name, 0, cfg.n_layers - 1, whole=True) for l in values or [])
+        picked = heads_of(cfg, text_of(heads or "", "heads"))
+        layers = {name: frozenset(layer_of(cfg, l, name) for l in values or [])
                   for name, values in (("attention_layers", attention_layers), ("mlp_layers", mlp_layers))}
-        ablation = Ablation(frozenset(picked), layers["attention_layers"], layers["mlp_layers"], mode=mode)
+        if mode not in ("zero", "mean"):
+            raise PromptError(f"mode must be 'zero' or 'mean', got {mode!r}")
+        ablation = Ablation(picked, layers["attention_layers"], layers["mlp_layers"], mode=mode)
         if ablation.empty:
-            raise ValueError("nothing to ablate: give heads, attention_layers or mlp_layers")
+            raise PromptError("nothing to ablate: give heads, attention_layers or mlp_layers")
         trace = runner.analyze(prompt, bool(chat), lens=False)
         top = [int(t) for t in torch.from_numpy(trace.next_logits).topk(2).indices]
         a_id = token_of(runner, a, "a") if a else top[0]
         b_id = token_of(runner, b, "b") if b else next(t for t in top if t != a_id)
         after = runner.ablate(trace, ablation)
-    except (PromptError, ValueError) as e:
+    except PromptError as e:
         return {"error": str(e)}
 
     def top10(logits) -> list[dict]:
@@ -292,7 +315,7 @@ def ablate(runner: ModelRunner, prompt: str, heads: str = "", attention_layers: 
                 for v, t in zip(best.values, best.indices)]
 
     before = trace.next_logits
-    return {"model": cfg.name, "before": top10(before), "after": top10(after),
+    return {**_notes(trace), "model": cfg.name, "before": top10(before), "after": top10(after),
             "logit_difference": {"a": a_id, "b": b_id, "before": float(before[a_id] - before[b_id]),
                                  "after": float(after[a_id] - after[b_id])}}
 
@@ -318,21 +341,21 @@ def patch(runner: ModelRunner, clean: str, corrupted: str, a: str, b: str, sweep
     try:
         with runner.heavy_job(visitor(request), "a patching sweep (/patch)"):
             yield from _patch(runner, clean, corrupted, a, b, sweep)
-    except (PromptError, ValueError) as e:
+    except PromptError as e:
         yield {"error": str(e)}
 
 
 def _patch(runner: ModelRunner, clean: str, corrupted: str, a: str, b: str, sweep: str) -> Iterator[dict]:
     """/patch's steps: a progress line after each layer, then the result."""
     if sweep not in SWEEPS:
-        raise ValueError(f"sweep must be one of {list(SWEEPS)}, got {sweep!r}")
+        raise PromptError(f"sweep must be one of {list(SWEEPS)}, got {sweep!r}")
     kind = SWEEPS[sweep]
     clean_ids, _, _ = runner.tokenize(clean, False)
     corrupted_ids, _, _ = runner.tokenize(corrupted, False)
     cfg = runner.cfg
     estimate = runner.estimate_seconds(sweep_cost(kind, cfg.n_layers, len(clean_ids), cfg.n_heads))
     if estimate > MAX_SWEEP_S:
-        raise ValueError(f"this sweep would take about {estimate:.0f} s; the limit is {MAX_SWEEP_S} s")
+        raise PromptError(f"this sweep would take about {estimate:.0f} s; the limit is {MAX_SWEEP_S} s")
     clean_diff, corrupt_diff, rows = runner.patching(clean_ids, corrupted_ids, kind, token_of(runner, a, "a"),
                                                      token_of(runner, b, "b"))
     values = []
@@ -347,14 +370,22 @@ def _patch(runner: ModelRunner, clean: str, corrupted: str, a: str, b: str, swee
 def register(runner: ModelRunner) -> None:
     """Add the endpoints to the Blocks being built (call inside `with gr.Blocks()`). The public ones are also the MCP
     server's tools (all read the model, none change anything); /ablate and /patch are callable but kept out of the
-    API page and the tools (they run the model many times)."""
-    gr.api(bind(tokenize, runner), api_name="tokenize")
-    gr.api(bind(attention, runner), api_name="attention", concurrency_limit=ANALYSES_AT_ONCE)  # batched analyses
-    gr.api(bind(next_token, runner), api_name="next_token", concurrency_limit=MODEL_CONCURRENCY)
-    gr.api(bind(lens, runner), api_name="lens", concurrency_limit=MODEL_CONCURRENCY)
-    gr.api(bind(attribute, runner), api_name="attribute", concurrency_limit=MODEL_CONCURRENCY)
-    gr.api(bind(routes, runner), api_name="routes", concurrency_limit=MODEL_CONCURRENCY)
-    gr.api(bind(why_attend, runner), api_name="why_attend", concurrency_limit=MODEL_CONCURRENCY)
-    gr.api(bind(ablate, runner), api_name="ablate", concurrency_limit=MODEL_CONCURRENCY, api_visibility="undocumented")
-    gr.api(bind(patch, runner), api_name="patch", concurrency_limit=HEAVY_JOBS_AT_ONCE, concurrency_id="heavy_job",
+    API page and the tools (they run the model many times). The docstrings name the loaded model's ranges."""
+    cfg = runner.cfg
+
+    def bind(fn):
+        bound = bind_runner(fn, runner)
+        bound.__doc__ = (fn.__doc__.replace("LAYERS", f"0 to {cfg.n_layers - 1}")
+                         .replace("HEADS", f"0 to {cfg.n_heads - 1}").replace("LAST", str(cfg.n_layers - 1)))
+        return bound
+
+    gr.api(bind(tokenize), api_name="tokenize")
+    gr.api(bind(attention), api_name="attention", concurrency_limit=ANALYSES_AT_ONCE)  # batched analyses
+    gr.api(bind(next_token), api_name="next_token", concurrency_limit=MODEL_CONCURRENCY)
+    gr.api(bind(lens), api_name="lens", concurrency_limit=MODEL_CONCURRENCY)
+    gr.api(bind(attribute), api_name="attribute", concurrency_limit=MODEL_CONCURRENCY)
+    gr.api(bind(routes), api_name="routes", concurrency_limit=MODEL_CONCURRENCY)
+    gr.api(bind(why_attend), api_name="why_attend", concurrency_limit=MODEL_CONCURRENCY)
+    gr.api(bind(ablate), api_name="ablate", concurrency_limit=MODEL_CONCURRENCY, api_visibility="undocumented")
+    gr.api(bind(patch), api_name="patch", concurrency_limit=HEAVY_JOBS_AT_ONCE, concurrency_id="heavy_job",
            api_visibility="undocumented")

@@ -29,7 +29,7 @@ Progress = Callable[[float, str], None]  # (fraction done, what is happening)
 
 
 @dataclass(eq=False)
-class Analysis:
+class PromptRequest:
     """One prompt waiting to be analysed, and what became of it."""
 
     ids: list[int]
@@ -41,7 +41,7 @@ class Analysis:
     error: BaseException | None = None
 
 
-def pack(waiting: list[Analysis], max_tokens: int = MAX_BATCH_TOKENS) -> list[Analysis]:
+def pack(waiting: list[PromptRequest], max_tokens: int = MAX_BATCH_TOKENS) -> list[PromptRequest]:
     """The oldest waiting analysis and every later one that still fits: batch size x longest prompt <= max_tokens."""
     if not waiting:
         return []
@@ -57,14 +57,14 @@ def pack(waiting: list[Analysis], max_tokens: int = MAX_BATCH_TOKENS) -> list[An
 class Batcher:
     """The waiting list, and batched runs of it by whoever gets the model first."""
 
-    def __init__(self, hold: Hold, run: Callable[[list[Analysis]], list[Trace]], n_layers: int,
+    def __init__(self, hold: Hold, run: Callable[[list[PromptRequest]], list[Trace]], n_layers: int,
                  max_tokens: int = MAX_BATCH_TOKENS, busy_with: Callable[[], str] = lambda: "") -> None:
         self._hold = hold
         self._busy_with = busy_with  # what holds the model now, for a waiting visitor
         self._run = run
         self._n_layers = n_layers
         self.max_tokens = max_tokens
-        self._waiting: list[Analysis] = []
+        self._waiting: list[PromptRequest] = []
         self._mutex = threading.Lock()
         self._token_layer_s = TOKEN_LAYER_S  # measured on batched runs as they happen, for estimates
         self._last_active = time.monotonic()  # the last arrival or batched run
@@ -79,7 +79,7 @@ class Batcher:
         more, so background work waits for a quiet moment, not just an empty list."""
         return 0.0 if self._waiting else time.monotonic() - self._last_active
 
-    def submit(self, request: Analysis, wait_s: float, progress: Progress | None = None) -> Trace:
+    def submit(self, request: PromptRequest, wait_s: float, progress: Progress | None = None) -> Trace:
         """Queue the request and return its trace once a batched run (ours or another request's) has made it;
         ModelBusyError if the model stays busy for wait_s."""
         with self._mutex:

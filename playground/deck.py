@@ -12,7 +12,8 @@
 A slide's fields come first, one `name: value` a line: `prompt` (the text analysed; the previous slide's if left
 out), `chat` (yes/no), `tab` (a tab's id, or `tour` with `step: N` for a step of the guided tour), and the view's
 state under the names prepared links use (`layer`, `head`, `pos`, `threshold`, the Sampler's `temperature`,
-`top_p`, ...). A slide that does not parse, names an unknown tab or field, or a value out of range is left out
+`top_p`, ...): the fields of each tab that can be a slide come from `registry.slides()`, its link parameters. A slide
+that does not parse, names an unknown tab or field, or a value out of range is left out
 with a message naming the slide and the field; the others still load.
 """
 
@@ -22,8 +23,10 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .tour import STEPS
+
 BUILT_IN = Path(__file__).with_name("decks")  # the decks the page offers (?deck=<file name without .md>)
-TOUR_STEPS = 10
+TOUR_STEPS = len(STEPS)  # a deck's `tour` slide names one of the tour's steps
 COMMON_FIELDS = {"prompt", "chat", "tab"}
 YES, NO = ("1", "yes", "true", "on"), ("0", "no", "false", "off")
 

@@ -1,7 +1,9 @@
-"""The app's tabs, in order: (label, id, module). The shell builds, tracks and renders tabs from this list alone.
+"""The app's tabs, in order: (label, module, main figure). The shell builds, tracks and renders tabs from this list
+alone.
 
-Adding a tab is one module with `build(ctx: TabContext) -> TabView` and one line here. The
-id is what `?tab=` links use.
+Adding a tab is one module with a `TAB_ID` (what `?tab=` links use), `build(ctx: TabContext) -> TabView` and its
+named views (`VIEWS`, see `view`), and one line here; naming its `SLIDE` view makes it a deck's slide, and adding it
+to `views.BY_TAB` lets the tour, decks and the notebook call its views by name.
 """
 
 from __future__ import annotations
@@ -18,9 +20,23 @@ from . import (
 @dataclass(frozen=True)
 class Tab:
     label: str  # what the tab says
-    id: str  # for links (?tab=...) and the active-tab state
-    module: ModuleType  # has build(ctx) -> TabView
+    module: ModuleType  # has TAB_ID and build(ctx) -> TabView; VIEWS and SLIDE if its views are shown elsewhere
     figure: str  # elem_id of its main figure (what must fit a phone or a projector)
+
+    @property
+    def id(self) -> str:
+        """For links (?tab=...) and the active-tab state: the module's TAB_ID."""
+        return self.module.TAB_ID
+
+    @property
+    def views(self) -> dict:
+        """The tab's named views: name -> view(runner, trace, **state) -> View (`views.show` calls them)."""
+        return dict(getattr(self.module, "VIEWS", {}))
+
+    @property
+    def slide(self) -> str | None:
+        """The view a deck's slide of this tab shows (None: it cannot be a slide)."""
+        return getattr(self.module, "SLIDE", None)
 
     @property
     def keys(self) -> tuple:
@@ -39,19 +55,19 @@ class Tab:
 
 
 TABS = (
-    Tab("Tour", tab_tour.TAB_ID, tab_tour, "tour-slide"),
-    Tab("Tokenization", "tokenization", tab_tokenization, "token-spans"),
-    Tab("Attention", "attention", tab_attention, "attn-heatmap"),
-    Tab("RoPE", "rope", tab_rope, "rope-pairs"),
-    Tab("Logit lens", tab_lens.TAB_ID, tab_lens, "lens-grid"),
-    Tab("Sampler", "sampler", tab_sampler, "samp-bars"),
-    Tab("Decoding", "decoding", tab_decoding, "dec-tree"),
-    Tab("Intervene", "intervene", tab_intervene, "int-grid"),
-    Tab("Routes", tab_routes.TAB_ID, tab_routes, "routes-graph"),
-    Tab("Embeddings", "embeddings", tab_embeddings, "emb-neighbours"),
-    Tab("Inside a block", "block", tab_block, "blk-norms"),
-    Tab("Arithmetic", "arithmetic", tab_arithmetic, "ar-flops"),
-    Tab("Train BPE", "bpe", tab_bpe, "bpe-replay"),
+    Tab("Tour", tab_tour, "tour-slide"),
+    Tab("Tokenization", tab_tokenization, "token-spans"),
+    Tab("Attention", tab_attention, "attn-heatmap"),
+    Tab("RoPE", tab_rope, "rope-pairs"),
+    Tab("Logit lens", tab_lens, "lens-grid"),
+    Tab("Sampler", tab_sampler, "samp-bars"),
+    Tab("Decoding", tab_decoding, "dec-tree"),
+    Tab("Intervene", tab_intervene, "int-grid"),
+    Tab("Routes", tab_routes, "routes-graph"),
+    Tab("Embeddings", tab_embeddings, "emb-neighbours"),
+    Tab("Inside a block", tab_block, "blk-norms"),
+    Tab("Arithmetic", tab_arithmetic, "ar-flops"),
+    Tab("Train BPE", tab_bpe, "bpe-replay"),
 )
 TAB_IDS = tuple(tab.id for tab in TABS)
 DEFAULT_TAB = "tokenization"  # the page opens here (on the Tour when started with a deck)

@@ -39,7 +39,8 @@ from model.lens import LensResult, lens_logits
 from model.routes import Flow, ScoreSplit, collect_flow, direct_logits, flow_layers, head_output, score_split
 from model.sampling import dry_breaker_ids
 
-from .batcher import Analysis, Batcher, Progress
+from .batcher import PromptRequest, Batcher, Progress
+from .view import text_of
 from .errors import ModelBusyError, PromptError, TraceDropped
 from .export import export_trace
 from .lens_worker import BackgroundLens, advance_lens
@@ -168,14 +169,18 @@ class ModelRunner:
 
     def tokenize(self, prompt: str, chat: bool) -> tuple[list[int], str, list[str]]:
         """Token ids for a prompt (in the chat template if asked), the text encoded, and notes on what was changed."""
-        if prompt is None or not str(prompt).strip():
+        if prompt is None or isinstance(prompt, str) and not prompt.strip():
             raise PromptError("Type a prompt first: there is nothing to analyze yet.")
-        prompt = str(prompt)
+        prompt = text_of(prompt)
         if len(prompt) > MAX_PROMPT_CHARS:
             raise PromptError(f"That prompt is {len(prompt):,} characters; the limit is {MAX_PROMPT_CHARS:,} "
                               f"(and {self.max_tokens} tokens). Try a shorter passage.")
         notes = []
         bad = self._enc.unencodable(prompt)
+        if bad and len(bad) == len(prompt) - sum(c.isspace() for c in prompt):
+            shown = ", ".join(f"U+{ord(c):04X}" for _, c in bad[:3])
+            raise PromptError(f"This tokenizer has no bytes for any character of the prompt ({shown}): there is "
+                              f"nothing it can encode. Type some text.")
         if bad:
             shown = ", ".join(f"U+{ord(c):04X}" for _, c in bad[:3])
             notes.append(f"{len(bad)} character(s) this tokenizer has no bytes for ({shown}) were replaced by U+FFFD.")
@@ -194,8 +199,12 @@ class ModelRunner:
     def analyze(self, prompt: str, chat: bool = False, progress: Progress | None = None, lens: bool = True) -> Trace:
         """Run the model on a prompt (batched with any others waiting) and keep what the tabs show; with `lens`,
         its logit lens follows in the background."""
-        ids, prompt, notes = self.tokenize(prompt, chat)
-        trace = self.batcher.submit(Analysis(ids, prompt, chat, notes), self.wait_s, progress)
+        return self.analyze_tokens(*self.tokenize(prompt, chat), chat, progress, lens)
+
+    def analyze_tokens(self, ids: list[int], prompt: str, notes: list[str], chat: bool = False,
+                       progress: Progress | None = None, lens: bool = True) -> Trace:
+        """`analyze` of a prompt already tokenized (`tokenize`'s ids, text and notes)."""
+        trace = self.batcher.submit(PromptRequest(ids, prompt, chat, notes), self.wait_s, progress)
         self.budget.admit(trace)
         if lens:
             self.lens_later(trace)

@@ -368,16 +368,17 @@ def main() -> int:
     runner = ModelRunner(net, enc, memory_mb=args.trace_memory_mb)
     decks, deck = {}, ""
     if args.deck:
-        from playground.tab_tour import load_deck
+        from playground.walk import checked_decks, deck_name, load_deck
 
         try:
-            deck = Path(args.deck).stem
+            deck = deck_name(Path(args.deck))
             decks[deck] = load_deck(Path(args.deck).read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError) as e:
             print(f"error: cannot read the deck {args.deck}: {e}", file=sys.stderr)
             return 1
-        for problem in decks[deck].problems:
+        for problem in checked_decks(runner, decks)[deck].problems:  # prompts over the token cap too
             print(f"deck {args.deck}: {problem}", file=sys.stderr)
+        print(f"deck {args.deck}: {len(decks[deck].slides)} slides, linked as ?deck={deck}", file=sys.stderr)
     app = create_app(runner, note, decks, deck)
     queued(app, runner=runner).launch(server_name=args.host, server_port=args.port, share=args.share,
                                       **launch_options())

@@ -17,6 +17,10 @@ from .runner import ModelRunner, PromptError
 from .trace import Trace
 from .ui import HEAVY, READ_ONLY, Event, TabContext, TabView, bind, font_scale, heavy_job, intro
 
+TAB_ID = "arithmetic"
+VIEWS: dict = {}  # nothing of this tab is shown elsewhere yet
+SLIDE = None  # no view of this tab can be a slide yet
+
 FORMULAS = {
     "embedding": "V·D",
     "attention": "L·(D·H·Dh + 2·D·G·Dh + H·Dh·D)",

@@ -16,10 +16,13 @@ from .figures.attention import (
 from .figures.tokens import axis_labels
 from .runner import ModelRunner, PromptError
 from .trace import HEAD_STAT_NAMES, Trace, attention_stages, uniform_entropy
+from .view import View, head_of, layer_of
 from .ui import (
     LAYER_VIEW, Link, READ_ONLY, Event, TabContext, TabView, arrows, bind, font_scale, grid_side, intro, layer_head,
     scriptable,
 )
+
+TAB_ID = "attention"
 
 KEYS = (*arrows("attn-head", "head"), *arrows("attn-layer", "layer", "ArrowDown", "ArrowUp"))
 LINKS = (Link("layer", "attn-layer"), Link("head", "attn-head"))
@@ -52,6 +55,32 @@ def stats_table(runner: ModelRunner, trace: Trace | None, sort: str) -> pd.DataF
                              kind="stable").reset_index(drop=True)
 
 
+def pattern(runner: ModelRunner, trace: Trace, layer: int = 0, head: int = 0, large: bool = False) -> View:
+    """One head's attention pattern as a heatmap (the causal mask and any sliding window in grey), and its
+    statistics: the Attention tab's main view."""
+    cfg = runner.cfg
+    layer, head = layer_of(cfg, layer), head_of(cfg, head)
+    tensors = runner.layer(trace, layer)
+    stats = trace.head_stats[layer, head]
+    heatmap = attention_heatmap(tensors.pattern[head], axis_labels(trace.token_bytes),
+                                f"Attention pattern, {_name(cfg, layer, head)}", font_scale=font_scale(large),
+                                window=cfg.sliding_window)
+    summary = (
+        f"**{_name(cfg, layer, head)}** · to first token {stats[0]:.3f} · to previous token {stats[1]:.3f} · "
+        f"to self {stats[2]:.3f} · entropy {stats[3]:.2f} bits (a causal head spreading evenly: "
+        f"{uniform_entropy(trace.n_tokens):.2f})"
+    )
+    return View(heatmap, summary)
+
+
+VIEWS = {"pattern": pattern}
+SLIDE = "pattern"  # the view a deck's slide of this tab shows
+
+
+def _name(cfg, layer: int, head: int) -> str:
+    return f"layer {layer}, head {head} (reads key/value head {cfg.kv_head_of(head)})"
+
+
 def render_head(runner: ModelRunner, trace: Trace | None, layer: int, head: int, large: bool):
     """Everything that depends on (layer, head): the figures and the layer's clickable grid."""
     cfg = runner.cfg
@@ -64,13 +93,11 @@ def render_head(runner: ModelRunner, trace: Trace | None, layer: int, head: int,
     labels = axis_labels(trace.token_bytes)
     T = trace.n_tokens
     try:
+        shown_head = pattern(runner, trace, layer, head, large)
         tensors = runner.layer(trace, layer)
     except PromptError as e:  # dropped to make room, or the model stayed busy
         return gr.update(), gr.update(), gr.update(), gqa, gr.update(), f"⚠️ {e}"
-    name = f"layer {layer}, head {head} (reads key/value head {kv})"
-    heatmap = attention_heatmap(tensors.pattern[head], labels, f"Attention pattern, {name}", font_scale=scale,
-                                window=cfg.sliding_window)
-
+    name = _name(cfg, layer, head)
     start = max(0, T - MAX_DETAIL)
     window = slice(start, T)
     shown = f" — positions {start}–{T - 1} of {T}" if start else ""
@@ -89,13 +116,7 @@ def render_head(runner: ModelRunner, trace: Trace | None, layer: int, head: int,
 
     side = grid_side(cfg.n_heads)
     layer_grid = mosaic(tensors.pattern.reshape(-1, side, T, T), LAYER_CELL, highlight=divmod(head, side))
-    stats = trace.head_stats[layer, head]
-    summary = (
-        f"**{name}** · to first token {stats[0]:.3f} · to previous token {stats[1]:.3f} · "
-        f"to self {stats[2]:.3f} · entropy {stats[3]:.2f} bits (a causal head spreading evenly: "
-        f"{uniform_entropy(T):.2f})"
-    )
-    return heatmap, stage_fig, vector_fig, gqa, layer_grid, summary
+    return shown_head.figure, stage_fig, vector_fig, gqa, layer_grid, shown_head.note
 
 
 def render_overview(trace: Trace | None) -> np.ndarray | None:

@@ -14,7 +14,10 @@ from .figures.block import activations_figure, gains_figure, neurons_figure, nor
 from .figures.tokens import axis_labels
 from .runner import ModelRunner, PromptError
 from .trace import Trace
+from .view import View, layer_of, position_of
 from .ui import LAYER_VIEW, Link, Event, TabContext, TabView, bind, clamp, font_scale, intro, arrows
+
+TAB_ID = "block"
 
 KEYS = (*arrows("blk-position", "token"), *arrows("blk-layer", "layer", "ArrowDown", "ArrowUp"))
 LINKS = (Link("layer", "blk-layer"), Link("pos", "blk-position"))
@@ -32,6 +35,28 @@ def sparsity(post: np.ndarray) -> float:
     return float((np.abs(post) < SMALL * largest).mean())
 
 
+def norms(runner: ModelRunner, trace: Trace, large: bool = False) -> View:
+    """The residual stream's norm after the embedding and after every layer, at every position."""
+    rows = ["embed"] + [f"L{l}" for l in range(runner.cfg.n_layers)]
+    values = np.linalg.norm(runner.budget.use(trace), axis=-1)  # (L + 1, T)
+    last = values[:, -1]
+    note = (f"At the last token the norm grows from {last[0]:.2f} after the embedding to {last[-1]:.1f} after the "
+            f"last layer.")
+    return View(residual_norms_figure(values, axis_labels(trace.token_bytes), rows, font_scale=font_scale(large)), note)
+
+
+def neurons(runner: ModelRunner, trace: Trace, layer: int = 0, pos: int = -1, large: bool = False) -> View:
+    """The MLP's strongest neurons at one layer and token (what each writes), with the block's arithmetic as the
+    note: the Inside-a-block tab's main view."""
+    note, _, figure, _ = _block(runner, trace, layer_of(runner.cfg, layer), position_of(trace.n_tokens, pos),
+                                font_scale(large))
+    return View(figure, note)
+
+
+VIEWS = {"neurons": neurons, "norms": norms}
+SLIDE = "neurons"  # the view a deck's slide of this tab shows
+
+
 def overview(runner: ModelRunner, trace: Trace | None, large: bool):
     """(residual norms, gains): what does not depend on the layer and token chosen."""
     scale, cfg = font_scale(large), runner.cfg
@@ -39,22 +64,26 @@ def overview(runner: ModelRunner, trace: Trace | None, large: bool):
     gains = gains_figure(runner.norm_gains, gain_labels, font_scale=scale)
     if trace is None or trace.resid is None:
         return None, gains
-    rows = ["embed"] + [f"L{l}" for l in range(cfg.n_layers)]
-    norms = np.linalg.norm(trace.resid, axis=-1)  # (L + 1, T)
-    return residual_norms_figure(norms, axis_labels(trace.token_bytes), rows, font_scale=scale), gains
+    return norms(runner, trace, large).figure, gains
 
 
 def render(runner: ModelRunner, trace: Trace | None, layer: int, position: int, large: bool):
     """(note, RMSNorm steps, neurons, activations) for one layer and token."""
-    scale, cfg = font_scale(large), runner.cfg
+    cfg = runner.cfg
     if trace is None:
         return "Analyze a prompt first.", None, None, None
     layer, position = clamp(layer, 0, cfg.n_layers - 1), clamp(position, 0, trace.n_tokens - 1)
-    labels = axis_labels(trace.token_bytes)
     try:
-        view = runner.block(trace, layer, position)
+        return _block(runner, trace, layer, position, font_scale(large))
     except PromptError as e:  # dropped to make room, or the model stayed busy
         return f"⚠️ {e}", None, None, None
+
+
+def _block(runner: ModelRunner, trace: Trace, layer: int, position: int, scale: float):
+    """(note, RMSNorm steps, neurons, activations) for one layer and token, checked."""
+    cfg = runner.cfg
+    labels = axis_labels(trace.token_bytes)
+    view = runner.block(trace, layer, position)
     x = view.resid_pre
     steps = norm_steps_figure(x, view.scale1, view.gain1, view.eps,
                               f"Layer {layer}'s ln1 on token {labels[position]}: RMS {view.scale1:.3f}, "
@@ -62,9 +91,9 @@ def render(runner: ModelRunner, trace: Trace | None, layer: int, position: int, 
                               font_scale=scale)
     size = np.abs(view.post) * view.w2_norms
     top = np.argsort(-size)[:TOP_NEURONS]
-    neurons = neurons_figure(top, size[top], view.gate[top], view.up[top], view.post[top],
-                             f"Top {TOP_NEURONS} neurons, layer {layer}, {labels[position]} (red: post < 0)",
-                             font_scale=scale)
+    neurons_fig = neurons_figure(top, size[top], view.gate[top], view.up[top], view.post[top],
+                                 f"Top {TOP_NEURONS} neurons, layer {layer}, {labels[position]} (red: post < 0)",
+                                 font_scale=scale)
     relu, gel = np.maximum(view.gate, 0) * view.up, gelu(view.gate) * view.up
     note = (f"**Layer {layer}, token {labels[position]}.** RMSNorm divides by RMS = √(mean x² + ε) = {view.scale1:.3f} "
             f"(ln1) and {view.scale2:.3f} (ln2), then multiplies by the gain; LayerNorm would also subtract the mean "
@@ -74,7 +103,7 @@ def render(runner: ModelRunner, trace: Trace | None, layer: int, position: int, 
             f"with ReLU instead {100 * sparsity(relu):.0f}% ({100 * (view.gate <= 0).mean():.0f}% exactly zero), "
             f"with GELU {100 * sparsity(gel):.0f}%. The largest neuron writes ‖·‖ = {size[top[0]]:.3f}; the whole MLP "
             f"output has ‖·‖ = {np.linalg.norm(view.mlp_out):.3f}.")
-    return note, steps, neurons, activations_figure(view.gate, view.post, font_scale=scale)
+    return note, steps, neurons_fig, activations_figure(view.gate, view.post, font_scale=scale)
 
 
 def after_analyze(runner: ModelRunner, trace: Trace | None, layer: int, position: int, large: bool):

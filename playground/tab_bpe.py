@@ -19,6 +19,10 @@ from .runner import ModelRunner
 from .trace import Trace
 from .ui import READ_ONLY, Event, TabContext, TabView, bind, clamp, font_scale, session_state, intro
 
+TAB_ID = "bpe"
+VIEWS: dict = {}  # nothing of this tab is shown elsewhere yet
+SLIDE = None  # no view of this tab can be a slide yet
+
 TEXT = ("the cat sat on the mat. the cat ate the rat. a fat cat sat on a flat mat; the rat ran from the fat cat, "
         "and the cat chased the rat around the mat until the rat hid under the hat.")
 

@@ -36,6 +36,10 @@ from .ui import (
     token_text,
 )
 
+TAB_ID = "decoding"
+VIEWS: dict = {}  # nothing of this tab is shown elsewhere yet
+SLIDE = None  # no view of this tab can be a slide yet
+
 CSS = DECODING_CSS
 NEW_TOKENS = (1, 48)  # tokens each strategy may generate
 WIDTH = (1, 8)  # beams

@@ -12,7 +12,10 @@ import gradio as gr
 from .figures.embeddings import neighbours_figure, norms_figure, pca_figure, readout_figure
 from .runner import ModelRunner
 from .trace import Trace
-from .ui import LAYER_VIEW, Event, TabContext, TabView, bind, clamp, font_scale, intro, token_text, token_markdown
+from .ui import LAYER_VIEW, Event, TabContext, TabView, bind, clamp, font_scale, intro, token_markdown, token_text
+from .view import View, number, position_of
+
+TAB_ID = "embeddings"
 
 WORDS = (" Paris, London, Berlin, Rome, France, England, Germany, Italy, cat, dog, horse, mouse, 1, 2, 3, 7, red, "
          "blue, green")
@@ -25,6 +28,26 @@ def word_token(runner: ModelRunner, word: str) -> int | None:
     if len(ids) > 1 and not runner.token_bytes(ids[0]).strip():
         return ids[1]
     return ids[0] if ids else None
+
+
+def nearest(runner: ModelRunner, trace: Trace, pos: int = -1, k: int = 6, large: bool = False) -> View:
+    """The tokens whose embedding rows are nearest (by cosine) to the row of the token at `pos`: the Embeddings
+    tab's main view for a prompt."""
+    token = int(trace.ids[position_of(trace.n_tokens, pos)])
+    view = runner.embeddings([token], number(k, "k", 3, 30, whole=True))
+    near = ", ".join(token_markdown(runner, int(t)) for t in view.nearest[0] if int(t) != token)
+    note = f"{token_markdown(runner, token)} sits closest to {near} (cosine of their embedding rows)."
+    return View(_neighbours_figure(runner, view, token, font_scale(large)), note)
+
+
+VIEWS = {"nearest": nearest}
+SLIDE = "nearest"  # the view a deck's slide of this tab shows
+
+
+def _neighbours_figure(runner: ModelRunner, view, token: int, scale: float):
+    return neighbours_figure([token_text(runner, t) for t in view.nearest[0]], view.cosine[0],
+                             f"Nearest tokens to {token_text(runner, token)} by cosine of their embedding rows",
+                             font_scale=scale)
 
 
 def render(runner: ModelRunner, trace: Trace | None, text: str, k: int, words: str, large: bool):
@@ -42,13 +65,12 @@ def render_token(runner: ModelRunner, text: str, k: int, words: str, large: bool
     chosen = [t for t in dict.fromkeys(firsts) if t is not None]
     view = runner.embeddings([token, *chosen], k)
     name = token_text(runner, token)
+    neighbours = _neighbours_figure(runner, view, token, scale)
     norms = view.norms
     rank = int((norms > norms[token]).sum())
     note = (f"Token {token_markdown(runner, token)} (id {token}): embedding norm {norms[token]:.3f}, larger than "
             f"{100 * (1 - rank / len(norms)):.1f}% of the {len(norms):,} tokens. Read out through the final norm, it "
             f"predicts {'itself first' if view.self_rank[0] == 0 else f'itself at rank {int(view.self_rank[0])}'}.")
-    neighbours = neighbours_figure([token_text(runner, t) for t in view.nearest[0]], view.cosine[0],
-                                   f"Nearest tokens to {name} by cosine of their embedding rows", font_scale=scale)
     readout = readout_figure([token_text(runner, t) for t in view.output[0]], view.output_p[0], name,
                              f"{name} read out as an output (final norm, then "
                              f"{'W_U = W_E' if runner.cfg.tie_embeddings else 'W_U, its own matrix'})",

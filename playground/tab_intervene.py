@@ -8,6 +8,7 @@ progress as it goes, and can be cancelled.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 import gradio as gr
@@ -27,6 +28,9 @@ from .ui import (
     HEAVY, MAX_SWEEP_S, MODEL_RUN, READ_ONLY, Event, StopFlag, TabContext, TabView, bind, font_scale, heavy_job,
     session_state, intro, stop_button, stop_state, token_markdown, token_text,
 )
+from .view import View, head_of, layer_of, text_of
+
+TAB_ID = "intervene"
 
 CELL = 30  # pixels per head in the clickable grid
 TOP = 12  # tokens shown before and after an ablation
@@ -85,40 +89,85 @@ def clear_heads(runner: ModelRunner, trace: Trace | None):
     return [], head_grid(trace, []), selection_text([])
 
 
-def ablation_of(selected: list, attn: list, mlp: list, mode: str) -> Ablation:
-    return Ablation(heads=frozenset(tuple(s) for s in selected or []), attn=frozenset(int(l) for l in attn or []),
-                    mlp=frozenset(int(l) for l in mlp or []), mode=MODES.get(mode, mode))
+HEAD = re.compile(r"^\s*L(\d+)\s*H(\d+)\s*$", re.IGNORECASE)  # a head by name: "L14H0"
 
 
-def ablate(runner: ModelRunner, trace: Trace | None, selected: list, attn: list, mlp: list, mode: str, a_text: str,
-           b_text: str, large: bool):
-    """(summary, figure): the next-token distribution before and after the ablation."""
-    if trace is None:
-        return "Analyze a prompt first.", None
-    ablation = ablation_of(selected, attn, mlp, mode)
-    if ablation.empty:
-        return "⚠️ Nothing to ablate: click heads in the grid, or pick attention or MLP blocks.", None
-    try:
-        a, b, pair = token_pair(runner, trace.next_logits, a_text, b_text)
-        after = runner.ablate(trace, ablation)
-    except PromptError as e:
-        return f"⚠️ {e}", None
+def heads_of(cfg, heads) -> frozenset[tuple[int, int]]:
+    """Heads named "L14H0" (a list, or one comma-separated text) or given as (layer, head) pairs, checked."""
+    if isinstance(heads, str):
+        heads = [h for h in heads.split(",") if h.strip()]
+    picked = set()
+    for item in heads or ():
+        if isinstance(item, str):
+            match = HEAD.match(item)
+            if not match:
+                raise PromptError(f"heads must look like 'L3H2, L14H0', got {item.strip()!r}")
+            item = (int(match[1]), int(match[2]))
+        layer, head = item
+        picked.add((layer_of(cfg, layer, "head layer"), head_of(cfg, head)))
+    return frozenset(picked)
+
+
+def ablation(runner: ModelRunner, trace: Trace, heads=(), attention_layers=(), mlp_layers=(), mode: str = "zero",
+             a: str = "", b: str = "", large: bool = False) -> View:
+    """The next-token distribution before and after ablating heads ("L14H0") or whole blocks, zeroed or replaced by
+    their mean over the prompt's positions; the note has the logit difference of a and b (default: the two most
+    likely before)."""
+    cfg = runner.cfg
+    if MODES.get(mode, mode) not in MODES.values():
+        raise PromptError(f"mode must be 'zero' or 'mean', got {mode!r}")
+    blocks = [frozenset(layer_of(cfg, l, what) for l in layers or ())
+              for what, layers in (("attention layer", attention_layers), ("MLP layer", mlp_layers))]
+    chosen = Ablation(heads_of(cfg, heads), *blocks, mode=MODES.get(mode, mode))
+    if chosen.empty:
+        raise PromptError("Nothing to ablate: click heads in the grid, or pick attention or MLP blocks.")
+    a, b, pair = token_pair(runner, trace.next_logits, a, b)
+    after = runner.ablate(trace, chosen)
     p_before, p_after = (torch.from_numpy(x).softmax(-1).numpy() for x in (trace.next_logits, after))
     shown = np.argsort(-np.maximum(p_before, p_after))[:TOP]
     labels = [token_text(runner, t) for t in shown]
     labels = [f"{label} ({int(t)})" if labels.count(label) > 1 else label for label, t in zip(labels, shown)]
     before_diff, after_diff = trace.next_logits[a] - trace.next_logits[b], after[a] - after[b]
-    n_heads = len(ablation.heads)
+    n_heads = len(chosen.heads)
     what = ", ".join(filter(None, [f"{n_heads} head(s)" if n_heads else "",
-                                   f"attention of layer(s) {sorted(ablation.attn)}" if ablation.attn else "",
-                                   f"MLP of layer(s) {sorted(ablation.mlp)}" if ablation.mlp else ""]))
-    whole = " (every head of the model)" if n_heads == runner.cfg.n_layers * runner.cfg.n_heads else ""
-    mean = " (each replaced by its mean over the prompt's positions)" if ablation.mode == "mean" else ""
+                                   f"attention of layer(s) {sorted(chosen.attn)}" if chosen.attn else "",
+                                   f"MLP of layer(s) {sorted(chosen.mlp)}" if chosen.mlp else ""]))
+    whole = " (every head of the model)" if n_heads == cfg.n_layers * cfg.n_heads else ""
+    mean = " (each replaced by its mean over the prompt's positions)" if chosen.mode == "mean" else ""
     summary = (f"Ablated {what}{whole}{mean}. Logit difference {pair}: **{before_diff:+.3f} → {after_diff:+.3f}** "
                f"({after_diff - before_diff:+.3f}); top token {token_markdown(runner, int(np.argmax(p_before)))} "
                f"p {p_before.max():.3f} → now {token_markdown(runner, int(np.argmax(p_after)))} p {p_after.max():.3f}.")
-    title = f"Next token before and after the ablation ({ablation.mode})"
-    return summary, ablation_figure(labels, p_before[shown], p_after[shown], title, font_scale=font_scale(large))
+    title = f"Next token before and after the ablation ({chosen.mode})"
+    return View(ablation_figure(labels, p_before[shown], p_after[shown], title, font_scale=font_scale(large)), summary)
+
+
+def patching(runner: ModelRunner, clean: str, corrupted: str, a: str, b: str, kind: str = "resid",
+             large: bool = False) -> View:
+    """Activation patching from the clean prompt into the corrupted one, every layer: kind "resid", "attn" or "mlp"
+    (each layer and position) or "heads" (each layer and head); a and b are the two prompts' answers. (A view of
+    two prompts, not of one trace.)"""
+    if kind not in SWEEPS:
+        raise PromptError(f"kind must be one of {list(SWEEPS)}, got {kind!r}")
+    *_, (note, figure) = patch(runner, text_of(clean, "clean"), text_of(corrupted, "corrupted"), a, b, kind, large)
+    if figure is None:
+        raise PromptError(note.removeprefix("⚠️").strip())
+    return View(figure, note)
+
+
+VIEWS = {"ablation": ablation, "patching": patching}
+SLIDE = None  # no view of this tab can be a slide yet
+
+
+def ablate(runner: ModelRunner, trace: Trace | None, selected: list, attn: list, mlp: list, mode: str, a_text: str,
+           b_text: str, large: bool):
+    """The Ablate button's handler: (summary, figure), or a ⚠️ line."""
+    if trace is None:
+        return "Analyze a prompt first.", None
+    try:
+        shown = ablation(runner, trace, [tuple(s) for s in selected or []], attn, mlp, mode, a_text, b_text, large)
+    except PromptError as e:
+        return f"⚠️ {e}", None
+    return shown.note, shown.figure
 
 
 def sweep_layers(runner: ModelRunner, trace: Trace | None, mode: str, a_text: str, b_text: str, large: bool):

@@ -14,6 +14,7 @@ from .figures.lens import STATISTICS, LensStat, lens_grid, rankings_watch, stati
 from .figures.tokens import axis_labels, token_label
 from .runner import ModelRunner, PromptError
 from .trace import Trace
+from .view import View, position_of
 from .ui import LAYER_VIEW, Link, MODEL_RUN, Event, TabContext, TabView, bind, clamp, font_scale, intro, arrows
 
 KEYS = arrows("lens-position", "position")
@@ -46,30 +47,77 @@ def watch(runner: ModelRunner, trace: Trace, position: int, with_mid: bool, extr
                           font_scale=scale)
 
 
+def answer_rows(hits: np.ndarray) -> tuple[int, int, list[int]]:
+    """Where the final prediction is the lens's top-1 at one position, from each row's hit (R,) bottom to top:
+    (the first row it is top-1, the row from which it stays top-1 to the end, the rows between where it is not).
+    The last row is the model's own output, so it is always a hit."""
+    rows = [int(r) for r in np.flatnonzero(hits)]
+    settled = len(hits) - 1
+    while settled > 0 and hits[settled - 1]:
+        settled -= 1
+    return rows[0], settled, [r for r in range(rows[0], settled) if not hits[r]]
+
+
+def answer_sentence(labels: list[str], hits: np.ndarray) -> str:
+    """When the final prediction appears: its first top-1 row and, if it is lost again, where it settles."""
+    first, settled, lost = answer_rows(hits)
+    if first == settled:
+        return f"is the top-1 guess from row **{labels[settled]}** on"
+    gaps = _runs(lost)
+    where = ", ".join(labels[a] if a == b else f"{labels[a]}–{labels[b]}" for a, b in gaps)
+    return (f"is first the top-1 guess at row **{labels[first]}**, lost again at {where}, and top-1 for good from "
+            f"row **{labels[settled]}** on")
+
+
+def _runs(rows: list[int]) -> list[tuple[int, int]]:
+    runs: list[tuple[int, int]] = []
+    for r in rows:
+        if runs and runs[-1][1] == r - 1:
+            runs[-1] = (runs[-1][0], r)
+        else:
+            runs.append((r, r))
+    return runs
+
+
+def grid(runner: ModelRunner, trace: Trace, statistic: str = "top_prob", with_mid: bool = False, pos: int = -1,
+         large: bool = False, progress=None) -> View:
+    """Every layer's top-1 guess at every position, coloured by a statistic: the Logit-lens tab's main view. The
+    note says where the final prediction at `pos` appears."""
+    if statistic not in STATISTICS:
+        raise PromptError(f"statistic must be one of {sorted(STATISTICS)}, got {statistic!r}")
+    pos = position_of(trace.n_tokens, pos)
+    row_labels, lens = runner.lens(trace, bool(with_mid), progress=progress)
+    colour, shown = statistic_values(statistic, lens.top_probs.numpy(), lens.rank_final.numpy(), lens.rank_next.numpy(),
+                                     lens.kl_to_final.numpy(), lens.entropy.numpy())
+    next_ids = np.append(trace.ids[1:], -1)
+    figure = lens_grid(row_labels, axis_labels(trace.token_bytes), lens.top_ids.numpy(), lens.top_probs.numpy(),
+                       colour, shown, statistic, next_ids, lambda i: token_label(runner.token_bytes(i), False, 12),
+                       font_scale=font_scale(large))
+    at = "the last position" if pos == trace.n_tokens - 1 else f"position {pos}"
+    note = (f"At {at} the final prediction {answer_sentence(row_labels, lens.rank_final[:, pos].numpy() == 0)}. "
+            f"Rows: the residual stream after the embedding and after each layer"
+            f"{' (and after each attention block)' if with_mid else ''}, each through the final RMSNorm "
+            f"(its own RMS recomputed) and the unembedding.")
+    return View(figure, note)
+
+
+VIEWS = {"grid": grid}
+SLIDE = "grid"  # the view a deck's slide of this tab shows
+
+
 def render(runner: ModelRunner, trace: Trace | None, statistic: str, with_mid: bool, position: int, extra: str,
            large: bool, progress=gr.Progress()):
     """(grid, rankings watch, note); computes the lens for this trace the first time, showing its progress."""
     if trace is None:
         return None, None, ""
-    scale = font_scale(large)
+    position = clamp(position, 0, trace.n_tokens - 1)
     try:
-        row_labels, lens = runner.lens(trace, with_mid, progress=lambda done, what: progress(done, desc=what))
-        watched = watch(runner, trace, clamp(position, 0, trace.n_tokens - 1), with_mid, extra, scale)
+        shown = grid(runner, trace, statistic, with_mid, position, large,
+                     progress=lambda done, what: progress(done, desc=what))
+        watched = watch(runner, trace, position, with_mid, extra, font_scale(large))
     except PromptError as e:  # dropped to make room, or the model stayed busy
         return gr.update(), gr.update(), f"⚠️ {e}"
-    colour, shown = statistic_values(statistic, lens.top_probs.numpy(), lens.rank_final.numpy(), lens.rank_next.numpy(),
-                                     lens.kl_to_final.numpy(), lens.entropy.numpy())
-    next_ids = np.append(trace.ids[1:], -1)
-    grid = lens_grid(row_labels, axis_labels(trace.token_bytes), lens.top_ids.numpy(), lens.top_probs.numpy(), colour,
-                     shown, statistic, next_ids, lambda i: token_label(runner.token_bytes(i), False, 12),
-                     font_scale=scale)
-    first_hit = np.argmax(lens.rank_final.numpy() == 0, axis=0)  # first row already predicting the final token
-    note = (f"At the last position the final prediction first becomes the top-1 token at row "
-            f"**{row_labels[first_hit[-1]]}**. "
-            f"Rows: the residual stream after the embedding and after each layer"
-            f"{' (and after each attention block)' if with_mid else ''}, each through the final RMSNorm "
-            f"(its own RMS recomputed) and the unembedding.")
-    return grid, watched, note
+    return shown.figure, watched, shown.note
 
 
 def redraw_if_shown(runner: ModelRunner, trace: Trace | None, statistic: str, with_mid: bool, position: int, extra: str,

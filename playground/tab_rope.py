@@ -15,10 +15,13 @@ from .figures.tokens import axis_labels
 from .rope_formulas import rotate_pairs
 from .runner import ModelRunner, PromptError
 from .trace import Trace
+from .view import View, head_of, layer_of, position_of
 from .ui import (
     LAYER_VIEW, Link, READ_ONLY, Event, TabContext, TabView, arrows, bind, clamp, font_scale, intro, layer_head,
     scriptable,
 )
+
+TAB_ID = "rope"
 
 KEYS = (*arrows("rope-query", "query position"), *arrows("rope-layer", "layer", "ArrowDown", "ArrowUp"))
 LINKS = (Link("layer", "rope-layer"), Link("head", "rope-head"), Link("pos", "rope-query"))
@@ -39,6 +42,20 @@ This model: $d = {d_head}$, $b = {base:g}$. Nothing is added to the token embedd
 """  # noqa: E501 (one line of LaTeX)
 
 
+def pairs(runner: ModelRunner, trace: Trace, layer: int = 0, head: int = 0, pos: int = -1,
+          large: bool = False) -> View:
+    """q and k of one token, each pair before and after the model's own rotation: the RoPE tab's main view."""
+    cfg = runner.cfg
+    layer, head = layer_of(cfg, layer), head_of(cfg, head)
+    pos = position_of(trace.n_tokens, pos)
+    figures = _figures(runner, trace, layer, head, pos, max(0, pos - 1), cfg.rope_base, font_scale(large))
+    return View(figures[0], figures[-1])
+
+
+VIEWS = {"pairs": pairs}
+SLIDE = "pairs"  # the view a deck's slide of this tab shows
+
+
 def render(runner: ModelRunner, trace: Trace | None, layer: int, head: int, query: int, key: int, log_base: float,
            large: bool):
     """(pairs, angles, decay, scores, relative-vs-absolute, note) for one head and query."""
@@ -49,22 +66,30 @@ def render(runner: ModelRunner, trace: Trace | None, layer: int, head: int, quer
     if trace is None:
         return None, None, decay, None, None, ""
     layer, head = layer_head(cfg, layer, head)
-    T = trace.n_tokens
-    query = clamp(query, 0, T - 1)
-    key = clamp(key, 0, query)
-    kv = cfg.kv_head_of(head)
-    labels = axis_labels(trace.token_bytes)
+    query = clamp(query, 0, trace.n_tokens - 1)
     try:
-        tensors = runner.layer(trace, layer)
+        pairs_fig, angles, scores, relative, note = _figures(runner, trace, layer, head, query, clamp(key, 0, query),
+                                                             base, scale)
     except PromptError as e:  # dropped to make room, or the model stayed busy
         return gr.update(), gr.update(), decay, gr.update(), gr.update(), f"⚠️ {e}"
+    return pairs_fig, angles, decay, scores, relative, note
+
+
+def _figures(runner: ModelRunner, trace: Trace, layer: int, head: int, query: int, key: int, base: float,
+             scale: float):
+    """(pairs, angles, scores, relative-vs-absolute, note) for one head, query and key at a RoPE base."""
+    cfg = runner.cfg
+    T = trace.n_tokens
+    kv = cfg.kv_head_of(head)
+    labels = axis_labels(trace.token_bytes)
+    tensors = runner.layer(trace, layer)
     q, k = tensors.q[:, head].astype(np.float64), tensors.k[:, kv].astype(np.float64)  # (T, d), before RoPE
     positions = np.arange(T)
     own = bool(np.isclose(base, cfg.rope_base))
     scaling = cfg.rope_scaling if own else None  # the model's own frequencies (Llama 3 scales some) at its base
     rot_q, rot_k = rotate_pairs(q, positions, base, scaling), rotate_pairs(k, positions, base, scaling)
     which = "the model's" if own else "a chosen"
-    pairs = pair_rotation_figure(
+    pairs_fig = pair_rotation_figure(
         {f"q {labels[query]}": (q[query], rot_q[query]), f"k {labels[query]}": (k[query], rot_k[query])},
         query, base,
         f"Layer {layer}, head {head}: q and k of token {labels[query]} (position {query}), each pair before and "
@@ -75,7 +100,7 @@ def render(runner: ModelRunner, trace: Trace | None, layer: int, head: int, quer
     with_rope = rot_k[: query + 1] @ rot_q[query] / np.sqrt(cfg.d_head)
     without = k[: query + 1] @ q[query] / np.sqrt(cfg.d_head)
     scores = scores_figure(labels[: query + 1], with_rope, without, labels[query], font_scale=scale,
-                           model_base=bool(np.isclose(base, cfg.rope_base)), base=base)
+                           model_base=own, base=base)
     relative = absolute_vs_relative_figure(q[query], k[key], query - key, base, max_position=256, font_scale=scale)
     note = (f"Query **{labels[query]}** (position {query}), key **{labels[key]}** (position {key}), "
             f"distance {query - key}. "
@@ -89,7 +114,7 @@ def render(runner: ModelRunner, trace: Trace | None, layer: int, head: int, quer
                  f"turn {factor:g}× slower, those under {context / high:g} are unchanged, those between are blended. "
                  f"The pairs and scores above use those frequencies at the model's base; the angle, decay and "
                  f"absolute-vs-relative figures show the plain formula.")
-    return pairs, angles, decay, scores, relative, note
+    return pairs_fig, angles, scores, relative, note
 
 
 def after_analyze(runner: ModelRunner, trace: Trace | None, layer: int, head: int, query: int, key: int,

@@ -18,12 +18,13 @@ from model.routes import Flow, named_terms, route_graph
 
 from .figures.routes import level_name, routes_figure, split_figure
 from .figures.tokens import axis_labels
-from .runner import ROUTES_MAX_TOKENS, ModelRunner, PromptError
+from .runner import ModelRunner, PromptError
 from .trace import Trace
 from .ui import (
     LAYER_VIEW, MODEL_RUN, READ_ONLY, Event, Link, TabContext, TabView, arrows, bind, font_scale, intro, number,
     token_markdown,
 )
+from .view import View, head_of, layer_of, position_of, threshold_of
 
 TAB_ID = "routes"
 THRESHOLD = 0.04  # the paper's
@@ -38,9 +39,9 @@ def _text(runner: ModelRunner, token: int) -> str:
     return token_markdown(runner, token)
 
 
-def drawn_edges(f: Flow, position: int, threshold: float, tokens: list[str]) -> tuple[list[tuple], int]:
-    """The graph's edges as the figure draws them (each key -> query edge with its heads merged), and how many
-    head edges there are."""
+def drawn_edges(f: Flow, position: int, threshold: float, tokens: list[str]) -> list[tuple]:
+    """The graph's edges as the figure draws them: each key -> query attention edge with its heads merged (kind
+    "attn"), and the residual and MLP edges."""
     graph = route_graph(f, position, threshold)
     merged: dict[tuple, list] = {}
     drawn = []
@@ -57,67 +58,91 @@ def drawn_edges(f: Flow, position: int, threshold: float, tokens: list[str]) -> 
         listed = ", ".join(f"H{h} {share:.0%}" for h, share in heads)
         drawn.append(("attn", layer, source, target, sum(share for _, share in heads),
                       f"L{layer}: {tokens[source]} → {tokens[target]}<br>{listed} (click for why)"))
-    return drawn, sum(len(h) for h in merged.values())
+    return drawn
+
+
+def strongest_head(f: Flow, position: int) -> tuple[int, int, float]:
+    """The head that moves the most into `position`: (layer, head, its share of its layer's state there)."""
+    shares = f.attn[:, position].sum(-1)  # (L, H): each head's total share at this position
+    layer, head = (int(v) for v in np.unravel_index(int(shares.argmax()), shares.shape))
+    return layer, head, float(shares[layer, head])
+
+
+def graph(runner: ModelRunner, trace: Trace, pos: int = -1, threshold: float = THRESHOLD, large: bool = False,
+          progress=None) -> View:
+    """The routes to the prediction after `pos`, kept above `threshold` of each state: the Routes tab's main view."""
+    pos = position_of(trace.n_tokens, pos)
+    threshold = threshold_of(threshold)
+    f = runner.routes(trace, progress=progress)
+    cfg = runner.cfg
+    tokens = axis_labels(trace.token_bytes)
+    edges = drawn_edges(f, pos, threshold, tokens)
+    attention_edges = [e for e in edges if e[0] == "attn"]
+    layer, head, share = strongest_head(f, pos)
+    note = (f"**{len(edges)} edges** ({len(attention_edges)} of them attention edges from a key to a query) carry the "
+            f"prediction after {tokens[pos]}, keeping parts above **{threshold:g}** of each state and renormalising. "
+            f"At the top, the last MLP is **{float(f.mlp[-1, pos]):.0%}** of the final state. The head that moves the "
+            f"most into this position: **L{layer}H{head}** ({share:.0%} of its layer's state after attention). Each "
+            f"query head is its own part: here {cfg.n_groups} query heads share each key/value head ({cfg.n_heads} "
+            f"query heads, {cfg.n_kv_heads} key/value heads), and an edge's heads are listed on hover. Click a node, "
+            f"an attention edge's dot or an MLP's square.")
+    return View(routes_figure(edges, cfg.n_layers, tokens, pos, threshold, font_scale(large)), note)
 
 
 def graph_view(runner: ModelRunner, trace: Trace | None, position, threshold, large: bool, progress=gr.Progress()):
-    """(the routes figure, a note)."""
+    """The graph's handler: (the routes figure, a note), or a ⚠️ line."""
     if trace is None:
         return None, ""
     try:
-        position = number(position, "position", 0, trace.n_tokens - 1, whole=True)
-        threshold = number(threshold, "threshold", 0, 1)
-        if not 0 < threshold < 1:
-            raise ValueError(f"the threshold must be between 0 and 1 (exclusive), got {threshold:g}")
-        f = runner.routes(trace, progress=lambda done, what: progress(done, desc=what))
-    except (PromptError, ValueError) as e:
+        shown = graph(runner, trace, position, threshold, large, lambda done, what: progress(done, desc=what))
+    except PromptError as e:
         return None, f"⚠️ {e}"
-    cfg = runner.cfg
-    tokens = axis_labels(trace.token_bytes)
-    edges, n_heads = drawn_edges(f, position, threshold, tokens)
-    top = f.mlp[-1, position]
-    shares = f.attn[:, position].sum(-1)  # (L, H): each head's total share at this position
-    layer, head = np.unravel_index(int(shares.argmax()), shares.shape)
-    note = (f"**{len(edges)} edges** ({n_heads} of them a head's, from a key to a query) carry the prediction after "
-            f"{tokens[position]}, keeping parts above **{threshold:g}** of each state and renormalising. "
-            f"At the top, the last MLP is **{float(top):.0%}** of the final state. The head that moves the most into "
-            f"this position: **L{layer}H{head}** ({float(shares[layer, head]):.0%} of its layer's state after "
-            f"attention). Each query head is its own part: here {cfg.n_groups} query heads share each key/value "
-            f"head ({cfg.n_heads} query heads, {cfg.n_kv_heads} key/value heads). Click a node, an attention edge's "
-            f"dot or an MLP's square.")
-    return routes_figure(edges, cfg.n_layers, tokens, position, threshold, font_scale(large)), note
+    return shown.figure, shown.note
 
 
-def why_view(runner: ModelRunner, trace: Trace | None, layer, head, query, key, large: bool):
-    """(the score split of (layer, head, query, key), a note with the largest terms, and against the key the head
-    attends most)."""
-    if trace is None:
-        return None, ""
+def why(runner: ModelRunner, trace: Trace, layer: int, head: int, query: int = -1, key: int | None = None,
+        large: bool = False) -> View:
+    """Why a head attends from `query` to `key` (default: the key it attends most): its score split into the
+    residual stream's components, a note with the largest terms, and against the key the head attends most."""
     cfg = runner.cfg
-    try:
-        layer = number(layer, "layer", 0, cfg.n_layers - 1, whole=True)
-        head = number(head, "head", 0, cfg.n_heads - 1, whole=True)
-        query = number(query, "query", 0, trace.n_tokens - 1, whole=True)
-        key = number(key, "key", 0, query, whole=True)
-        split = runner.score_split(trace, layer, head, query, key)
-        most = int(runner.layer(trace, layer).pattern[head, query].argmax())
-        other = runner.score_split(trace, layer, head, query, most) if most != key else None
-    except (PromptError, ValueError) as e:
-        return None, f"⚠️ {e}"
+    layer, head = layer_of(cfg, layer), head_of(cfg, head)
+    query = position_of(trace.n_tokens, query, "query")
+    pattern = runner.layer(trace, layer).pattern[head, query]
+    most = int(pattern.argmax())
+    key = most if key is None else position_of(trace.n_tokens, key, "key")
+    if key > query:
+        raise PromptError(f"key must be in 0..{query} (at or before the query: a head attends only to earlier "
+                          f"tokens), got {key}")
+    split = runner.score_split(trace, layer, head, query, key)
+    other = runner.score_split(trace, layer, head, query, most) if most != key else None
     tokens = axis_labels(trace.token_bytes)
-    weight = float(runner.layer(trace, layer).pattern[head, query, key])
     named = "\n".join(f"- {name}: **{value:+.3f}**" for name, value in named_terms(split, tokens[query], tokens[key]))
     note = (f"**L{layer}H{head}** attends from {tokens[query]} (query {query}) to {tokens[key]} (key {key}) with "
-            f"weight **{weight:.3f}**. Its score q·k/√d = **{split.score:+.3f}** is the sum of the grid's cells: with "
-            f"the attention norm's scale frozen at this run's, q and k are sums over the residual stream's "
+            f"weight **{float(pattern[key]):.3f}**. Its score q·k/√d = **{split.score:+.3f}** is the sum of the grid's "
+            f"cells: with the attention norm's scale frozen at this run's, q and k are sums over the residual stream's "
             f"components and RoPE is linear. The largest terms:\n{named}")
     if other is not None:
         top3 = "; ".join(f"{n} **{v:+.2f}**" for n, v in named_terms(other, tokens[query], tokens[most], 3))
         note += (f"\n\nThe key this head attends most from here is {tokens[most]} (key {most}), score "
                  f"**{other.score:+.3f}**: {top3}.")
     title = f"Why L{layer}H{head} attends from {tokens[query]} to {tokens[key]}"
-    return split_figure(split.terms.numpy(), split.labels, tokens[query], tokens[key], split.score, title,
-                        font_scale(large)), note
+    return View(split_figure(split.terms.numpy(), split.labels, tokens[query], tokens[key], split.score, title,
+                             font_scale(large)), note)
+
+
+VIEWS = {"graph": graph, "why": why}
+SLIDE = "graph"  # the view a deck's slide of this tab shows
+
+
+def why_view(runner: ModelRunner, trace: Trace | None, layer, head, query, key, large: bool):
+    """The split's handler: (figure, note), or a ⚠️ line."""
+    if trace is None:
+        return None, ""
+    try:
+        shown = why(runner, trace, layer, head, query, key, large)
+    except PromptError as e:
+        return None, f"⚠️ {e}"
+    return shown.figure, shown.note
 
 
 def why_most(runner: ModelRunner, trace: Trace | None, layer, head, query, large: bool):
@@ -194,16 +219,11 @@ def render(runner: ModelRunner, trace: Trace | None, position, threshold, layer,
     if trace is None:
         return (gr.update(),) * 6 + (None, "", None, "", "")
     last = trace.n_tokens - 1
-    if trace.n_tokens > ROUTES_MAX_TOKENS:
-        message = (f"⚠️ Routes are computed for prompts up to {ROUTES_MAX_TOKENS} tokens; this one has "
-                   f"{trace.n_tokens}. Analyze a shorter prompt.")
-        return (gr.update(),) * 6 + (None, message, None, "", "")
     figure, note = graph_view(runner, trace, last, threshold, large, progress)
     f = trace.routes
     if f is None:
         return (gr.update(),) * 6 + (figure, note, None, "", "")
-    shares = f.attn[:, last].sum(-1)
-    layer, head = (int(v) for v in np.unravel_index(int(shares.argmax()), shares.shape))
+    layer, head, _ = strongest_head(f, last)
     key = int(runner.layer(trace, layer).pattern[head, last].argmax())
     why, why_note = why_view(runner, trace, layer, head, last, key, large)
     ranges = [gr.update(maximum=max(last, 1), value=last), gr.update(),

@@ -21,6 +21,7 @@ import torch
 from model.sampler_export import (
     LLAMA_CPP_PROGRAM, hf_leaves_out, llama_cpp_leaves_out, to_hf_kwargs, to_llama_cpp_flags,
 )
+from model.decoding import greedy, token_log_probs
 from model.sampling import SamplerSettings, distribution, draw, sample, stages
 
 from .figures.sampler import (
@@ -28,13 +29,18 @@ from .figures.sampler import (
     stages_matrix,
 )
 from .figures.tokens import axis_labels
+from .figures.tour import continuation_figure
 from .gen_session import MAX_NEW_TOKENS, GenSession
-from .runner import ModelRunner
+from .runner import ModelRunner, PromptError
+from .text import quoted
 from .trace import Trace
+from .view import View, number
 from .ui import (
     HEAVY, Link, MODEL_CONCURRENCY, READ_ONLY, Event, Key, TabContext, TabView, bind, clamp, font_scale, heavy_job,
     intro, layer_head, scriptable, session_state, token_text,
 )
+
+TAB_ID = "sampler"
 
 CSS = GENERATION_CSS + "#samp-continuation { display: none !important; }  /* set by prepared links only */\n"
 
@@ -91,6 +97,7 @@ CONTROL_ROWS: tuple[tuple[Control, ...], ...] = (
      Control("dry_allowed_length", "DRY allowed length", 1, 8, 1, "samp-dry-len")),
 )
 CONTROLS = tuple(c for row in CONTROL_ROWS for c in row)
+SETTINGS = tuple(c.name for c in CONTROLS)  # the names the next_token view takes as **settings
 
 
 KEYS = (Key(("ArrowRight", "PageDown"), "samp-sample", None, "sample the next token"),
@@ -120,6 +127,52 @@ def settings_from(order: str, *values, breakers: tuple[int, ...] = ()) -> Sample
 
 
 
+def sampler_settings(runner: ModelRunner, order: str = "hf", **settings) -> SamplerSettings:
+    """The sampler's settings by `SamplerSettings` name, each checked against its slider's range (PromptError
+    naming it), the rest at their defaults, and the model's DRY breakers: the one check the tab, the API and the
+    notebook share. `order`: "hf" or "llama.cpp" (or the tab's labels for them)."""
+    controls = {c.name: c for c in CONTROLS}
+    unknown = sorted(set(settings) - set(controls))
+    if unknown:
+        raise PromptError(f"unknown sampler setting {unknown[0]!r}; the settings are {', '.join(controls)}")
+    orders = {"hf": "hf", ORDERS[0]: "hf", "llama.cpp": "llama.cpp", ORDERS[1]: "llama.cpp"}
+    if not isinstance(order, str) or order not in orders:
+        raise PromptError(f"order must be 'hf' or 'llama.cpp', got {order!r}")
+    values = {name: number(value, name, controls[name].low, controls[name].high, whole=controls[name].whole)
+              for name, value in settings.items()}
+    return SamplerSettings(**values, dry_breakers=tuple(runner.dry_breakers), order=orders[order])
+
+
+def next_token(runner: ModelRunner, trace: Trace, order: str = "hf", top_n: int = 15, large: bool = False,
+               **settings) -> View:
+    """The next-token distribution before and after the sampler chain (settings by name, in the sliders' ranges):
+    the Sampler tab's main view."""
+    chosen = sampler_settings(runner, order, **settings)
+    top_n = number(top_n, "top_n", *TOKENS_SHOWN, whole=True)
+    session = GenSession.start(runner, trace)
+    bars, *_ = _figures(runner, session, chosen, top_n, font_scale(large))
+    kept = int((distribution(torch.from_numpy(session.logits), chosen, prompt_ids=session.prompt_ids) > 0).sum())
+    return View(bars, f"{kept:,} of {len(session.logits):,} tokens left after the chain ({chosen.order} order).")
+
+
+def continuation(runner: ModelRunner, trace: Trace, tokens: int = 8, large: bool = False) -> View:
+    """The prompt continued greedily (always the most likely token), each token with the probability it had."""
+    tokens = number(tokens, "tokens", 1, MAX_NEW_TOKENS, whole=True)
+    ids = trace.ids.tolist()
+    stop = [runner.eos_token_id] if runner.eos_token_id is not None else []
+    new, _ = runner.run_strategy(greedy, ids, tokens, stop)
+    probs = np.exp(runner.run_strategy(token_log_probs, ids, new))
+    figure = continuation_figure([token_text(runner, t, 14) for t in new], probs,
+                                 f"{len(new)} tokens, greedy: each the most likely", font_scale=font_scale(large))
+    note = (f"Greedy decoding continues with “{quoted(runner.decode(new))}”; the least certain step had "
+            f"p = {probs.min():.2f}." if new else "The model ends the text here.")
+    return View(figure, note)
+
+
+VIEWS = {"next_token": next_token, "continuation": continuation}
+SLIDE = "next_token"  # the view a deck's slide of this tab shows
+
+
 def render(runner: ModelRunner, session: GenSession | None, *values):
     """(bars, stages, both orders, export, clickable table, message) from the cached logits.
 
@@ -131,12 +184,16 @@ def render(runner: ModelRunner, session: GenSession | None, *values):
         settings = settings_from(*controls, breakers=runner.dry_breakers)
     except ValueError as e:
         return gr.update(), gr.update(), gr.update(), gr.update(), gr.update(), f"⚠️ {e}"
-    scale = font_scale(large)
+    return (*_figures(runner, session, settings, clamp(top_n, *TOKENS_SHOWN), font_scale(large)), "")
+
+
+def _figures(runner: ModelRunner, session: GenSession, settings: SamplerSettings, top_n: int, scale: float):
+    """(bars, stages, both orders, export, clickable table) of the chain on the session's logits."""
     logits = torch.from_numpy(session.logits)
     history = dict(prompt_ids=session.prompt_ids, generated_ids=session.generated)
     st = stages(logits, settings, **history)
     raw, final = st[0].probs, st[-1].probs
-    shown = torch.maximum(raw, final).topk(clamp(top_n, *TOKENS_SHOWN)).indices
+    shown = torch.maximum(raw, final).topk(top_n).indices
     labels = [token_text(runner, int(t)) for t in shown]
     labels = [f"{label} ({int(t)})" if labels.count(label) > 1 else label for label, t in zip(labels, shown)]
     removed_by = [next((s.name for s in st if s.removed[t]), None) for t in shown]
@@ -153,7 +210,7 @@ def render(runner: ModelRunner, session: GenSession | None, *values):
                            font_scale=scale)
     table = pd.DataFrame({"token": labels, "id": shown.tolist(), "p": np.round(final[shown].double().numpy(), 4),
                           "raw p": np.round(raw[shown].double().numpy(), 4)})
-    return bars, matrix, orders, export_markdown(settings), table, ""
+    return bars, matrix, orders, export_markdown(settings), table
 
 
 def export_markdown(settings: SamplerSettings) -> str:

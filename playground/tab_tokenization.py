@@ -9,10 +9,14 @@ import gradio as gr
 
 from model import available_encodings, get_encoding
 
-from .figures.tokens import TOKENS_CSS, token_spans_html
+from .figures.tokens import TOKENS_CSS, token_label, token_spans_html
+from .figures.tour import tokens_table
 from .runner import ModelRunner
 from .trace import Trace
-from .ui import READ_ONLY, Event, TabContext, TabView, bind, intro
+from .ui import READ_ONLY, Event, TabContext, TabView, bind, font_scale, intro, token_markdown
+from .view import View
+
+TAB_ID = "tokenization"
 
 CSS = TOKENS_CSS
 
@@ -28,6 +32,48 @@ def counts_markdown(n_tokens: int, text: str) -> str:
 def model_text(runner: ModelRunner, trace: Trace) -> str:
     """The text the model saw: the prompt, or the prompt inside the chat template."""
     return runner.decode(trace.ids.tolist()) if trace.chat else trace.prompt
+
+
+def words(trace: Trace) -> list[list[int]]:
+    """Token positions grouped into the prompt's words (as `str.split` finds them): a token starting with
+    whitespace, or following one that ends with it, starts a word; a token of whitespace alone (code's indentation, a
+    line break) belongs to none; a special token is a word of its own."""
+    groups: list[list[int]] = []
+    boundary = True
+    for i, data in enumerate(trace.token_bytes):
+        if trace.special[i]:
+            groups.append([i])
+            boundary = True
+            continue
+        if not data.strip():
+            boundary = True
+            continue
+        if boundary or data[:1].isspace():
+            groups.append([i])
+        else:
+            groups[-1].append(i)
+        boundary = data[-1:].isspace()
+    return groups
+
+
+def table(runner: ModelRunner, trace: Trace, large: bool = False) -> View:
+    """Every token with its id and bytes as a table, and how the words split: the Tokenization tab's view for a
+    slide (the tab itself draws coloured spans in HTML)."""
+    groups = words(trace)
+    longest = max(groups, key=len) if groups else []
+    pieces = " + ".join(token_markdown(runner, int(trace.ids[i])) for i in longest)
+    split = (f"The longest word splits into **{len(longest)} pieces**: {pieces}." if len(longest) > 1 else
+             "Every word here is a single token.")
+    T = trace.n_tokens
+    note = (f"The prompt becomes **{T} tokens** ({len(groups)} words): the model never sees letters, only these ids "
+            f"from its {runner.cfg.vocab_size:,}-token vocabulary. {split}")
+    figure = tokens_table([token_label(b, True, 24) for b in trace.token_bytes], trace.ids.tolist(),
+                          [b.hex(" ") for b in trace.token_bytes], f"{T} tokens", font_scale=font_scale(large))
+    return View(figure, note)
+
+
+VIEWS = {"table": table}
+SLIDE = "table"  # the view a deck's slide of this tab shows
 
 
 def render(runner: ModelRunner, trace: Trace | None, visible_ws: bool, by_surprisal: bool, compare: list[str],

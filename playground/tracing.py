@@ -14,14 +14,14 @@ from model import ModelEncoding, Transformer
 from model.transformer import HookFn
 from model.views import own
 
-from .batcher import Analysis
+from .batcher import PromptRequest
 from .figures.attention import thumbnail_levels
 from .trace import HEAD_STAT_NAMES, Trace, head_statistics
 
 THUMBNAIL = 30  # pixels per head in the overview of all heads
 
 
-def trace_batch(net: Transformer, enc: ModelEncoding, batch: list[Analysis]) -> list[Trace]:
+def trace_batch(net: Transformer, enc: ModelEncoding, batch: list[PromptRequest]) -> list[Trace]:
     """One forward over the right-padded prompts; each trace keeps only its own positions."""
     cfg = net.cfg
     lengths = [len(r.ids) for r in batch]

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import math
 import threading
 import typing
 from collections.abc import Callable
@@ -23,6 +22,7 @@ import numpy as np
 
 from .figures.tokens import markdown_token, token_label
 from .runner import ModelRunner, PromptError
+from .view import number  # noqa: F401 (the tabs' one check of a number, re-exported)
 
 # Event options, one per kind of handler (tests/playground/test_registry.py checks the first):
 # READ_ONLY: handlers that only read a visitor's own state and never take the model, so any
@@ -73,18 +73,6 @@ def intro(*args, **kwargs) -> gr.Markdown:
 def session_state(value=None) -> gr.State:
     """Per-visitor state, dropped after SESSION_TTL_S of disuse."""
     return gr.State(value, time_to_live=SESSION_TTL_S)
-
-
-def number(value, name: str, low: float = -math.inf, high: float = math.inf, whole: bool = False) -> float | int:
-    """A finite number in [low, high] (whole if asked) from a control or an API argument, else a ValueError naming
-    it (sliders keep a browser in range; the API and scripts may send anything)."""
-    kind = "a whole number" if whole else "a number"
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or (whole and int(value) != value):
-        raise ValueError(f"{name} must be {kind}, got {value!r}")
-    if not low <= value <= high:
-        raise ValueError(f"{name} must be in {low:g}..{high:g}, got {value!r}")
-    return int(value) if whole else float(value)
 
 
 class StopFlag:

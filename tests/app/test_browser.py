@@ -649,11 +649,11 @@ def test_browser_a_deck_steps_with_the_clicker_and_exports(page, server):
 
 
 def test_browser_an_exported_deck_steps_offline_with_no_request_leaving(browser, runner, tmp_path):
-    from playground import tab_tour
+    from playground import walk
 
     trace = runner.analyze("The capital of France is Paris. The capital of Germany is", lens=False)
-    file, note = tab_tour.export(runner, {}, trace, tab_tour.Walk(), tab_tour.THE_TOUR, False)
-    path = Path(file.value["path"])
+    path, note = walk.export(runner, {}, trace, walk.Walk(), walk.THE_TOUR, False)
+    path = Path(path)
     context = browser.new_context(viewport={"width": 1280, "height": 800}, offline=True)
     page = context.new_page()
     requests = []

@@ -90,6 +90,16 @@ def test_every_readme_api_call_answers_as_documented_through_the_client_and_rest
         assert keys <= set(rest) and "error" not in rest, (name, rest)
 
 
+def test_the_readmes_curl_body_is_answered(server):
+    """The README's plain-HTTP example, its body as written: every argument /next_token takes, in order."""
+    from ..helpers import raw_call
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    body = re.search(r"-d '(\{\"data\".*?\})'", text, re.S)[1]
+    out = raw_call(server, "next_token", body)
+    assert "error" not in out and out["text"][0] == " Paris", out
+
+
 def test_the_api_names_are_the_apis_own(server):
     """A tab's event never takes an API endpoint's name (it would answer /patch with the tab's handler)."""
     config = httpx.get(f"{server}config", timeout=30).json()

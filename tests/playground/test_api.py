@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -11,6 +12,8 @@ import torch
 from model.sampling import SamplerSettings, distribution
 from model.interventions import SWEEPS
 from playground import api
+from playground.errors import PromptError
+from playground.tab_sampler import CONTROLS
 
 from ..helpers import BAD_PROMPTS, raw_call
 
@@ -21,7 +24,7 @@ from ..helpers import BAD_PROMPTS, raw_call
     (-1, dict(low=0, high=3, whole=True), "must be in 0..3"), (4, dict(low=0, high=3), "must be in 0..3"),
 ])
 def test_number_refuses_what_is_not_a_valid_number(value, kwargs, message):
-    with pytest.raises(ValueError, match=f"^x {message}"):
+    with pytest.raises(PromptError, match=f"^x {message}"):
         api.number(value, "x", **kwargs)
 
 
@@ -83,6 +86,51 @@ def test_out_of_range_settings_are_errors_as_data(tiny_runner, change, message):
     assert message in api.next_token(tiny_runner, "the cat", **{**SETTINGS, **change})["error"]
 
 
+@pytest.mark.parametrize("name", [c.name for c in CONTROLS])
+@pytest.mark.parametrize("value", [1e9, 1e308, -1e9, float("nan"), "0.5", None, [1]])
+def test_every_sampler_setting_is_checked_against_its_sliders_range(tiny_runner, name, value):
+    """/next_token takes every setting of the sampler's control table (so a new stage reaches the API) and refuses
+    what the tab's slider could not send, naming the setting and its range."""
+    control = next(c for c in CONTROLS if c.name == name)
+    error = api.next_token(tiny_runner, "the cat", **{name: value})["error"]
+    assert error.startswith(f"{name} must be"), error
+    if isinstance(value, float) and value == value:
+        assert f"in {control.low:g}..{control.high:g}" in error
+    low, high = api.next_token(tiny_runner, "the cat", **{name: control.low}), \
+        api.next_token(tiny_runner, "the cat", **{name: control.high})
+    assert "error" not in low and "error" not in high, (low, high)  # the slider's own ends are served
+
+
+HOSTILE_PROMPTS = [(["a"], "prompt must be text"), (3, "prompt must be text"), ({"a": 1}, "prompt must be text"),
+                   (b"bytes", "prompt must be text")]
+
+
+@pytest.mark.parametrize("prompt,message", HOSTILE_PROMPTS + BAD_PROMPTS)
+def test_every_endpoint_refuses_what_is_not_a_prompt(tiny_runner, prompt, message):
+    calls = {
+        "tokenize": lambda p: api.tokenize(tiny_runner, p), "attention": lambda p: api.attention(tiny_runner, p, 0, 0),
+        "next_token": lambda p: api.next_token(tiny_runner, p), "lens": lambda p: api.lens(tiny_runner, p),
+        "attribute": lambda p: api.attribute(tiny_runner, p, " cat", " mat"),
+        "routes": lambda p: api.routes(tiny_runner, p), "why_attend": lambda p: api.why_attend(tiny_runner, p, 0, 0),
+        "ablate": lambda p: api.ablate(tiny_runner, p, "L0H0"),
+        "patch": lambda p: last(api.patch(tiny_runner, p, "the cat", " cat", " mat")),
+    }
+    for name, call in calls.items():
+        assert message in call(prompt)["error"], name
+
+
+def test_a_prompt_the_tokenizer_cannot_encode_at_all_is_refused_and_a_changed_one_says_so(real):
+    from playground.runner import ModelRunner
+
+    net, enc = real
+    assert enc.unencodable("\x04")  # a control byte SmolLM2's vocabulary lacks
+    runner = ModelRunner(net, enc, background_lens=False)
+    assert "no bytes for any character of the prompt (U+0004)" in api.next_token(runner, "\x04")["error"]
+    assert "no bytes for any character" in api.tokenize(runner, "\x04 \x04\n")["error"]
+    changed = api.next_token(runner, "\x04 The capital of France is")  # the rest is served, and says what changed
+    assert "error" not in changed and "U+0004" in changed["notes"][0]
+
+
 @pytest.mark.parametrize("layer,head", [(float("nan"), 0), (math.inf, 0), (-1, 0), (99, 0), (0, 2.5), (0, 99), ("0",
                                                                                                                 0)])
 def test_out_of_range_heads_are_errors_as_data(tiny_runner, layer, head):
@@ -92,9 +140,24 @@ def test_out_of_range_heads_are_errors_as_data(tiny_runner, layer, head):
 # -- over HTTP, on the real model ------------------------------------------------------------
 
 
+def next_token_body(prompt: str = "The capital of France is", **changes) -> str:
+    """A REST body for /next_token: every argument in its order (REST takes no defaults), JSON as a browser or curl
+    may write it (NaN, Infinity)."""
+    import inspect
+
+    values = {name: p.default for name, p in list(inspect.signature(api.next_token).parameters.items())[2:]}
+    values.update(changes)
+    return "[" + ", ".join([json.dumps(prompt), *(v if isinstance(v, str) and v[:1] in "NI1[" else json.dumps(v)
+                                                  for v in values.values())]) + "]"
+
+
 @pytest.mark.parametrize("endpoint,body,message", [
-    ("next_token", '["The capital of France is", NaN, 0, 1.0, 0.0, 1.0, 1.0, "hf", false, 10]', "temperature"),
-    ("next_token", '["The capital of France is", 1.0, 0, Infinity, 0.0, 1.0, 1.0, "hf", false, 10]', "top_p"),
+    ("next_token", next_token_body(temperature="NaN"), "temperature"),
+    ("next_token", next_token_body(top_p="Infinity"), "top_p"),
+    ("next_token", next_token_body(top_k="1e9"), "top_k must be in"),
+    ("next_token", next_token_body(temperature="1e308"), "temperature must"),
+    ("next_token", next_token_body(dry_base="1e308"), "dry_base must be in"),
+    ("next_token", '[["The capital"]' + next_token_body()[next_token_body().index(","):], "prompt must be text"),
     ("attention", '["Hello", NaN, 0, false]', "layer must be"),
     ("attention", '["Hello", 0, Infinity, false]', "head must be"),
 ])

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from model.interventions import Ablation
-from playground.batcher import MAX_BATCH_TOKENS, Analysis, Batcher, pack
+from playground.batcher import MAX_BATCH_TOKENS, PromptRequest, Batcher, pack
 from playground.lens_worker import BackgroundLens
 from playground.runner import ModelBusyError, ModelRunner, PromptError, TraceDropped
 from playground.tracing import trace_batch
@@ -182,7 +182,7 @@ def _arrive(batcher, enc, prompts, results):
     """Submit the prompts from threads, one after another in this order; wait until all of them wait."""
     threads = []
     for p in prompts:
-        request = Analysis(enc.encode(p), p, False, [])
+        request = PromptRequest(enc.encode(p), p, False, [])
         threads.append(threading.Thread(target=lambda r=request: results.setdefault(r.prompt, batcher.submit(r, 30))))
         threads[-1].start()
         deadline = time.monotonic() + 10
@@ -222,13 +222,13 @@ def test_a_batch_holds_what_fits_and_the_rest_waits(tiny_net, tiny_enc):
     for t in threads:
         t.join(timeout=30)
     assert sorted(sum(batches, [])) == sorted(lengths)
-    assert batches[0] == [len(r.ids) for r in pack([Analysis([0] * n, "", False, []) for n in lengths], 40)]
+    assert batches[0] == [len(r.ids) for r in pack([PromptRequest([0] * n, "", False, []) for n in lengths], 40)]
     assert batches[0][0] == lengths[0]  # the oldest goes first
     assert all(len(b) * max(b) <= 40 or len(b) == 1 for b in batches)
 
 
 def test_pack_takes_the_oldest_and_whatever_else_fits():
-    waiting = [Analysis([0] * n, "", False, []) for n in (20, 30, 5, 10, 25)]
+    waiting = [PromptRequest([0] * n, "", False, []) for n in (20, 30, 5, 10, 25)]
     assert [len(r.ids) for r in pack(waiting, 64)] == [20, 30]  # 2 x 30 fits; a third would pad to 3 x 30
     assert [len(r.ids) for r in pack(waiting, 50)] == [20, 5]  # 2 x 30 does not fit; 3 x 20 would not either
     assert [len(r.ids) for r in pack(waiting[1:2], 8)] == [30]  # one too long for the budget still runs alone

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from model.transformer import apply_rope, rope_angles, rope_frequencies, rope_rotations
-from playground import tab_attention, tab_routes, tab_tour
+from playground import tab_attention, tab_routes, tour
 from playground.registry import TABS
 from playground.rope_formulas import rope_frequencies as formula_frequencies
 from playground.runner import ModelRunner
@@ -50,9 +50,9 @@ def test_every_tab_renders_on_another_shape(other, spec):
 def test_the_tour_walks_another_shape(other):
     runner, trace = other
     for step in range(1, 11):
-        title, caption, figure, tab, values = tab_tour.tour_step(runner, trace, step, False)
+        title, caption, figure, tab, values = tour.tour_step(runner, trace, step, False)
         assert figure is not None and "⚠️" not in caption, (step, caption)
-    assert "4 query heads share each key/value head" in tab_tour.tour_step(runner, trace, 4, False)[1]
+    assert "4 query heads share each key/value head" in tour.tour_step(runner, trace, 4, False)[1]
 
 
 def test_the_last_layer_and_head_and_the_window_are_the_models(other):

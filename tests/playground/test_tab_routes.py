@@ -37,7 +37,8 @@ def test_the_graph_drawn_is_the_route_graph_with_heads_merged(tiny_runner, shown
     merged = {(e.layer, e.source, e.target) for e in heads}
     marks = next(d for d in figure.data if d.name == "attention")
     assert sorted(json.loads(c)["attn"] for c in marks.customdata) == sorted(list(m) for m in merged)
-    assert f"**{len(graph.edges) - len(heads) + len(merged)} edges** ({len(heads)} of them a head's" in note
+    assert f"({len(marks.customdata)} of them attention edges from a key to a query)" in note  # as drawn, merged
+    assert f"**{len(graph.edges) - len(heads) + len(merged)} edges**" in note
     assert "3 query heads share each key/value head" in note  # the tiny model: 6 query heads, 2 key/value heads
     nodes = next(d for d in figure.data if d.name == "residual state")
     assert json.dumps({"node": [2 * tiny_runner.cfg.n_layers, last]}) in nodes.customdata  # the top node
@@ -109,7 +110,6 @@ def test_a_prompt_over_the_routes_cap_is_told_so(tiny_net, tiny_enc, monkeypatch
     import playground.tab_routes as tab
 
     monkeypatch.setattr(runner_module, "ROUTES_MAX_TOKENS", 4)
-    monkeypatch.setattr(tab, "ROUTES_MAX_TOKENS", 4)
     runner = ModelRunner(tiny_net, tiny_enc, background_lens=False)
     trace = runner.analyze(TINY_PROMPT, lens=False)
     out = tab.render(runner, trace, 1, 0.04, 0, 0, 1, 0, False, progress=_none)
