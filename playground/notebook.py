@@ -78,7 +78,7 @@ class Analysis:
     def lens(self, with_mid: bool = False, statistic: str = "top_prob", position: int = -1,
              large: bool = False) -> View:
         """The logit lens over every layer and position (the Logit-lens tab's grid)."""
-        return self.view("lens", "grid", large, statistic=statistic, with_mid=bool(with_mid), pos=position)
+        return self.view("lens", "grid", large, statistic=statistic, with_mid=with_mid, pos=position)
 
     def sampler(self, order: str = "hf", top_n: int = 15, large: bool = False, **settings) -> View:
         """The next-token distribution before and after the sampler chain (the Sampler tab's bars); settings by

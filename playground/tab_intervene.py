@@ -40,6 +40,7 @@ CLEAN_EXAMPLE, CORRUPTED_EXAMPLE = "The capital of France is", "The capital of I
 
 def token_pair(runner: ModelRunner, logits: np.ndarray, a_text: str, b_text: str) -> tuple[int, int, str]:
     """The two tokens to compare (the first token of each text; empty: the model's two most likely), and a label."""
+    a_text, b_text = text_of(a_text or "", "a"), text_of(b_text or "", "b")
     top = [int(t) for t in np.argsort(-logits)[:2]]
     a = runner.first_token(a_text) if a_text and a_text.strip() else top[0]
     b = runner.first_token(b_text) if b_text and b_text.strip() else next(t for t in top if t != a)
@@ -232,8 +233,9 @@ def patch(runner: ModelRunner, clean: str, corrupted: str, a_text: str, b_text: 
         if estimate > MAX_SWEEP_S:
             raise PromptError(f"This sweep would take about {estimate:.0f} s (the limit is {MAX_SWEEP_S} s): use "
                               f"shorter prompts, or the per-head sweep.")
-        a = runner.first_token(a_text) if a_text and a_text.strip() else None
-        b = runner.first_token(b_text) if b_text and b_text.strip() else None
+        a_text, b_text = text_of(a_text or "", "a"), text_of(b_text or "", "b")
+        a = runner.first_token(a_text) if a_text.strip() else None
+        b = runner.first_token(b_text) if b_text.strip() else None
         if a is None or b is None or a == b:
             raise PromptError("Type the clean prompt's answer and the corrupted one's (two different tokens).")
         yield f"Running the {sweep.name} sweep: about {estimate:.0f} s …", None

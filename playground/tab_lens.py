@@ -14,7 +14,7 @@ from .figures.lens import STATISTICS, LensStat, lens_grid, rankings_watch, stati
 from .figures.tokens import axis_labels, token_label
 from .runner import ModelRunner, PromptError
 from .trace import Trace
-from .view import View, position_of
+from .view import View, flag_of, position_of
 from .ui import LAYER_VIEW, Link, MODEL_RUN, Event, TabContext, TabView, bind, clamp, font_scale, intro, arrows
 
 KEYS = arrows("lens-position", "position")
@@ -86,7 +86,7 @@ def grid(runner: ModelRunner, trace: Trace, statistic: str = "top_prob", with_mi
     if statistic not in STATISTICS:
         raise PromptError(f"statistic must be one of {sorted(STATISTICS)}, got {statistic!r}")
     pos = position_of(trace.n_tokens, pos)
-    row_labels, lens = runner.lens(trace, bool(with_mid), progress=progress)
+    row_labels, lens = runner.lens(trace, flag_of(with_mid, "with_mid"), progress=progress)
     colour, shown = statistic_values(statistic, lens.top_probs.numpy(), lens.rank_final.numpy(), lens.rank_next.numpy(),
                                      lens.kl_to_final.numpy(), lens.entropy.numpy())
     next_ids = np.append(trace.ids[1:], -1)
@@ -112,7 +112,7 @@ def render(runner: ModelRunner, trace: Trace | None, statistic: str, with_mid: b
         return None, None, ""
     position = clamp(position, 0, trace.n_tokens - 1)
     try:
-        shown = grid(runner, trace, statistic, with_mid, position, large,
+        shown = grid(runner, trace, statistic, bool(with_mid), position, large,
                      progress=lambda done, what: progress(done, desc=what))
         watched = watch(runner, trace, position, with_mid, extra, font_scale(large))
     except PromptError as e:  # dropped to make room, or the model stayed busy

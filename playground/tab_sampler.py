@@ -134,7 +134,7 @@ def sampler_settings(runner: ModelRunner, order: str = "hf", **settings) -> Samp
     controls = {c.name: c for c in CONTROLS}
     unknown = sorted(set(settings) - set(controls))
     if unknown:
-        raise PromptError(f"unknown sampler setting {unknown[0]!r}; the settings are {', '.join(controls)}")
+        raise PromptError(f"unknown sampler settings {unknown}; the settings are {', '.join(controls)}")
     orders = {"hf": "hf", ORDERS[0]: "hf", "llama.cpp": "llama.cpp", ORDERS[1]: "llama.cpp"}
     if not isinstance(order, str) or order not in orders:
         raise PromptError(f"order must be 'hf' or 'llama.cpp', got {order!r}")

@@ -69,6 +69,13 @@ def threshold_of(value, name: str = "threshold") -> float:
     return value
 
 
+def flag_of(value, name: str) -> bool:
+    """A yes/no setting: True or False (not 0, None or "yes", which a script might send meaning anything)."""
+    if not isinstance(value, bool):
+        raise PromptError(f"{name} must be true or false, got {value!r}")
+    return value
+
+
 def text_of(value, name: str = "prompt") -> str:
     """A text argument: a string, else a PromptError (a list, a number or a dict is not text)."""
     if not isinstance(value, str):

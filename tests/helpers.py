@@ -111,3 +111,22 @@ def write_hf_tokenizer(spec, directory) -> None:
         "bos_token": spec.tokens[spec.bos_token_id], "eos_token": spec.tokens[spec.eos_token_id],
         "chat_template": spec.chat_template,
     }))
+
+
+def attention_parts_from_hooks(net, ids: list[int], layer: int, target: int):
+    """(H, target + 1): each head's part from each earlier token in the state after attention at `target`, as a
+    share by the LM Transparency Tool's rule (Ferrando & Voita 2024), recomputed here from the model's own hooks:
+    the parts are the residual and each head's weight x value through its slice of W_O; a part's importance is
+    max(eps, |y|_1 - |y - part|_1), normalised over the parts."""
+    from model.routes import EPS
+
+    cfg = net.cfg
+    _, cache = net.run_with_cache(torch.tensor([ids]))
+    pattern, v = cache[f"blocks.{layer}.attn.hook_pattern"][0], cache[f"blocks.{layer}.attn.hook_v"][0]
+    wo = net.blocks[layer].attn.wo.weight.view(cfg.d_model, cfg.n_heads, cfg.d_head)
+    whole = cache[f"blocks.{layer}.hook_resid_mid"][0, target]
+    parts = [cache[f"blocks.{layer}.hook_resid_pre"][0, target]]
+    for h in range(cfg.n_heads):
+        parts += [pattern[h, target, j] * (wo[:, h] @ v[j, cfg.kv_head_of(h)]) for j in range(target + 1)]
+    closeness = torch.stack([(whole.abs().sum() - (whole - p).abs().sum()).clamp(min=EPS) for p in parts])
+    return (closeness / closeness.sum())[1:].view(cfg.n_heads, target + 1).numpy()

@@ -3,6 +3,7 @@ the command and the notebook API, the example notebook runs top to bottom, and t
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -12,6 +13,7 @@ import sys
 import tomllib
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ..conftest import ROOT
@@ -82,17 +84,22 @@ def analysis(runner):
 
 
 def test_the_notebook_views_are_the_tabs_own(analysis, runner):
-    from playground import tab_attention, tab_routes
+    """The notebook draws through the tabs' named views, and what they draw is the model's own: the heatmap's
+    cells are hook_pattern (causal cells masked), the graph's top node is the last position."""
+    from playground import tab_attention, views
 
     view = analysis.attention(3, 5)
-    tab = tab_attention.render_head(runner, analysis.trace, 3, 5, False)[0]
-    assert view.figure.to_dict() == tab.to_dict()
-    assert analysis.routes(-1).figure.to_dict() == tab_routes.graph_view(runner, analysis.trace, 4, 0.04, False,
-                                                                          progress=lambda *a, **k: None)[0].to_dict()
+    assert view.figure.to_json() == tab_attention.render_head(runner, analysis.trace, 3, 5, False)[0].to_json()
     pattern = analysis.cache["blocks.3.attn.hook_pattern"]
     assert tuple(pattern.shape) == (1, runner.cfg.n_heads, 5, 5)
-    assert (pattern[0, 5].numpy() == runner.layer(analysis.trace, 3).pattern[5]).all() or \
-        abs(pattern[0, 5].numpy() - runner.layer(analysis.trace, 3).pattern[5]).max() < 1e-5
+    z = np.array(view.figure.data[0].z, dtype=float)
+    below = np.tril(np.ones((5, 5), bool))
+    np.testing.assert_allclose(z[below], pattern[0, 5].numpy()[below], atol=1e-5)
+    assert np.isnan(z[~below]).all()  # the future, greyed
+    routes = analysis.routes(-1)
+    assert routes.figure.to_json() == views.show("routes", "graph", runner, analysis.trace, {"pos": 4}).figure.to_json()
+    nodes = next(d for d in routes.figure.data if d.name == "residual state")
+    assert json.dumps({"node": [2 * runner.cfg.n_layers, 4]}) in nodes.customdata
 
 
 @pytest.mark.parametrize("call,message", [
@@ -106,7 +113,7 @@ def test_the_notebook_views_are_the_tabs_own(analysis, runner):
     (lambda pg, t: t.routes(threshold=0), "between 0 and 1"),
     (lambda pg, t: t.why(3, 1, query=1, key=3), "key must be in 0..1"),
     (lambda pg, t: pg.ablate(t, heads=["L99H0"]), "head layer must be in 0..29"),
-    (lambda pg, t: pg.ablate(t, heads=["head 3"]), "heads look like 'L14H0'"),
+    (lambda pg, t: pg.ablate(t, heads=["head 3"]), "heads must look like 'L3H2, L14H0'"),
     (lambda pg, t: pg.patch("The cat", "The cat sat", " a", " b"), "same token length"),
     (lambda pg, t: pg.patch("a b", "c d", " a", " b", kind="everything"), "kind must be one of"),
 ])

@@ -10,12 +10,11 @@ import pytest
 import torch
 
 from model.sampling import SamplerSettings, distribution
-from model.interventions import SWEEPS
 from playground import api
 from playground.errors import PromptError
 from playground.tab_sampler import CONTROLS
 
-from ..helpers import BAD_PROMPTS, raw_call
+from ..helpers import BAD_PROMPTS, attention_parts_from_hooks, raw_call
 
 
 @pytest.mark.parametrize("value,kwargs,message", [
@@ -254,11 +253,28 @@ def test_patch_streams_each_layer_then_the_numbers_the_runner_gives(tiny_runner,
     L = tiny_runner.cfg.n_layers
     assert progress == [{"progress": f"layer {i} of {L}"} for i in range(1, L)]
     assert np.array(out["values"]).shape == (L, tiny_runner.cfg.n_heads)
-    clean, corrupted = tiny_enc.encode("the cat sat on the"), tiny_enc.encode("the mat sat on the")
+    # TransformerLens's head patching, done here with the model's hooks: clean hook_z of one head written into the
+    # corrupted run at every position, the logit difference a - b normalised between the corrupted and clean runs
+    net = tiny_runner._net
+    clean, corrupted = torch.tensor([tiny_enc.encode("the cat sat on the")]), \
+        torch.tensor([tiny_enc.encode("the mat sat on the")])
     a, b = tiny_enc.encode(" cat")[0], tiny_enc.encode(" mat")[0]
-    clean_diff, corrupt_diff, rows = tiny_runner.patching(clean, corrupted, SWEEPS["heads"], a, b)
-    np.testing.assert_allclose(out["values"], [row for _, row in rows], atol=1e-6)
-    assert (out["clean_difference"], out["corrupted_difference"]) == (clean_diff, corrupt_diff)
+    clean_logits, clean_cache = net.run_with_cache(clean, names_filter=r"attn\.hook_z$")
+    corrupt_logits = net(corrupted)
+
+    def diff(logits) -> float:
+        return float(logits[0, -1, a] - logits[0, -1, b])
+
+    assert out["clean_difference"] == pytest.approx(diff(clean_logits), abs=1e-5)
+    assert out["corrupted_difference"] == pytest.approx(diff(corrupt_logits), abs=1e-5)
+    for layer, head in [(0, 0), (L - 1, tiny_runner.cfg.n_heads - 1), (1, 2)]:
+        def write(z, hook, layer=layer, head=head):
+            z[:, :, head] = clean_cache[f"blocks.{layer}.attn.hook_z"][:, :, head]
+            return z
+
+        patched = diff(net.run_with_hooks(corrupted, [(f"blocks.{layer}.attn.hook_z", write)]))
+        expected = (patched - diff(corrupt_logits)) / (diff(clean_logits) - diff(corrupt_logits))
+        assert out["values"][layer][head] == pytest.approx(expected, abs=1e-4), (layer, head)
     assert "same token length" in last(api.patch(tiny_runner, "the cat", "the cat sat on", " cat", " mat"))["error"]
     assert "sweep must be" in last(api.patch(tiny_runner, "the cat", "the mat", " cat", " mat", "everything"))["error"]
 
@@ -319,16 +335,19 @@ def test_the_mcp_server_offers_the_read_only_tools(server, real):
 
 
 def test_routes_are_the_graph_of_the_runners_flow(tiny_runner, tiny_enc):
-    from model.routes import route_graph
-
+    """Each attention edge into the last position at the top layer has the importance the paper's rule gives,
+    recomputed from the model's hooks; each kept edge is renormalised among those kept at its state."""
     out = api.routes(tiny_runner, "the cat sat on the mat", -1, 0.04)
-    trace = tiny_runner.analyze("the cat sat on the mat", lens=False)
-    expected = route_graph(tiny_runner.routes(trace), trace.n_tokens - 1, 0.04)
-    assert out["position"] == trace.n_tokens - 1 and len(out["edges"]) == len(expected.edges) > 0
-    for got, e in zip(out["edges"], expected.edges):
-        assert (got["kind"], got["layer"], got["source"], got["target"], got["head"]) == \
-            (e.kind, e.layer, e.source, e.target, e.head)
-        assert got["importance"] == pytest.approx(e.importance, abs=1e-6)
+    ids = tiny_enc.encode("the cat sat on the mat")
+    last, top = len(ids) - 1, tiny_runner.cfg.n_layers - 1
+    assert out["position"] == last and out["edges"]
+    parts = attention_parts_from_hooks(tiny_runner._net, ids, top, last)
+    into_top = [e for e in out["edges"] if e["kind"] == "attn" and e["layer"] == top and e["target"] == last]
+    assert into_top
+    for e in into_top:
+        assert e["raw"] == pytest.approx(float(parts[e["head"], e["source"]]), abs=1e-5), e
+        assert e["raw"] > 0.04 and e["importance"] >= e["raw"]  # kept above the threshold, then renormalised
+    assert {(e["head"], e["source"]) for e in into_top} == {tuple(hs) for hs in np.argwhere(parts > 0.04)}
     assert "threshold must be" in api.routes(tiny_runner, "the cat", -1, float("nan"))["error"]
     assert "position must be in" in api.routes(tiny_runner, "the cat", 5)["error"]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+import types
 
 import pytest
 
@@ -27,7 +28,35 @@ def test_a_key_is_computed_once_and_the_oldest_is_forgotten():
     assert calls == ["a", "b", "c", "b"] and memo.computed == 4
 
 
-def test_who_asks_while_it_is_computed_waits_for_that_run():
+class Waits(threading.Event):
+    """The Event a Memo hands to those who wait for a run under way, counting them as they start waiting."""
+
+    waiting = 0
+    guard = threading.Lock()
+
+    def wait(self, timeout=None):
+        with Waits.guard:
+            Waits.waiting += 1
+        return super().wait(timeout)
+
+
+def until_waiting(n: int) -> None:
+    """Until n callers wait on the run under way (a condition, not a pause)."""
+    deadline = time.monotonic() + 10
+    while Waits.waiting < n:
+        assert time.monotonic() < deadline, Waits.waiting
+        time.sleep(0.001)
+
+
+@pytest.fixture()
+def counted(monkeypatch):
+    import playground.memo as memo_module
+
+    Waits.waiting = 0  # only the Memo's own Events count (the tests' own are plain)
+    monkeypatch.setattr(memo_module, "threading", types.SimpleNamespace(Event=Waits, Lock=threading.Lock))
+
+
+def test_who_asks_while_it_is_computed_waits_for_that_run(counted):
     memo, started, release, calls = Memo(), threading.Event(), threading.Event(), []
 
     def slow():
@@ -43,15 +72,15 @@ def test_who_asks_while_it_is_computed_waits_for_that_run():
     others = [threading.Thread(target=lambda: answers.append(memo.get("k", slow))) for _ in range(3)]
     for t in others:
         t.start()
-    time.sleep(0.1)
-    assert answers == []  # they wait
+    until_waiting(3)  # all three wait on the first run (none computes its own: calls stays [1])
+    assert answers == [] and calls == [1]
     release.set()
     for t in [first, *others]:
         t.join(10)
     assert answers == ["done"] * 4 and calls == [1]
 
 
-def test_a_failed_run_is_not_kept_and_a_waiter_runs_it_again():
+def test_a_failed_run_is_not_kept_and_a_waiter_runs_it_again(counted):
     memo, started, release = Memo(), threading.Event(), threading.Event()
 
     def failing():
@@ -73,7 +102,7 @@ def test_a_failed_run_is_not_kept_and_a_waiter_runs_it_again():
     answers = []
     waiter = threading.Thread(target=lambda: answers.append(memo.get("k", lambda: "second try")))
     waiter.start()
-    time.sleep(0.1)
+    until_waiting(1)  # it waits on the run that will fail, then runs its own
     release.set()
     t.join(10)
     waiter.join(10)

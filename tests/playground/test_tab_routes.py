@@ -14,11 +14,18 @@ from playground.figures.routes import routes_figure, split_figure
 from playground.runner import ModelRunner
 from playground.ui import token_markdown
 
+from ..helpers import attention_parts_from_hooks
 from ..conftest import TINY_PROMPT
 
 
 def _none(*args, **kwargs) -> None:
     return None
+
+
+def _head_shares_from_hooks(runner, trace, target: int) -> np.ndarray:
+    """(L, H): each head's share of the state after attention at `target`, from the model's hooks."""
+    return np.stack([attention_parts_from_hooks(runner._net, trace.ids.tolist(), l, target).sum(-1)
+                     for l in range(runner.cfg.n_layers)])
 
 
 @pytest.fixture
@@ -42,11 +49,14 @@ def test_the_graph_drawn_is_the_route_graph_with_heads_merged(tiny_runner, shown
     assert "3 query heads share each key/value head" in note  # the tiny model: 6 query heads, 2 key/value heads
     nodes = next(d for d in figure.data if d.name == "residual state")
     assert json.dumps({"node": [2 * tiny_runner.cfg.n_layers, last]}) in nodes.customdata  # the top node
-    # the why-here view opens on the head that moves the most into the last position, at the key it attends most
-    shares = trace.routes.attn[:, last].sum(-1)
+    # the why-here view opens on the head that moves the most into the last position, at the key it attends most:
+    # each head's share recomputed here from the model's own hooks by the paper's rule (Ferrando & Voita 2024)
+    shares = _head_shares_from_hooks(tiny_runner, trace, last)
     assert (layer["value"], head["value"]) == tuple(int(v) for v in np.unravel_index(int(shares.argmax()),
                                                                                       shares.shape))
-    assert key["value"] == int(tiny_runner.layer(trace, layer["value"]).pattern[head["value"], last].argmax())
+    _, cache = tiny_runner._net.run_with_cache(torch.tensor([trace.ids.tolist()]))
+    pattern = cache[f"blocks.{layer['value']}.attn.hook_pattern"][0, head["value"], last]
+    assert key["value"] == int(pattern.argmax())
     assert why is not None and "is the sum of the grid's cells" in why_note
 
 
@@ -77,9 +87,9 @@ def test_clicks_open_a_node_an_edge_and_an_mlp(tiny_runner, shown):
     assert moved == [layer, strongest, target, source]
     assert f"**L{layer}H{strongest}**" in details and "promotes" in details
     details, *moved = tab_routes.pick(tiny_runner, trace, json.dumps({"mlp": [0, 2]}) + "#3", 0, 0, 1, 0)
-    view = tiny_runner.block(trace, 0, 2)
-    top = int((np.abs(view.post) * view.w2_norms).argmax())
-    assert "L0 MLP" in details and f"n{top} " in details
+    _, cache = tiny_runner._net.run_with_cache(torch.tensor([trace.ids.tolist()]))
+    writes = cache["blocks.0.mlp.hook_post"][0, 2].abs() * tiny_runner._net.blocks[0].mlp.w2.weight.norm(dim=0)
+    assert "L0 MLP" in details and f"n{int(writes.argmax())} " in details  # the neuron that writes the most
 
 
 def test_head_logits_are_the_heads_output_through_the_unembedding(tiny_runner, tiny_net, shown):

@@ -9,10 +9,12 @@ import time
 import numpy as np
 import plotly.graph_objects as go
 import pytest
+import torch
 
 from playground import tour, walk
 from playground.deck import TOUR_STEPS, built_in_decks, parse_deck
 from playground.deck_export import deck_html, markdown_html
+from playground.errors import PromptError
 from playground.runner import ModelRunner
 
 from ..conftest import TINY_PROMPT
@@ -25,7 +27,10 @@ def runner(tiny_net, tiny_enc):
     return ModelRunner(tiny_net, tiny_enc, background_lens=False)
 
 
-def test_every_step_draws_and_its_caption_follows_the_prompts_numbers(runner):
+def test_every_step_draws_and_its_caption_follows_the_prompts_numbers(runner, tiny_net, tiny_enc):
+    """Each caption's numbers against the model's own hooks on the same prompt (run_with_cache), not the trace the
+    tour reads: the token count, the previous-token head and its share, the residual norms, where the lens's
+    answer settles (each layer's resid_post through ln_final and the unembedding, computed here)."""
     a, b = runner.analyze(TINY_PROMPT, lens=False), runner.analyze(OTHER_PROMPT, lens=False)
     captions = {}
     for trace in (a, b):
@@ -33,22 +38,42 @@ def test_every_step_draws_and_its_caption_follows_the_prompts_numbers(runner):
             title, caption, figure, tab, values = tour.tour_step(runner, trace, step, False)
             assert figure is not None and caption and tab, (step, title)
             captions[trace.prompt, step] = caption
-    for trace in (a, b):
-        assert f"**{trace.n_tokens} tokens**" in captions[trace.prompt, 1]
-        stats = np.nan_to_num(trace.head_stats)
-        layer, head = np.unravel_index(int(stats[:, :, 1].argmax()), stats.shape[:2])
-        assert f"**L{layer}H{head}** is a previous-token head" in captions[trace.prompt, 4]
-        assert f"{stats[layer, head, 1]:.0%}" in captions[trace.prompt, 4]
-        norms = np.linalg.norm(trace.resid[:, -1], axis=-1)
-        assert f"**{norms[0]:.2f}**" in captions[trace.prompt, 5]
-        rows, lens = runner.lens(trace, False)
-        ranks = lens.rank_final[:, -1].tolist()  # each row's rank of the model's answer at the last position
-        settled = next(r for r in range(len(rows)) if all(rank == 0 for rank in ranks[r:]))
-        assert f"top-1 for good from row **{rows[settled]}** on" in captions[trace.prompt, 7] or \
-            (f"top-1 guess from row **{rows[settled]}** on" in captions[trace.prompt, 7] and
-             all(rank != 0 for rank in ranks[:settled]))
+    for prompt in (TINY_PROMPT, OTHER_PROMPT):
+        ids = tiny_enc.encode(prompt)
+        logits, cache = tiny_net.run_with_cache(torch.tensor([ids]))
+        L = tiny_net.cfg.n_layers
+        assert f"**{len(ids)} tokens**" in captions[prompt, 1]
+        previous = torch.stack([torch.diagonal(cache[f"blocks.{l}.attn.hook_pattern"][0], -1, -2, -1).mean(-1)
+                                for l in range(L)])  # (L, H): mean weight on the token just before
+        layer, head = divmod(int(previous.argmax()), previous.shape[1])
+        assert f"**L{layer}H{head}** is a previous-token head: on average it puts " \
+               f"**{float(previous[layer, head]):.0%}**" in captions[prompt, 4]
+        embed, top = cache["hook_embed"][0, -1].norm(), cache[f"blocks.{L - 1}.hook_resid_post"][0, -1].norm()
+        assert f"from **{float(embed):.2f}** after the embedding to **{float(top):.1f}**" in captions[prompt, 5]
+        answer = int(logits[0, -1].argmax())
+        rows = [cache["hook_embed"]] + [cache[f"blocks.{l}.hook_resid_post"] for l in range(L)]
+        hits = [int(tiny_net.output(tiny_net.ln_final(r[0, -1])).argmax()) == answer for r in rows]
+        settled = min(r for r in range(len(rows)) if all(hits[r:]))
+        names = ["embed"] + [f"L{l}" for l in range(L)]
+        assert f"**{names[settled]}** on" in captions[prompt, 7]
+        assert ("lost again" in captions[prompt, 7]) == any(hits[:settled])
     changed = [step for step in range(1, TOUR_STEPS + 1) if captions[a.prompt, step] != captions[b.prompt, step]]
     assert changed == list(range(1, TOUR_STEPS + 1))  # no canned sentence: every step's text moved with the prompt
+
+
+def test_the_lens_caption_says_when_the_answer_is_lost_again():
+    """The rule for where the answer appears, on the rows the issue found (transformers agreed on the numbers)."""
+    from playground.tab_lens import answer_sentence
+
+    labels = ["embed"] + [f"L{l}" for l in range(30)]
+    hits = np.zeros(31, bool)
+    hits[26] = hits[28:] = True  # top-1 at L25, lost at L26, top-1 for good from L27
+    assert answer_sentence(labels, hits) == ("is first the top-1 guess at row **L25**, lost again at L26, and top-1 "
+                                             "for good from row **L27** on")
+    hits[:] = False
+    hits[1] = hits[24:] = True  # L0, lost from L1 to L22
+    assert "lost again at L1–L22, and top-1 for good from row **L23** on" in answer_sentence(labels, hits)
+    assert answer_sentence(labels, np.arange(31) >= 5) == "is the top-1 guess from row **L4** on"
 
 
 LINKS = {"tokenization": {}, "attention": {"layer": "slider", "head": "slider"}, "lens": {"pos": "slider"},
@@ -157,3 +182,38 @@ def test_the_export_is_one_page_with_every_slide_and_plotly_inlined_once(runner)
     assert markdown_html("**a** `b` *c*\n\n- one\n- two") == \
         "<p><strong>a</strong> <code>b</code> <em>c</em></p>\n<ul><li>one</li><li>two</li></ul>"
     assert "&lt;script&gt;" in deck_html("t", [("x", "<script>", "", go.Figure())])  # captions are escaped
+
+
+def test_a_deck_given_at_start_up_reports_every_problem_on_the_console_and_keeps_its_own_name(
+        tiny_net, tiny_enc, tmp_path, monkeypatch, capsys):
+    """`--deck`: a slide over the token cap is named on the console (as a slide that does not parse is), and a deck
+    called tour.md or next-word.md is offered beside the tour and the built-in deck, not in place of either."""
+    from playground import server
+
+    talk = tmp_path / "tour.md"
+    talk.write_text(f"# Mine\n## Long\nprompt: {'the cat sat on the mat ' * 120}\ntab: lens\n"
+                    f"## Fine\nprompt: {TINY_PROMPT}\ntab: lens\n## Odd\nprompt: x\ntab: nowhere\n")
+    started = {}
+    monkeypatch.setattr(server, "choose_model", lambda model, dtype: (tiny_net, tiny_enc, "tiny"))
+    monkeypatch.setattr(server, "create_app", lambda runner, note, decks, deck: started.update(decks=decks, deck=deck))
+    monkeypatch.setattr(server, "queued", lambda app, runner: type("App", (), {"launch": lambda *a, **k: None})())
+    monkeypatch.setattr("sys.argv", ["app.py", "--deck", str(talk)])
+    assert server.main() == 0
+    console = capsys.readouterr().err
+    assert re.search(r"slide 1 \('Long'\) left out: prompt: That prompt is [\d,]+ tokens; the limit is 512", console)
+    assert "slide 3 ('Odd') left out: tab must be one of" in console
+    assert started["deck"] == "tour-2" and "?deck=tour-2" in console
+    assert [s.title for s in started["decks"]["tour-2"].slides] == ["Fine"]
+    assert walk.deck_name(tmp_path / "next-word.md") == "next-word-2" and walk.deck_name(talk.with_stem("x")) == "x"
+
+
+def test_the_notebook_takes_a_runner_for_its_model(tiny_net, tiny_enc):
+    import playground as pg
+
+    mine = ModelRunner(tiny_net, tiny_enc, background_lens=False)
+    t = pg.analyze(TINY_PROMPT, model=mine)  # as the README's comment suggests: model=pg.runner_for(...)
+    assert t.runner is mine and pg.runner_for(mine) is mine
+    assert t.view("rope", "pairs", layer=0, head=0, pos=-1).figure.to_json() == \
+        tour.tour_step(mine, t.trace, 3, False)[2].to_json()  # the tour's RoPE step is that view
+    with pytest.raises(PromptError, match="layer must be in 0..1"):
+        t.attention(layer=2, head=0)

@@ -58,16 +58,24 @@ def test_a_long_job_hands_the_model_to_whoever_waits_between_its_steps():
 
 
 def test_two_long_jobs_take_turns_a_step_each():
-    gate, order = ModelGate(), []
+    gate, order, done = ModelGate(), [], set()
     started = threading.Barrier(2)
+
+    def other_waits(name: str) -> None:
+        """Until the other job waits for the model (or has finished): a condition, not a pause."""
+        deadline = time.monotonic() + 10
+        while gate.waiting == 0 and ({"a", "b"} - {name}) - done:
+            assert time.monotonic() < deadline
+            time.sleep(0.001)
 
     def job(name: str) -> None:
         started.wait()
         gate.acquire(30, heavy=True, what=name)
         for step in range(3):
             order.append(name)
-            time.sleep(0.01)  # the other job arrives while this step runs
+            other_waits(name)  # the other job has arrived while this step runs
             gate.pause(name)
+        done.add(name)
         gate.release()
 
     threads = [threading.Thread(target=job, args=(n,)) for n in ("a", "b")]
