@@ -25,7 +25,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .transformer import ModelConfig, Transformer, lay_out_for_decoding
+from .layout import lay_out_for_decoding
+from .transformer import ModelConfig, Transformer
 
 
 class CheckpointError(Exception):

@@ -12,7 +12,8 @@ in the *half-split* layout, (x0, x_{d/2}), (x1, x_{d/2+1}), ...; the loaders per
 rows into ours (see `loaders.half_split_to_interleaved`). Both give the same q.k scores.
 
 One module on purpose (the house style's nanoGPT rule): config, maths, hooks, attention, MLP, block and model
-read top-down in one place, which is what makes it longer than the others.
+read top-down in one place. `forward` is the model; `step` is the same maths for one new token when no hook is
+attached (decoding), reading the weights through `layout.py`'s plan, which is how they are laid out for speed.
 
     interleaved:  [x0 x1 | x2 x3 | x4 x5 | x6 x7]      pairs are neighbours
     half-split:   [x0 x1 x2 x3 | x4 x5 x6 x7]          pair i is (x_i, x_{i+d/2})
@@ -27,13 +28,14 @@ import contextlib
 import math
 import operator
 import re
-import weakref
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .layout import plan_for
 
 
 @dataclass
@@ -154,137 +156,6 @@ def repeat_kv(x: Tensor, n_rep: int) -> Tensor:
         return x
     B, G, S, Dh = x.shape
     return x[:, :, None].expand(B, G, n_rep, S, Dh).reshape(B, G * n_rep, S, Dh)
-
-
-class Product:
-    """A few linears read as one product on the CPU's threads: their outputs side by side (B, sum of widths),
-    biases added, for a few rows x (B, K). A weight stored transposed (`lay_out_for_decoding`: its (K, n)
-    transpose contiguous) is split into `parts` blocks along K, one per thread, read by one batched product and
-    the partial sums added: reading whole rows of the transpose streams the memory faster than short dot products
-    do, and MKL runs a one-row product on one thread. Weights whose transposes lie side by side in one buffer are
-    one product. A weight stored as (n, K) is split into row blocks instead."""
-
-    def __init__(self, linears: tuple[nn.Linear, ...], parts: int) -> None:
-        weights = [linear.weight for linear in linears]
-        joined = beside(weights) if parts > 1 else None
-        self.blocks = []  # (parts, K / parts, n) blocks of a transpose, (parts, n / parts, K) row blocks, or (n, K)
-        for w in [joined] if joined is not None else weights:
-            n, K = w.shape
-            if parts > 1 and w.T.is_contiguous() and K % parts == 0:
-                self.blocks.append(("columns", w.T.view(parts, K // parts, n)))
-            elif parts > 1 and w.is_contiguous() and n % parts == 0:
-                self.blocks.append(("rows", w.view(parts, n // parts, K)))
-            else:
-                self.blocks.append(("whole", w))
-        self.biases = [linear.bias for linear in linears] if linears[0].bias is not None else []
-
-    def __call__(self, x: Tensor) -> Tensor:
-        B, K = x.shape
-        outs = []
-        for kind, w in self.blocks:
-            if kind == "whole":
-                outs.append(F.linear(x, w))
-            elif kind == "columns":  # (parts, B, K / parts) @ (parts, K / parts, n), summed over the parts
-                parts = w.shape[0]
-                x = x.contiguous()
-                y = torch.bmm(x.as_strided((parts, B, K // parts), (K // parts, K, 1)), w)  # (parts, B, n)
-                outs.append(torch.add(*y.unbind(0)) if parts == 2 else y.sum(0))  # add: a few µs less than sum
-            else:
-                parts, rows, _ = w.shape
-                y = torch.bmm(w, x.T.expand(parts, K, B))  # (parts, rows, B); strides (0, 1, K) suit MKL's kernel
-                outs.append(y.view(1, parts * rows) if B == 1 else y.view(parts * rows, B).T.contiguous())
-        y = outs[0] if len(outs) == 1 else torch.cat(outs, -1)
-        if self.biases:
-            y = y + (self.biases[0] if len(self.biases) == 1 else torch.cat(self.biases))
-        return y
-
-
-_SET = [0]  # parameters set on any module so far: a step plan made before a weight was replaced is stale
-
-
-def _count_set(module: nn.Module, name: str, param: nn.Parameter | None) -> None:
-    _SET[0] += 1
-
-
-nn.modules.module.register_module_parameter_registration_hook(_count_set)
-
-
-class StepPlan:
-    """What `Transformer.step` reads, gathered once: each layer's weights as `Product`s and its norm gains, so
-    a decoding step makes no module lookups. It is made again when a weight is replaced (a parameter set on any
-    module), converted or moved (a parameter's data elsewhere) or the thread count changes."""
-
-    def __init__(self, net: Transformer, parts: int) -> None:
-        cfg = net.cfg
-        self.layers = []
-        for block in net.blocks:
-            attn, mlp = block.attn, block.mlp
-            norms = (attn.q_norm.weight, attn.k_norm.weight) if cfg.qk_norm else (None, None)
-            self.layers.append((block.ln1.weight, Product((attn.wq, attn.wk, attn.wv), parts), *norms,
-                                attn.use_rope, Product((attn.wo,), parts), block.ln2.weight,
-                                Product((mlp.w1, mlp.w3), parts), Product((mlp.w2,), parts)))
-        self.embedding, self.ln_final = net.tok_embeddings.weight, net.ln_final.weight
-        device = self.embedding.device  # each pair's frequency, so a step's turn is polar(1, position * theta)
-        self.theta = rope_frequencies(cfg.d_head, cfg.rope_base, cfg.rope_scaling).to(device)
-        self.ones = torch.ones_like(self.theta)
-        self.head = Product((net.output,), parts)
-        self.params = list(net.parameters())
-        self.key = self.fingerprint(parts)
-
-    def fingerprint(self, parts: int) -> tuple:
-        return _SET[0], parts, *map(Tensor.data_ptr, self.params)
-
-    def fresh(self, parts: int) -> bool:
-        return self.fingerprint(parts) == self.key
-
-
-_PLANS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> its StepPlan (not copied with it)
-
-
-def beside(weights: list[Tensor]) -> Tensor | None:
-    """The weights as one (sum of n, K) matrix when their transposes lie side by side in one (K, sum of n)
-    buffer (`lay_out_for_decoding`), else None."""
-    first = weights[0]
-    if len(weights) == 1:
-        return first
-    total, K = sum(w.shape[0] for w in weights), first.shape[1]
-    storage, at = first.untyped_storage().data_ptr(), first.data_ptr()
-    for w in weights:
-        if (w.shape[1] != K or w.stride() != (1, total) or w.data_ptr() != at
-                or w.untyped_storage().data_ptr() != storage):
-            return None
-        at += w.shape[0] * w.element_size()
-    return first.as_strided((total, K), (1, total))
-
-
-def lay_out_for_decoding(net: Transformer) -> Transformer:
-    """Store the weights whose output is wider than their input transposed, (K, n) in memory: a layer's q, k and v
-    side by side in one buffer, its gate and up in another, and the head; the modules' weights become (n, K) views
-    of them. wo and w2 keep their rows, which a one-row product reads faster at their shapes (measured: 44 vs
-    50 µs and 117 vs 133 µs; gate/up 210 vs 245 µs the other way). A tied embedding is the head, so it is
-    transposed too: its rows are then read with a stride (a prompt's 512 rows in about 2 ms), and callers that
-    want every row normalised divide by precomputed norms instead of copying the matrix. Nothing else changes:
-    values, names, hooks and `state_dict` are as before, and no more memory is taken (each transpose is made beside
-    its weights, which are then freed). `Transformer.step` reads this layout fastest (`Product`); a prompt's
-    forward runs as fast on it (MKL reads either). A conversion (`net.to(...)`) or a copy
-    undoes the layout, and the step then reads the weights as they are, a little slower. safetensors' `save_file`
-    wants contiguous tensors: save `{k: v.contiguous() ...}`, as transformers does."""
-    with torch.no_grad():
-        tied = net.output.weight is net.tok_embeddings.weight
-        groups = []
-        for block in net.blocks:
-            attn, mlp = block.attn, block.mlp
-            groups += [(attn.wq, attn.wk, attn.wv), (mlp.w1, mlp.w3)]  # wo and w2 read their rows faster
-        for group in groups + [(net.output,)]:
-            buffer = torch.cat([linear.weight.T for linear in group], dim=1)  # (K, sum of n), contiguous
-            start = 0
-            for linear in group:
-                n = linear.weight.shape[0]
-                linear.weight = nn.Parameter(buffer[:, start:start + n].T, requires_grad=False)
-                start += n
-        if tied:
-            net.tok_embeddings.weight = net.output.weight
-    return net
 
 
 # ---------------------------------------------------------------------------------------
@@ -527,9 +398,7 @@ class Transformer(nn.Module):
         H, G, Dh, eps = cfg.n_heads, cfg.n_kv_heads, cfg.d_head, cfg.norm_eps
         nq, nk, F_ = H * Dh, G * Dh, cfg.d_mlp
         parts = torch.get_num_threads() if self.tok_embeddings.weight.device.type == "cpu" else 1
-        plan = _PLANS.get(self)
-        if plan is None or not plan.fresh(parts):
-            plan = _PLANS[self] = StepPlan(self, parts)
+        plan = plan_for(self, parts, lambda: rope_frequencies(cfg.d_head, cfg.rope_base, cfg.rope_scaling))
         rotations = torch.polar(plan.ones, plan.theta * start)  # (Dh/2,): `positions`' turns, the same bits
         first = 0 if cfg.sliding_window is None else max(0, end - cfg.sliding_window)  # the window's first key
         x = F.embedding(tokens[:, 0], plan.embedding)  # (B, D)

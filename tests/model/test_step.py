@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from model import KVCache, generate
-from model.transformer import Product, beside, lay_out_for_decoding
+from model.layout import Product, beside, lay_out_for_decoding
 
 from ..helpers import matmul_tolerance, other_config, random_model, tiny_config
 
@@ -76,10 +76,11 @@ def test_the_step_equals_the_uncached_forward_at_each_position():
 @pytest.mark.parametrize("cfg", [tiny_config(), other_config()], ids=["plain RoPE", "Llama 3 scaling"])
 def test_the_steps_rope_turns_are_the_forwards_bit_for_bit(cfg):
     """The step turns q and k by polar(1, position * theta) from its plan: the same bits as `positions`."""
-    from model.transformer import StepPlan
+    from model.layout import plan_for
+    from model.transformer import rope_frequencies
 
     net = random_model(cfg, seed=0)
-    plan = StepPlan(net, 1)
+    plan = plan_for(net, 1, lambda: rope_frequencies(cfg.d_head, cfg.rope_base, cfg.rope_scaling))
     for start in (0, 1, 7, 511, 4095, 131_071):
         assert torch.equal(torch.polar(plan.ones, plan.theta * start), net.positions(start, 1)[0].view(-1)), start
 
