@@ -130,3 +130,16 @@ def attention_parts_from_hooks(net, ids: list[int], layer: int, target: int):
         parts += [pattern[h, target, j] * (wo[:, h] @ v[j, cfg.kv_head_of(h)]) for j in range(target + 1)]
     closeness = torch.stack([(whole.abs().sum() - (whole - p).abs().sum()).clamp(min=EPS) for p in parts])
     return (closeness / closeness.sum())[1:].view(cfg.n_heads, target + 1).numpy()
+
+
+def next_token_body(prompt: str = "The capital of France is", **changes) -> str:
+    """A REST body for /next_token: every argument in its order (REST takes no defaults), JSON as a browser or curl
+    may write it (NaN, Infinity)."""
+    import inspect
+
+    from playground import api
+
+    values = {name: p.default for name, p in list(inspect.signature(api.next_token).parameters.items())[2:]}
+    values.update(changes)
+    return "[" + ", ".join([json.dumps(prompt), *(v if isinstance(v, str) and v[:1] in "NI1[" else json.dumps(v)
+                                                  for v in values.values())]) + "]"

@@ -16,7 +16,7 @@ import numpy as np
 import psutil
 
 from ..conftest import ROOT
-from ..helpers import raw_call
+from ..helpers import next_token_body, raw_call
 
 
 def test_awkward_text_is_handled_through_the_api(client, real):
@@ -28,7 +28,7 @@ def test_awkward_text_is_handled_through_the_api(client, real):
 
 
 def test_the_server_keeps_serving_after_bad_input(server, client):
-    body = '{"data": ["The capital of France is", NaN, 0, 1.0, 0.0, 1.0, 1.0, "hf", false, 10]}'
+    body = '{"data": ' + next_token_body(temperature="NaN") + "}"
     assert "temperature" in raw_call(server, "next_token", body)["error"]
     assert "error" in client.predict("", api_name="/next_token")
     out = client.predict("The capital of France is", 0.7, 40, 0.9, 0.0, 1.0, 1.0, "hf", False, 200,

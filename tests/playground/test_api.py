@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
@@ -14,7 +13,7 @@ from playground import api
 from playground.errors import PromptError
 from playground.tab_sampler import CONTROLS
 
-from ..helpers import BAD_PROMPTS, attention_parts_from_hooks, raw_call
+from ..helpers import BAD_PROMPTS, attention_parts_from_hooks, next_token_body, raw_call
 
 
 @pytest.mark.parametrize("value,kwargs,message", [
@@ -137,17 +136,6 @@ def test_out_of_range_heads_are_errors_as_data(tiny_runner, layer, head):
 
 
 # -- over HTTP, on the real model ------------------------------------------------------------
-
-
-def next_token_body(prompt: str = "The capital of France is", **changes) -> str:
-    """A REST body for /next_token: every argument in its order (REST takes no defaults), JSON as a browser or curl
-    may write it (NaN, Infinity)."""
-    import inspect
-
-    values = {name: p.default for name, p in list(inspect.signature(api.next_token).parameters.items())[2:]}
-    values.update(changes)
-    return "[" + ", ".join([json.dumps(prompt), *(v if isinstance(v, str) and v[:1] in "NI1[" else json.dumps(v)
-                                                  for v in values.values())]) + "]"
 
 
 @pytest.mark.parametrize("endpoint,body,message", [
