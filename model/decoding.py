@@ -147,7 +147,8 @@ def beam_search(net: Transformer, prompt: Sequence[int], num_beams: int, max_new
         best_possible = running_scores[0] / (best_length**length_penalty)
         worst = torch.where(is_finished, finished_scores.min(), torch.tensor(NEG))
         unsatisfied = unsatisfied and bool((best_possible > worst).any())
-        if not (unsatisfied and not (bool(is_finished.all()) and early_stopping is True) and not bool(hits.all())):
+        all_done = bool(is_finished.all()) and early_stopping is True
+        if not unsatisfied or all_done or bool(hits.all()):
             break
         pause()
         kv_cache = kv_cache.select(origin)  # the cache rows of the beams that continue, in their new order
@@ -217,7 +218,7 @@ def speculative(net: Transformer, prompt: Sequence[int], draft_layers: int, gamm
     both caches back to what was kept (the draft's to no further than it has written)."""
     started, away = time.perf_counter(), 0.0
     generator = torch.Generator().manual_seed(seed)
-    greedy = temperature == 0
+    is_greedy = temperature == 0
     length = len(prompt) + max_new_tokens + gamma + 1
     target_cache, draft_cache = KVCache.for_model(net, 1, length), KVCache.for_model(net, 1, length)
     if len(prompt) > 1:
@@ -235,8 +236,7 @@ def speculative(net: Transformer, prompt: Sequence[int], draft_layers: int, gamm
         unread = [*prompt, *out][draft_cache.length :]  # what the draft has not run yet, ending with `pending`
         for _ in range(n_draft):  # draft, one token at a time through the first layers
             q_logits = early_exit(net, torch.tensor([unread]), draft_layers, draft_cache)[0, -1].float()
-            q = _probs(q_logits, temperature) if not greedy else None
-            token = int(q_logits.argmax()) if greedy else int(torch.multinomial(q, 1, generator=generator))
+            token, q = _pick(q_logits, temperature, generator)
             drafted.append(token)
             q_dists.append(q)
             unread = [token]
@@ -244,7 +244,7 @@ def speculative(net: Transformer, prompt: Sequence[int], draft_layers: int, gamm
         p_logits = net(torch.tensor([[pending, *drafted]]), kv_cache=target_cache)[0].float()
         accepted, accept_p, extra = 0, [], None
         for i, token in enumerate(drafted):
-            if greedy:
+            if is_greedy:
                 keep = int(p_logits[i].argmax()) == token
                 accept_p.append(1.0 if keep else 0.0)
             else:
@@ -253,7 +253,7 @@ def speculative(net: Transformer, prompt: Sequence[int], draft_layers: int, gamm
                 accept_p.append(a)
                 keep = float(torch.rand(1, generator=generator)) < a
             if not keep:
-                if greedy:
+                if is_greedy:
                     extra = int(p_logits[i].argmax())
                 else:
                     residual = residual_distribution(_probs(p_logits[i], temperature), q_dists[i])
@@ -261,9 +261,7 @@ def speculative(net: Transformer, prompt: Sequence[int], draft_layers: int, gamm
                 break
             accepted += 1
         if extra is None:  # every drafted token kept: the model's own next token comes for free
-            last = p_logits[len(drafted)]
-            extra = int(last.argmax()) if greedy else int(torch.multinomial(_probs(last, temperature), 1,
-                                                                            generator=generator))
+            extra, _ = _pick(p_logits[len(drafted)], temperature, generator)
         for token in drafted[:accepted] + [extra]:
             out.append(token)
             if token in stop:
@@ -273,6 +271,15 @@ def speculative(net: Transformer, prompt: Sequence[int], draft_layers: int, gamm
         target_cache.length = len(prompt) + len(out) - 1
         draft_cache.length = min(draft_cache.length, target_cache.length)
     return SpeculativeResult(out[:max_new_tokens], rounds, time.perf_counter() - started - away)
+
+
+def _pick(logits: Tensor, temperature: float, generator: torch.Generator) -> tuple[int, Tensor | None]:
+    """(token, the distribution it was drawn from): the most likely at temperature 0 (no distribution), else one
+    drawn from softmax(logits / temperature)."""
+    if temperature == 0:
+        return int(logits.argmax()), None
+    q = _probs(logits, temperature)
+    return int(torch.multinomial(q, 1, generator=generator)), q
 
 
 def sampled(net: Transformer, prompt: Sequence[int], max_new_tokens: int, settings: SamplerSettings, seed: int,

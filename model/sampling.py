@@ -64,8 +64,7 @@ class SamplerSettings:
     def __post_init__(self) -> None:
         rules = {  # field -> (valid?, what is allowed); NaN fails every comparison, so it is refused too
             "temperature": (_is_number(self.temperature) and 0 <= self.temperature < math.inf, "a number >= 0"),
-            "top_k": (isinstance(self.top_k, int) and not isinstance(self.top_k, bool) and self.top_k >= 0,
-                      "a whole number >= 0"),
+            "top_k": (_is_whole(self.top_k) and self.top_k >= 0, "a whole number >= 0"),
             "top_p": (_is_number(self.top_p) and 0 < self.top_p <= 1, "in (0, 1]"),
             "min_p": (_is_number(self.min_p) and 0 <= self.min_p <= 1, "in [0, 1]"),
             "typical_p": (_is_number(self.typical_p) and 0 < self.typical_p <= 1, "in (0, 1]"),
@@ -78,18 +77,15 @@ class SamplerSettings:
             "epsilon": (_is_number(self.epsilon) and 0 <= self.epsilon < 1, "in [0, 1)"),
             "eta": (_is_number(self.eta) and 0 <= self.eta < 1, "in [0, 1)"),
             "top_n_sigma": (_is_number(self.top_n_sigma) and 0 <= self.top_n_sigma < math.inf, "a number >= 0"),
-            "repeat_last_n": (isinstance(self.repeat_last_n, int) and not isinstance(self.repeat_last_n, bool)
-                              and self.repeat_last_n >= -1, "a whole number >= -1"),
+            "repeat_last_n": (_is_whole(self.repeat_last_n) and self.repeat_last_n >= -1, "a whole number >= -1"),
             "xtc_probability": (_is_number(self.xtc_probability) and 0 <= self.xtc_probability <= 1, "in [0, 1]"),
             "xtc_threshold": (_is_number(self.xtc_threshold) and 0 <= self.xtc_threshold <= 1, "in [0, 1]"),
             "dry_multiplier": (_is_number(self.dry_multiplier) and 0 <= self.dry_multiplier < math.inf,
                                "a number >= 0"),
             "dry_base": (_is_number(self.dry_base) and 1 <= self.dry_base < math.inf, "a number >= 1"),
-            "dry_allowed_length": (isinstance(self.dry_allowed_length, int) and not isinstance(self.dry_allowed_length,
-                                                                                               bool)
-                                   and self.dry_allowed_length >= 1, "a whole number >= 1"),
-            "dry_last_n": (isinstance(self.dry_last_n, int) and not isinstance(self.dry_last_n, bool)
-                           and self.dry_last_n >= -1, "a whole number >= -1"),
+            "dry_allowed_length": (_is_whole(self.dry_allowed_length) and self.dry_allowed_length >= 1,
+                                   "a whole number >= 1"),
+            "dry_last_n": (_is_whole(self.dry_last_n) and self.dry_last_n >= -1, "a whole number >= -1"),
             "order": (self.order in ("hf", "llama.cpp"), "'hf' or 'llama.cpp'"),
         }
         for name, (ok, allowed) in rules.items():
@@ -103,6 +99,10 @@ class SamplerSettings:
 
 def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # True is an int to Python, not a count
 
 
 # ---------------------------------------------------------------------------------------

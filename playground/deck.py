@@ -12,7 +12,7 @@
 A slide's fields come first, one `name: value` a line: `prompt` (the text analysed; the previous slide's if left
 out), `chat` (yes/no), `tab` (a tab's id, or `tour` with `step: N` for a step of the guided tour), and the view's
 state under the names prepared links use (`layer`, `head`, `pos`, `threshold`, the Sampler's `temperature`,
-`top_p`, ...): the fields of each tab that can be a slide come from `registry.slides()`, its link parameters. A slide
+`top_p`, ...): the fields of each tab that can be a slide are its link parameters (`views.slides()`). A slide
 that does not parse, names an unknown tab or field, or a value out of range is left out
 with a message naming the slide and the field; the others still load.
 """

@@ -5,11 +5,11 @@ overlap, and two cores are better used by one run at a time), in turns (`turns.M
 long jobs a step per turn, handing the model back in between). The runner keeps the gate and little else: each
 method holds the model and hands it to a pure function of the model in `model/` (`views` for one layer or block
 recomputed from a trace's residual, `interventions`, `decoding`, `lens`), or hands its turns to the jobs that
-live in their own modules: `batcher` (analyses waiting, packed into batched runs), `tracing` (a batch's forward into
-`Trace`s), `lens_worker` (the logit lens, a block at a time, in the background), `export` (a trace as `.npz`).
-The trace budget (`TraceBudget.use`) says whether a trace's residual is still there. `jobs` allows each visitor one
-long job at a time; `memo` keeps deterministic results for the next visitor who asks the same. Token text comes from
-here too.
+live in their own modules: `batcher` (analyses waiting, packed into batched runs), `batch_forward` (a batch's
+forward into `Trace`s), `lens_worker` (the logit lens, a block at a time, in the background), `export` (a trace as
+`.npz`). The trace budget (`TraceBudget.use`) says whether a trace's residual is still there. `jobs` allows each
+visitor one long job at a time; `memo` keeps deterministic results for the next visitor who asks the same. Token
+text comes from here too.
 Nothing under `playground/` or `app.py` holds the model or the tokenizer (a test checks it).
 """
 
@@ -46,7 +46,7 @@ from .export import export_trace
 from .lens_worker import BackgroundLens, advance_lens
 from .memo import Memo
 from .trace import LayerTensors, Trace, TraceBudget
-from .tracing import trace_batch
+from .batch_forward import trace_batch
 from .turns import HeavyJobs, ModelGate
 
 __all__ = ["MAX_PROMPT_CHARS", "MAX_PROMPT_TOKENS", "ModelBusyError", "ModelRunner", "Progress", "PromptError",

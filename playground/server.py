@@ -1,9 +1,12 @@
 """Transformer playground: a Gradio app that shows every intermediate tensor of a real Llama-style model.
 
-This module only assembles and launches (`python app.py`, as a Space starts it, or the
+This module assembles and launches the app (`python app.py`, as a Space starts it, or the
 `transformer-playground` command): the tabs come from `playground.registry.TABS`, the model
 is reached only through `playground.runner.ModelRunner`, and each visitor's analysis lives
-in their own `gr.State`. `transformer-playground --help`. Open
+in their own `gr.State`. It also adjusts two of Gradio's internals for a hall of visitors, each
+said where it is done and tested: `lighter_sessions` (a session's component configs built
+when first asked for, not all at once per visitor) and `queued` (a full queue says when to
+come back). `transformer-playground --help`. Open
 `/?prompt=...&tab=attention&large=1` to start on a given prompt, tab and text size.
 """
 

@@ -89,9 +89,9 @@ MODEL_FUNCTIONS = {"load", "load_checkpoint", "build_model", "generate", "lens_l
 PRIVATE_TO_THE_RUNNER = {"net", "_net", "enc", "_enc", "_locked", "_lock", "decode_single_token_bytes"}
 
 
-# The runner's jobs in their own modules: the runner calls them with the model held (tracing) or hands them its
+# The runner's jobs in their own modules: the runner calls them with the model held (batch_forward) or hands them its
 # lock as `hold` (batcher, lens_worker). They may name the model's type; none may load or build one.
-RUNNER_JOBS = {"tracing.py", "batcher.py", "lens_worker.py"}
+RUNNER_JOBS = {"batch_forward.py", "batcher.py", "lens_worker.py"}
 
 
 @pytest.mark.parametrize("path", python_files(), ids=lambda p: str(p.relative_to(ROOT)))

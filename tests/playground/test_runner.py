@@ -14,7 +14,7 @@ from model.interventions import Ablation
 from playground.batcher import MAX_BATCH_TOKENS, PromptRequest, Batcher, pack
 from playground.lens_worker import BackgroundLens
 from playground.runner import ModelBusyError, ModelRunner, PromptError, TraceDropped
-from playground.tracing import trace_batch
+from playground.batch_forward import trace_batch
 from playground.turns import ModelGate
 from playground.trace import HEAD_STAT_NAMES, KEPT_LAYERS, head_statistics
 
