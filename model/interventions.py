@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .decompose import frozen_readout, head_w_o
 from .transformer import HookFn, Transformer
 
 Metric = Callable[[Tensor], Tensor]  # last-position logits (B, V) -> one number per run (B,)
@@ -282,7 +283,7 @@ def direct_logit_attribution(net: Transformer, cache: dict[str, Tensor], directi
     cache: from run_with_cache with hook_embed, hook_attn_out, hook_mlp_out, attn.hook_z, ln_final.hook_scale."""
     cfg = net.cfg
     scale = cache["ln_final.hook_scale"][0, -1]  # (1,)
-    readout = net.ln_final.weight.float() * direction.float() / scale  # (D,)
+    readout = frozen_readout(net, direction, scale)  # (D,)
     parts = [cache["hook_embed"][0, -1].float() @ readout]  # float32 for a bfloat16 or float16 model's activations
     labels, heads = ["embed"], []
     for l in range(cfg.n_layers):
@@ -290,8 +291,7 @@ def direct_logit_attribution(net: Transformer, cache: dict[str, Tensor], directi
                   cache[f"blocks.{l}.hook_mlp_out"][0, -1].float() @ readout]
         labels += [f"L{l} attn", f"L{l} mlp"]
         z = cache[f"blocks.{l}.attn.hook_z"][0, -1]  # (H, Dh)
-        w_o = net.blocks[l].attn.wo.weight.float().view(cfg.d_model, cfg.n_heads, cfg.d_head)  # (D, H, Dh)
-        heads.append(torch.einsum("hd,mhd,m->h", z.float(), w_o, readout))  # each head's slice of W_O
+        heads.append(torch.einsum("hd,mhd,m->h", z.float(), head_w_o(net, l), readout))  # each head's slice of W_O
     final = net.ln_final(cache[f"blocks.{cfg.n_layers - 1}.hook_resid_post"][0, -1])  # (D,) as the model reads it out
     return Attribution(labels, torch.stack(parts).cpu(), torch.stack(heads).cpu(),
                        float(final.float() @ direction.float()), float(scale))

@@ -26,8 +26,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .decompose import frozen_norm, frozen_readout, head_w_o, residual_components
 from .transformer import Transformer, apply_rope, rms_scale
 from .views import layer_tensors
+
+__all__ = ["EPS", "Flow", "ScoreSplit", "collect_flow", "direct_logits", "flow", "flow_layers", "head_output",
+           "named_terms", "proximity", "residual_components", "route_graph", "score_split"]
 
 EPS = 1e-5  # the floor of a part's closeness to the whole (the LM Transparency Tool's)
 TERMS_AT_ONCE = 2**23  # attention terms (query x head x key x D floats) made at once: 32 MB
@@ -56,10 +60,8 @@ class Flow:
 def value_outputs(net: Transformer, v: Tensor, layer: int) -> Tensor:
     """What each query head would add from each key at full attention: v[j, g(h)] @ W_O,h. v (T, G, Dh) ->
     (T, H, D)."""
-    cfg = net.cfg
-    w_o = net.blocks[layer].attn.wo.weight.float().view(cfg.d_model, cfg.n_heads, cfg.d_head)  # (D, H, Dh)
-    per_head = v.float().repeat_interleave(cfg.n_groups, dim=1)  # (T, H, Dh): head h reads kv head h // groups
-    return torch.einsum("thd,mhd->thm", per_head, w_o)
+    per_head = v.float().repeat_interleave(net.cfg.n_groups, dim=1)  # (T, H, Dh): head h reads kv head h // groups
+    return torch.einsum("thd,mhd->thm", per_head, head_w_o(net, layer))
 
 
 @torch.no_grad()
@@ -190,18 +192,6 @@ class ScoreSplit:
 
 
 @torch.no_grad()
-def residual_components(resid: Tensor, resid_mid: Tensor, layer: int) -> tuple[list[str], Tensor]:
-    """The residual entering `layer` (T, D) as the sum of its components (C, T, D): the embedding, then each
-    earlier layer's attention output (resid_mid - resid_pre) and MLP output (resid_post - resid_mid).
-    resid (L + 1, T, D) and resid_mid (L, T, D) from one run."""
-    labels, parts = ["embed"], [resid[0].float()]
-    for l in range(layer):
-        labels += [f"L{l} attn", f"L{l} mlp"]
-        parts += [resid_mid[l].float() - resid[l].float(), resid[l + 1].float() - resid_mid[l].float()]
-    return labels, torch.stack(parts)
-
-
-@torch.no_grad()
 def score_split(net: Transformer, resid: Tensor, resid_mid: Tensor, layer: int, head: int, query: int,
                 key: int) -> ScoreSplit:
     """Head `head` of `layer`: its score of `key` from `query` as (query-side) x (key-side) component terms.
@@ -209,9 +199,7 @@ def score_split(net: Transformer, resid: Tensor, resid_mid: Tensor, layer: int, 
     final norm's), so q and k are linear in the components; RoPE is linear too."""
     cfg, attn = net.cfg, net.blocks[layer].attn
     labels, comps = residual_components(resid, resid_mid, layer)  # (C, T, D)
-    norm = net.blocks[layer].ln1
-    scale = rms_scale(resid[layer].float(), norm.eps)  # (T, 1): the divisor, frozen
-    normalised = comps / scale * norm.weight.float()  # (C, T, D): each component as the projections see it
+    normalised = frozen_norm(comps, resid[layer], net.blocks[layer].ln1)  # (C, T, D): as the projections see them
     g = head // cfg.n_groups
     sides = []
     for w, bias, row, q_or_k in ((attn.wq, attn.wq.bias, head, "q"), (attn.wk, attn.wk.bias, g, "k")):
@@ -251,11 +239,11 @@ def head_output(net: Transformer, pattern: Tensor, v: Tensor, layer: int, head: 
     slice of W_O. pattern (H, T, T), v (T, G, Dh)."""
     cfg = net.cfg
     z = pattern[head, position].float() @ v[:, head // cfg.n_groups].float()  # (Dh,)
-    return net.blocks[layer].attn.wo.weight.float().view(cfg.d_model, cfg.n_heads, cfg.d_head)[:, head] @ z
+    return head_w_o(net, layer)[:, head] @ z
 
 
 @torch.no_grad()
 def direct_logits(net: Transformer, vector: Tensor, final_scale: float) -> Tensor:
     """A residual part's direct effect on the logits (V,): through the final norm's gain and its scale frozen at
     this position (as direct logit attribution does), then the unembedding."""
-    return net.output.weight.float() @ (vector.float() * net.ln_final.weight.float() / final_scale)
+    return net.output.weight.float() @ frozen_readout(net, vector, final_scale)  # gain * vector / scale, unembedded
