@@ -70,7 +70,8 @@ def pattern(runner: ModelRunner, trace: Trace, layer: int = 0, head: int = 0, la
         f"to self {stats[2]:.3f} · entropy {stats[3]:.2f} bits (a causal head spreading evenly: "
         f"{uniform_entropy(trace.n_tokens):.2f})"
     )
-    return View(heatmap, summary)
+    facts = dict(zip(("to_first", "to_previous", "to_self", "entropy_bits"), map(float, stats)))
+    return View(heatmap, summary, facts)
 
 
 VIEWS = {"pattern": pattern}

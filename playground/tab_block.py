@@ -42,15 +42,30 @@ def norms(runner: ModelRunner, trace: Trace, large: bool = False) -> View:
     last = values[:, -1]
     note = (f"At the last token the norm grows from {last[0]:.2f} after the embedding to {last[-1]:.1f} after the "
             f"last layer.")
-    return View(residual_norms_figure(values, axis_labels(trace.token_bytes), rows, font_scale=font_scale(large)), note)
+    facts = {"embed": float(last[0]), "top": float(last[-1]), "largest_layer": int(last[1:].argmax()),
+             "largest": float(last[1:].max())}
+    return View(residual_norms_figure(values, axis_labels(trace.token_bytes), rows, font_scale=font_scale(large)), note,
+                facts)
+
+
+def loudest_mlp(runner: ModelRunner, trace: Trace, pos: int = -1) -> tuple[int, np.ndarray]:
+    """The layer whose MLP writes the most at `pos`, and every layer's ‖MLP output‖ there (resid_post − resid_mid)."""
+    pos = position_of(trace.n_tokens, pos)
+    writes = np.linalg.norm(runner.budget.use(trace)[1:, pos] - runner.resid_mid(trace)[:, pos], axis=-1)
+    return int(writes.argmax()), writes
 
 
 def neurons(runner: ModelRunner, trace: Trace, layer: int = 0, pos: int = -1, large: bool = False) -> View:
     """The MLP's strongest neurons at one layer and token (what each writes), with the block's arithmetic as the
     note: the Inside-a-block tab's main view."""
-    note, _, figure, _ = _block(runner, trace, layer_of(runner.cfg, layer), position_of(trace.n_tokens, pos),
-                                font_scale(large))
-    return View(figure, note)
+    layer, pos = layer_of(runner.cfg, layer), position_of(trace.n_tokens, pos)
+    note, _, figure, _ = _block(runner, trace, layer, pos, font_scale(large))
+    block = runner.block(trace, layer, pos)
+    size = np.abs(block.post) * block.w2_norms
+    top = int(size.argmax())
+    facts = {"layer": layer, "neuron": top, "writes": float(size[top]), "activation": float(block.post[top]),
+             "mlp_out": float(np.linalg.norm(block.mlp_out))}
+    return View(figure, note, facts)
 
 
 VIEWS = {"neurons": neurons, "norms": norms}

@@ -94,11 +94,12 @@ def grid(runner: ModelRunner, trace: Trace, statistic: str = "top_prob", with_mi
                        colour, shown, statistic, next_ids, lambda i: token_label(runner.token_bytes(i), False, 12),
                        font_scale=font_scale(large))
     at = "the last position" if pos == trace.n_tokens - 1 else f"position {pos}"
-    note = (f"At {at} the final prediction {answer_sentence(row_labels, lens.rank_final[:, pos].numpy() == 0)}. "
+    appears = answer_sentence(row_labels, lens.rank_final[:, pos].numpy() == 0)
+    note = (f"At {at} the final prediction {appears}. "
             f"Rows: the residual stream after the embedding and after each layer"
             f"{' (and after each attention block)' if with_mid else ''}, each through the final RMSNorm "
             f"(its own RMS recomputed) and the unembedding.")
-    return View(figure, note)
+    return View(figure, note, {"answer": int(lens.top_ids[-1, pos, 0]), "appears": appears, "rows": len(row_labels)})
 
 
 VIEWS = {"grid": grid}

@@ -7,12 +7,14 @@ model's own base the result equals the model's hook_rot_q / hook_rot_k (a test c
 
 from __future__ import annotations
 
+import math
+
 import gradio as gr
 import numpy as np
 
 from .figures.rope import absolute_vs_relative_figure, angle_heatmap, decay_figure, pair_rotation_figure, scores_figure
 from .figures.tokens import axis_labels
-from .rope_formulas import rotate_pairs
+from .rope_formulas import rope_frequencies, rotate_pairs
 from .runner import ModelRunner, PromptError
 from .trace import Trace
 from .view import View, head_of, layer_of, position_of
@@ -49,7 +51,10 @@ def pairs(runner: ModelRunner, trace: Trace, layer: int = 0, head: int = 0, pos:
     layer, head = layer_of(cfg, layer), head_of(cfg, head)
     pos = position_of(trace.n_tokens, pos)
     figures = _figures(runner, trace, layer, head, pos, max(0, pos - 1), cfg.rope_base, font_scale(large))
-    return View(figures[0], figures[-1])
+    theta = rope_frequencies(cfg.d_head, cfg.rope_base, cfg.rope_scaling)  # the model's own (Llama 3 scales some)
+    facts = {"pos": pos, "pairs": cfg.d_head // 2, "fastest_deg": math.degrees(pos * theta[0]) % 360,
+             "slowest_deg": math.degrees(pos * theta[-1])}  # how far the fastest and slowest pair have turned
+    return View(figures[0], figures[-1], facts)
 
 
 VIEWS = {"pairs": pairs}

@@ -86,7 +86,9 @@ def graph(runner: ModelRunner, trace: Trace, pos: int = -1, threshold: float = T
             f"query head is its own part: here {cfg.n_groups} query heads share each key/value head ({cfg.n_heads} "
             f"query heads, {cfg.n_kv_heads} key/value heads), and an edge's heads are listed on hover. Click a node, "
             f"an attention edge's dot or an MLP's square.")
-    return View(routes_figure(edges, cfg.n_layers, tokens, pos, threshold, font_scale(large)), note)
+    facts = {"layer": layer, "head": head, "share": share, "source": int(f.attn[layer, pos, head].argmax()),
+             "mlp": float(f.mlp[-1, pos]), "edges": len(edges), "attention_edges": len(attention_edges)}
+    return View(routes_figure(edges, cfg.n_layers, tokens, pos, threshold, font_scale(large)), note, facts)
 
 
 def graph_view(runner: ModelRunner, trace: Trace | None, position, threshold, large: bool, progress=gr.Progress()):

@@ -151,8 +151,12 @@ def next_token(runner: ModelRunner, trace: Trace, order: str = "hf", top_n: int 
     top_n = number(top_n, "top_n", *TOKENS_SHOWN, whole=True)
     session = GenSession.start(runner, trace)
     bars, *_ = _figures(runner, session, chosen, top_n, font_scale(large))
-    kept = int((distribution(torch.from_numpy(session.logits), chosen, prompt_ids=session.prompt_ids) > 0).sum())
-    return View(bars, f"{kept:,} of {len(session.logits):,} tokens left after the chain ({chosen.order} order).")
+    logits = torch.from_numpy(session.logits)
+    plain, shaped = logits.softmax(-1), distribution(logits, chosen, prompt_ids=session.prompt_ids)
+    kept, best = int((shaped > 0).sum()), int(plain.argmax())
+    facts = {"best": best, "p": float(plain[best]), "p_after": float(shaped[best]), "kept": kept,
+             "vocabulary": len(plain)}
+    return View(bars, f"{kept:,} of {len(plain):,} tokens left after the chain ({chosen.order} order).", facts)
 
 
 def continuation(runner: ModelRunner, trace: Trace, tokens: int = 8, large: bool = False) -> View:

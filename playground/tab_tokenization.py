@@ -69,7 +69,7 @@ def table(runner: ModelRunner, trace: Trace, large: bool = False) -> View:
             f"from its {runner.cfg.vocab_size:,}-token vocabulary. {split}")
     figure = tokens_table([token_label(b, True, 24) for b in trace.token_bytes], trace.ids.tolist(),
                           [b.hex(" ") for b in trace.token_bytes], f"{T} tokens", font_scale=font_scale(large))
-    return View(figure, note)
+    return View(figure, note, {"tokens": T, "words": len(groups), "longest": len(longest)})
 
 
 VIEWS = {"table": table}

@@ -9,20 +9,15 @@ next-token distribution and a few generated tokens. Visitor and model text in a 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
-from model.sampling import SamplerSettings, distribution
-
-from .rope_formulas import rope_frequencies
 from . import views
 from .runner import ModelRunner
-from .tab_lens import answer_sentence
-from .tab_routes import THRESHOLD, strongest_head
+from .tab_block import loudest_mlp
+from .tab_routes import THRESHOLD
 from .text import quoted
 from .trace import Trace
 from .ui import token_markdown
@@ -45,8 +40,8 @@ def _last(trace: Trace) -> int:
     return trace.n_tokens - 1
 
 
-def _token(runner: ModelRunner, trace: Trace, position: int) -> str:
-    return token_markdown(runner, int(trace.ids[position]))
+def _token(runner: ModelRunner, token: int) -> str:
+    return token_markdown(runner, token)
 
 
 def _embedding(runner: ModelRunner, trace: Trace, state: dict, view: View) -> str:
@@ -56,19 +51,16 @@ def _embedding(runner: ModelRunner, trace: Trace, state: dict, view: View) -> st
 
 
 def _rope(runner: ModelRunner, trace: Trace, state: dict, view: View) -> str:
-    cfg, last = runner.cfg, _last(trace)
-    d, base = cfg.d_head, cfg.rope_base
-    theta = rope_frequencies(d, base, cfg.rope_scaling)  # the model's own (Llama 3 scales the slow ones)
-    fastest = math.degrees(last * theta[0]) % 360
-    slowest = math.degrees(last * theta[-1])
-    return (f"Position enters by rotation (RoPE): each head's q and k are split into {d // 2} pairs, and pair i turns "
-            f"by position × {base:g}^(−2i/{d}). At the last position ({last}) the fastest pair has turned {last} "
-            f"radians (**{fastest:.0f}°** past whole turns) and the slowest only **{slowest:.3f}°**; q·k then depends "
-            f"on how far apart two tokens are, not where they are.")
+    f, d, base = view.facts, runner.cfg.d_head, runner.cfg.rope_base
+    return (f"Position enters by rotation (RoPE): each head's q and k are split into {f['pairs']} pairs, and pair i "
+            f"turns by position × {base:g}^(−2i/{d}). At the last position ({f['pos']}) the fastest pair has turned "
+            f"{f['pos']} radians (**{f['fastest_deg']:.0f}°** past whole turns) and the slowest only "
+            f"**{f['slowest_deg']:.3f}°**; q·k then depends on how far apart two tokens are, not where they are.")
 
 
 def _head_stats(trace: Trace) -> tuple[np.ndarray, tuple[int, int], tuple[int, int]]:
-    """The heads' statistics, the previous-token head and the attention sink (the largest of each statistic)."""
+    """The heads' statistics (the analysis keeps them), the previous-token head and the attention sink: the
+    largest of each statistic."""
     stats = np.nan_to_num(trace.head_stats)
     prev = tuple(int(v) for v in np.unravel_index(int(stats[:, :, 1].argmax()), stats.shape[:2]))
     sink = tuple(int(v) for v in np.unravel_index(int(stats[:, :, 0].argmax()), stats.shape[:2]))
@@ -79,66 +71,48 @@ def _heads(runner: ModelRunner, trace: Trace, state: dict, view: View) -> str:
     cfg = runner.cfg
     stats, prev, sink = _head_stats(trace)
     return (f"Attention moves information between positions. **L{prev[0]}H{prev[1]}** is a previous-token head: on "
-            f"average it puts **{stats[prev][1]:.0%}** of its weight on the token just before. "
+            f"average it puts **{view.facts['to_previous']:.0%}** of its weight on the token just before. "
             f"**L{sink[0]}H{sink[1]}** is an attention sink: **{stats[sink][0]:.0%}** on the first token (found "
             f"from this prompt's head statistics, of {cfg.n_layers * cfg.n_heads} heads; {cfg.n_groups} query heads "
             f"share each key/value head).")
 
 
 def _residual(runner: ModelRunner, trace: Trace, state: dict, view: View) -> str:
-    norms = np.linalg.norm(trace.resid[:, _last(trace)], axis=-1)
-    return (f"Every layer adds to the **residual stream**: at the last token its norm grows from **{norms[0]:.2f}** "
-            f"after the embedding to **{norms[-1]:.1f}** after layer {runner.cfg.n_layers - 1} (largest after "
-            f"L{int(norms[1:].argmax())}: {norms[1:].max():.1f}). Each block reads it through an RMSNorm and writes "
-            f"its output back by addition.")
-
-
-def _mlp_writes(runner: ModelRunner, trace: Trace) -> np.ndarray:
-    """How much each layer's MLP writes at the last token: ‖resid_post − resid_mid‖ (L,)."""
-    last = _last(trace)
-    return np.linalg.norm(trace.resid[1:, last] - runner.resid_mid(trace)[:, last], axis=-1)
+    f = view.facts
+    return (f"Every layer adds to the **residual stream**: at the last token its norm grows from **{f['embed']:.2f}** "
+            f"after the embedding to **{f['top']:.1f}** after layer {runner.cfg.n_layers - 1} (largest after "
+            f"L{f['largest_layer']}: {f['largest']:.1f}). Each block reads it through an RMSNorm and writes its output "
+            f"back by addition.")
 
 
 def _neurons(runner: ModelRunner, trace: Trace, state: dict, view: View) -> str:
-    layer, last = state["layer"], _last(trace)
-    block = runner.block(trace, layer, last)
-    size = np.abs(block.post) * block.w2_norms
-    top = int(size.argmax())
+    f = view.facts
     return (f"The MLP works on each token alone: {runner.cfg.d_mlp} neurons, each writing one column of w2 scaled by "
-            f"its activation. At {_token(runner, trace, last)} the MLP that writes the most is layer **{layer}**'s "
-            f"(‖out‖ = {_mlp_writes(runner, trace)[layer]:.1f}); its strongest neuron, **n{top}**, writes "
-            f"{size[top]:.2f} of it (activation {block.post[top]:+.2f}).")
+            f"its activation. At {_token(runner, int(trace.ids[-1]))} the MLP that writes the most is layer "
+            f"**{f['layer']}**'s (‖out‖ = {f['mlp_out']:.1f}); its strongest neuron, **n{f['neuron']}**, writes "
+            f"{f['writes']:.2f} of it (activation {f['activation']:+.2f}).")
 
 
 def _lens(runner: ModelRunner, trace: Trace, state: dict, view: View) -> str:
-    rows, lens = runner.lens(trace, False)
-    last = _last(trace)
-    final = int(lens.top_ids[-1, last, 0])
+    f = view.facts
     return (f"The **logit lens** reads every layer's residual stream as if it were the last. At the last position the "
-            f"model's answer, {token_markdown(runner, final)}, "
-            f"{answer_sentence(rows, lens.rank_final[:, last].numpy() == 0)} (of {len(rows)} rows). Earlier rows show "
+            f"model's answer, {_token(runner, f['answer'])}, {f['appears']} (of {f['rows']} rows). Earlier rows show "
             f"what the stream held before.")
 
 
 def _route(runner: ModelRunner, trace: Trace, state: dict, view: View) -> str:
-    f, last = runner.routes(trace), _last(trace)
-    layer, head, share = strongest_head(f, last)
-    source = int(f.attn[layer, last, head].argmax())
+    f = view.facts
     return (f"The **route** to the prediction: back from the last token, the parts that make up at least "
             f"{THRESHOLD:.0%} of each state. The head that moves the most into the last position is "
-            f"**L{layer}H{head}** ({share:.0%} of its layer's state), mostly from {_token(runner, trace, source)}; "
-            f"the last MLP makes up {float(f.mlp[-1, last]):.0%} of the final state.")
+            f"**L{f['layer']}H{f['head']}** ({f['share']:.0%} of its layer's state), mostly from "
+            f"{_token(runner, int(trace.ids[f['source']]))}; the last MLP makes up {f['mlp']:.0%} of the final state.")
 
 
 def _distribution(runner: ModelRunner, trace: Trace, state: dict, view: View) -> str:
-    logits = torch.from_numpy(trace.next_logits)
-    plain = logits.softmax(-1)
-    shaped = distribution(logits, SamplerSettings(temperature=TEMPERATURE, top_p=TOP_P), prompt_ids=trace.ids.tolist())
-    best = int(plain.argmax())
-    return (f"The last position's logits become the next-token distribution: {token_markdown(runner, best)} with p = "
-            f"**{float(plain[best]):.3f}**. Temperature {TEMPERATURE} sharpens it and top-p {TOP_P} keeps the smallest "
-            f"set reaching {TOP_P:.0%}: **{int((shaped > 0).sum()):,}** of {len(plain):,} tokens stay, and "
-            f"{token_markdown(runner, best)} now has p = **{float(shaped[best]):.3f}**.")
+    f, best = view.facts, _token(runner, view.facts["best"])
+    return (f"The last position's logits become the next-token distribution: {best} with p = **{f['p']:.3f}**. "
+            f"Temperature {TEMPERATURE} sharpens it and top-p {TOP_P} keeps the smallest set reaching {TOP_P:.0%}: "
+            f"**{f['kept']:,}** of {f['vocabulary']:,} tokens stay, and {best} now has p = **{f['p_after']:.3f}**.")
 
 
 def _continuation(runner: ModelRunner, trace: Trace, state: dict, view: View) -> str:
@@ -156,7 +130,7 @@ STEPS = (
     Step("The residual stream grows", "block", "norms",
          lambda r, t: {"layer": r.cfg.n_layers - 1, "pos": _last(t)}, _residual),
     Step("The MLP's neurons", "block", "neurons",
-         lambda r, t: {"layer": int(_mlp_writes(r, t).argmax()), "pos": _last(t)}, _neurons),
+         lambda r, t: {"layer": loudest_mlp(r, t)[0], "pos": _last(t)}, _neurons),
     Step("The answer appears", "lens", "grid", lambda r, t: {"pos": _last(t)}, _lens),
     Step("The route it took", "routes", "graph", lambda r, t: {"pos": _last(t)}, _route),
     Step("The next-token distribution", "sampler", "next_token",

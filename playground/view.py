@@ -12,7 +12,7 @@ notebook alike.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import PromptError
@@ -20,10 +20,12 @@ from .errors import PromptError
 
 @dataclass(frozen=True)
 class View:
-    """A view's figure (a Plotly figure, shown inline in Jupyter and VS Code) and the Markdown note beside it."""
+    """A view's figure (a Plotly figure, shown inline in Jupyter and VS Code), the Markdown note beside it, and the
+    numbers it shows by name (`facts`: what a tour caption or a test quotes, never computed again elsewhere)."""
 
     figure: Any
     note: str = ""
+    facts: dict = field(default_factory=dict)
 
     def _repr_mimebundle_(self, include=None, exclude=None):
         return self.figure._repr_mimebundle_(include, exclude)

@@ -150,3 +150,19 @@ def test_a_word_is_what_split_finds_and_indentation_is_no_word(tiny_net, tiny_en
     trace = small.analyze(code, lens=False)
     assert len(words(trace)) == len(code.split())
     assert f"({len(code.split())} words)" in tour.tour_step(small, trace, 1, False)[1]
+
+
+def test_a_tour_step_reads_the_views_it_draws_and_not_the_model():
+    """tour.py asks the runner for nothing but its config: every number in a caption is a fact of the step's view
+    (or of the analysis itself), so a caption cannot drift from the figure beside it."""
+    tree = ast.parse((ROOT / "playground" / "tour.py").read_text(encoding="utf-8"))
+    read = {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name) and node.value.id in ("runner", "r")}
+    assert read == {"cfg"}, read
+
+
+def test_each_tour_step_draws_its_tabs_view(runner, trace):
+    for number, step in enumerate(tour.STEPS, 1):
+        title, caption, figure, tab, _ = tour.tour_step(runner, trace, number, False)
+        view = views.show(step.tab, step.view, runner, trace, step.state(runner, trace))
+        assert tab == step.tab and figure.to_json() == view.figure.to_json(), number
