@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from .decompose import frozen_norm, frozen_readout, head_w_o, residual_components
-from .transformer import Transformer, apply_rope, rms_scale
+from .transformer import Transformer, apply_rope
 from .views import layer_tensors
 
 __all__ = ["EPS", "Flow", "ScoreSplit", "collect_flow", "direct_logits", "flow", "flow_layers", "head_output",
@@ -207,9 +207,8 @@ def score_split(net: Transformer, resid: Tensor, resid_mid: Tensor, layer: int, 
         side = normalised @ weight.T  # (C, T, Dh)
         if bias is not None:  # Qwen2: the bias is one more component, the same at every position
             side = torch.cat([side, bias.float().view(-1, cfg.d_head)[row].expand(1, side.shape[1], -1)])
-        if cfg.qk_norm:  # Qwen3: each head's q (k) normalised, its scale frozen at this run's
-            qk = getattr(attn, f"{q_or_k}_norm")
-            side = side / rms_scale(side.sum(0), qk.eps) * qk.weight.float()
+        if cfg.qk_norm:  # Qwen3: each head's q (k) normalised, its scale frozen at this run's, as ln1's is
+            side = frozen_norm(side, side.sum(0), getattr(attn, f"{q_or_k}_norm"))
         sides.append(side)
     if attn.wq.bias is not None:
         labels = [*labels, "bias"]
