@@ -16,10 +16,9 @@ from .figures.arithmetic import flops_figure, kv_figure
 from .runner import ModelRunner, PromptError
 from .trace import Trace
 from .ui import HEAVY, READ_ONLY, Event, TabContext, TabView, bind, font_scale, heavy_job, intro
+from .view import View
 
 TAB_ID = "arithmetic"
-VIEWS: dict = {}  # nothing of this tab is shown elsewhere yet
-SLIDE = None  # no view of this tab can be a slide yet
 
 FORMULAS = {
     "embedding": "V·D",
@@ -51,40 +50,66 @@ def crossovers(cfg) -> dict[str, int]:
             "over the context alone": max(0, int(np.ceil(parts["MLP"] / per_key)))}
 
 
-def render(runner: ModelRunner, trace: Trace | None, large: bool):
-    """(parameters, FLOPs text, FLOPs plot, KV-cache text, KV-cache plot) for the analysed prompt's context."""
-    cfg, scale = runner.cfg, font_scale(large)
-    context = 1 if trace is None else trace.n_tokens
+def flops(runner: ModelRunner, trace: Trace, large: bool = False) -> View:
+    """FLOPs per token by part, against the context length, with this prompt's length marked: the Arithmetic tab's
+    main view."""
+    return _flops(runner, trace.n_tokens, font_scale(large))
+
+
+def kv_cache(runner: ModelRunner, trace: Trace, large: bool = False) -> View:
+    """The KV cache's bytes per token and for the whole context, for multi-head, this model's grouped-query and
+    multi-query attention."""
+    return _kv(runner, trace.n_tokens, font_scale(large))
+
+
+VIEWS = {"flops": flops, "kv_cache": kv_cache}
+SLIDE = "flops"  # the view a deck's slide of this tab shows
+
+
+def _flops(runner: ModelRunner, context: int, scale: float) -> View:
+    cfg = runner.cfg
     n_mm = matmul_weights(cfg)
     here = flops_per_token(cfg, context)
     total = sum(here.values())
     attention = here["attention projections"] + here["attention over the context"]
     cross = crossovers(cfg)
-    flops = (f"**FLOPs per token** = 2 × (weights in matrix products) + 4 · L · S · H · Dh for S keys = "
-             f"2 × {n_mm:,} + 4 · {cfg.n_layers} · S · {cfg.n_heads} · {cfg.d_head}. At this prompt's S = {context}: "
-             f"**{total / 1e6:.1f} MFLOP**: MLPs {100 * here['MLP'] / total:.0f}%, attention "
-             f"{100 * attention / total:.0f}% (over the context: "
-             f"{100 * here['attention over the context'] / total:.1f}%), "
-             f"unembedding {100 * here['unembedding'] / total:.0f}%. Attention with its projections overtakes the "
-             f"MLPs at S ≈ {cross['with its projections']:,}; attention over the context alone equals them at "
-             f"S ≈ {cross['over the context alone']:,}. (Kaplan et al. write the scores as 2·n_layer·n_ctx·d_attn; "
-             f"the weighted sum of values costs as much again. The unembedding counts although its weights are the "
-             f"embedding's.)")
+    text = (f"**FLOPs per token** = 2 × (weights in matrix products) + 4 · L · S · H · Dh for S keys = "
+            f"2 × {n_mm:,} + 4 · {cfg.n_layers} · S · {cfg.n_heads} · {cfg.d_head}. At this prompt's S = {context}: "
+            f"**{total / 1e6:.1f} MFLOP**: MLPs {100 * here['MLP'] / total:.0f}%, attention "
+            f"{100 * attention / total:.0f}% (over the context: "
+            f"{100 * here['attention over the context'] / total:.1f}%), "
+            f"unembedding {100 * here['unembedding'] / total:.0f}%. Attention with its projections overtakes the "
+            f"MLPs at S ≈ {cross['with its projections']:,}; attention over the context alone equals them at "
+            f"S ≈ {cross['over the context alone']:,}. (Kaplan et al. write the scores as 2·n_layer·n_ctx·d_attn; "
+            f"the weighted sum of values costs as much again. The unembedding counts although its weights are the "
+            f"embedding's.)")
     contexts = np.unique(np.geomspace(1, cfg.max_seq_len, 200).astype(int))
     per_context = [flops_per_token(cfg, int(c)) for c in contexts]
     plot = flops_figure(contexts, {name: np.array([p[name] for p in per_context], float) for name in here}, context,
                         font_scale=scale)
+    return View(plot, text, {"flops": total, **{f"crossover {k}": v for k, v in cross.items()}})
+
+
+def _kv(runner: ModelRunner, context: int, scale: float) -> View:
+    cfg = runner.cfg
     layouts = {"multi-head (G = H)": cfg.n_heads, f"grouped-query (G = {cfg.n_kv_heads}, this model)": cfg.n_kv_heads,
                "multi-query (G = 1)": 1}
     per_token = [kv_cache_bytes(cfg, 1, 4, g) for g in layouts.values()]
     whole = [kv_cache_bytes(cfg, cfg.max_seq_len, 4, g) for g in layouts.values()]
-    kv = (f"**KV cache** = 2 (keys, values) · L · G · Dh · bytes per value = 2 · {cfg.n_layers} · {cfg.n_kv_heads} · "
-          f"{cfg.d_head} · 4 = **{per_token[1]:,} bytes per token** in float32 ({per_token[1] // 2:,} in bfloat16); "
-          f"{whole[1] / 2**20:.0f} MiB for the full {cfg.max_seq_len:,}-token context, "
-          f"{kv_cache_bytes(cfg, context, 4) / 2**10:.0f} KiB for this prompt. Sharing each key/value head among "
-          f"{cfg.n_groups} query heads stores {cfg.n_groups}× less than multi-head attention would.")
-    return parameters_markdown(runner), flops, plot, kv, kv_figure(list(layouts), per_token, whole, cfg.max_seq_len,
-                                                                    font_scale=scale)
+    text = (f"**KV cache** = 2 (keys, values) · L · G · Dh · bytes per value = 2 · {cfg.n_layers} · {cfg.n_kv_heads} · "
+            f"{cfg.d_head} · 4 = **{per_token[1]:,} bytes per token** in float32 ({per_token[1] // 2:,} in bfloat16); "
+            f"{whole[1] / 2**20:.0f} MiB for the full {cfg.max_seq_len:,}-token context, "
+            f"{kv_cache_bytes(cfg, context, 4) / 2**10:.0f} KiB for this prompt. Sharing each key/value head among "
+            f"{cfg.n_groups} query heads stores {cfg.n_groups}× less than multi-head attention would.")
+    figure = kv_figure(list(layouts), per_token, whole, cfg.max_seq_len, font_scale=scale)
+    return View(figure, text, {"bytes per token": per_token[1]})
+
+
+def render(runner: ModelRunner, trace: Trace | None, large: bool):
+    """(parameters, FLOPs text, FLOPs plot, KV-cache text, KV-cache plot) for the analysed prompt's context."""
+    context, scale = (1 if trace is None else trace.n_tokens), font_scale(large)
+    shown_flops, shown_kv = _flops(runner, context, scale), _kv(runner, context, scale)
+    return parameters_markdown(runner), shown_flops.note, shown_flops.figure, shown_kv.note, shown_kv.figure
 
 
 def measure(runner: ModelRunner, trace: Trace | None) -> str:

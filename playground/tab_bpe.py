@@ -15,13 +15,12 @@ from model.tokenizer import token_text_to_bytes
 
 from .figures.bpe import candidates_figure, compression_figure
 from .figures.tokens import token_label
-from .runner import ModelRunner
+from .runner import ModelRunner, PromptError
 from .trace import Trace
 from .ui import READ_ONLY, Event, TabContext, TabView, bind, clamp, font_scale, session_state, intro
+from .view import View, number
 
 TAB_ID = "bpe"
-VIEWS: dict = {}  # nothing of this tab is shown elsewhere yet
-SLIDE = None  # no view of this tab can be a slide yet
 
 TEXT = ("the cat sat on the mat. the cat ate the rat. a fat cat sat on a flat mat; the rat ran from the fat cat, "
         "and the cat chased the rat around the mat until the rat hid under the hat.")
@@ -84,6 +83,25 @@ def replay(runner: ModelRunner, word: str) -> str:
     return ("Each step merges the adjacent pair whose result has the lowest rank (the earliest merge learned), "
             "until no pair is in the vocabulary. Ranks are token ids; single bytes have the lowest.\n\n"
             + "\n\n".join(blocks))
+
+
+def training(runner: ModelRunner, trace: Trace, merges: int = 20, step: int = 1, large: bool = False) -> View:
+    """BPE trained on the prompt's own text: the candidate pairs when merge `step` was chosen (BPE's counts beside
+    WordPiece's scores), and the training's summary."""
+    merges = number(merges, "merges", 1, MAX_MERGES, whole=True)
+    result, summary, *_ = train(runner, trace.prompt, merges, large)
+    if result is None:
+        raise PromptError(summary.removeprefix("⚠️").strip())
+    if not result.steps:
+        raise PromptError(summary)
+    step = number(step, "step", 1, len(result.steps), whole=True)
+    chosen = result.steps[step - 1]
+    return View(step_view(runner, result, step, large), summary,
+                {"merges": len(result.steps), "pair": (chosen.left, chosen.right), "count": chosen.count})
+
+
+VIEWS = {"training": training}
+SLIDE = None  # trained on the prompt, a slide would rarely be what a speaker means
 
 
 def render(runner: ModelRunner, trace: Trace | None, word: str) -> tuple[str]:

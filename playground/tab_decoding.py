@@ -31,14 +31,13 @@ from .figures.decoding import (
 from .figures.tokens import axis_labels
 from .runner import ModelRunner, PromptError
 from .trace import Trace
+from .view import View
 from .ui import (
     HEAVY, Event, StopFlag, TabContext, TabView, bind, heavy_job, font_scale, intro, number, stop_button, stop_state,
     token_text,
 )
 
 TAB_ID = "decoding"
-VIEWS: dict = {}  # nothing of this tab is shown elsewhere yet
-SLIDE = None  # no view of this tab can be a slide yet
 
 CSS = DECODING_CSS
 NEW_TOKENS = (1, 48)  # tokens each strategy may generate
@@ -136,21 +135,43 @@ def _compared(runner: ModelRunner, prompt: list[int], beams: int, n: int, penalt
                       f"seed {seed}")]
 
 
+def beam_search_tree(runner: ModelRunner, trace: Trace, new_tokens: int = 16, width: int = 4,
+                     length_penalty: float = 1.0, early_stopping: str = "False (heuristic)", temperature: float = 0.8,
+                     top_p: float = 0.95, seed: int = 0, large: bool = False) -> View:
+    """Beam search's tree over the prompt's continuation, with how its result compares with greedy decoding and a
+    seeded sample (the note): the Decoding tab's main view. A long job: run once per prompt and settings (`memo`)."""
+    summary, tree, _, facts = _compare(runner, trace, new_tokens, width, length_penalty, early_stopping, temperature,
+                                       top_p, seed, large)
+    return View(tree, summary, facts)
+
+
+VIEWS = {"beam_search": beam_search_tree}
+SLIDE = None  # a slide would run a long job each time it is shown
+
+
 def compare(runner: ModelRunner, trace: Trace | None, new_tokens, width, length_penalty, early_stopping: str,
             temperature, top_p, seed, large: bool):
-    """(summary, beam tree, side-by-side table): beam search, greedy and a seeded sample of the prompt."""
+    """The comparison's handler: (summary, beam tree, side-by-side table), or a ⚠️ line."""
     try:
-        prompt, n = _prompt(runner, trace, new_tokens)
-        beams = _setting(width, "Beam width", *WIDTH, whole=True)
-        penalty = _setting(length_penalty, "Length penalty", -5, 5)
-        early = EARLY_STOPPING.get(early_stopping)
-        if early is None:
-            raise PromptError(f"Early stopping must be one of {', '.join(EARLY_STOPPING)}.")
-        settings = SamplerSettings(temperature=_setting(temperature, "Temperature", 0.05, 5),
-                                   top_p=_setting(top_p, "Top-p", 0.01, 1))
-        seed = _setting(seed, "Seed", 0, 2**31 - 1, whole=True)
-    except (PromptError, ValueError) as e:
+        summary, tree, table, _ = _compare(runner, trace, new_tokens, width, length_penalty, early_stopping,
+                                           temperature, top_p, seed, large)
+    except PromptError as e:
         return f"⚠️ {e}", None, ""
+    return summary, tree, table
+
+
+def _compare(runner: ModelRunner, trace: Trace | None, new_tokens, width, length_penalty, early_stopping: str,
+             temperature, top_p, seed, large: bool):
+    """(summary, beam tree, side-by-side table, facts): beam search, greedy and a seeded sample of the prompt."""
+    prompt, n = _prompt(runner, trace, new_tokens)
+    beams = _setting(width, "Beam width", *WIDTH, whole=True)
+    penalty = _setting(length_penalty, "Length penalty", -5, 5)
+    early = EARLY_STOPPING.get(early_stopping)
+    if early is None:
+        raise PromptError(f"Early stopping must be one of {', '.join(EARLY_STOPPING)}.")
+    settings = SamplerSettings(temperature=_setting(temperature, "Temperature", 0.05, 5),
+                               top_p=_setting(top_p, "Top-p", 0.01, 1))
+    seed = _setting(seed, "Seed", 0, 2**31 - 1, whole=True)
     key = ("decoding: compare", tuple(prompt), beams, n, penalty, early, settings, seed)
     result, rows = runner.memo.get(key, lambda: _compared(runner, prompt, beams, n, penalty, early, settings, seed))
     finished = sorted({(tuple(ids), s) for step in result.steps for ids, s, _ in step.finished}, key=lambda x: -x[1])
@@ -174,8 +195,10 @@ def compare(runner: ModelRunner, trace: Trace | None, new_tokens, width, length_
                      f"divides by the length, above 1 favours longer ones.")
     title = f"Beam search, width {beams}, length penalty {penalty:g}, early stopping {early}"
     text = trace.prompt if not trace.chat else "(chat) " + trace.prompt
+    facts = {"greedy_log_prob": greedy_sum, "beam_log_prob": beam_sum, "beam": result.sequences[0],
+             "beam_is_greedy": list(rows[0].ids) == result.sequences[0]}
     return ("\n\n".join(lines), beam_tree_figure(tree_nodes(runner, result), beams, title, font_scale(large)),
-            continuations_html(text, rows, large))
+            continuations_html(text, rows, large), facts)
 
 
 def render(runner: ModelRunner, trace: Trace | None, new_tokens, width, length_penalty, early_stopping, temperature,

@@ -30,7 +30,8 @@ GOOD = {("routes", "why"): dict(layer=1, head=2), ("intervene", "ablation"): dic
 BAD = {"layer": 10**6, "head": -1, "pos": 10**6, "query": 10**6, "key": float("nan"), "threshold": 1.0, "k": 0,
        "tokens": 0, "statistic": "nonsense", "with_mid": None, "top_n": 10**6, "order": "vllm", "heads": ["L0H99"],
        "attention_layers": [99], "mlp_layers": [-1], "mode": "resample", "a": ["x"], "kind": "everything",
-       "clean": ["not text"], "corrupted": 3, "temperature": 1e9, "top_k": 1e9}
+       "clean": ["not text"], "corrupted": 3, "temperature": 1e9, "top_k": 1e9, "merges": 0, "step": 10**6,
+       "new_tokens": 0, "width": 99, "length_penalty": 99, "early_stopping": "sometimes", "top_p": 0, "seed": -1}
 
 
 def registered() -> list[tuple[str, str]]:
@@ -67,7 +68,7 @@ def test_every_registered_view_refuses_each_bad_setting_with_a_prompt_error(runn
     parameters = set(inspect.signature(views.view(tab, name)).parameters)
     parameters |= {"temperature", "top_k"} if name == "next_token" else set()
     tried = [p for p in parameters if p in BAD]
-    assert tried or name in ("table", "norms"), (tab, name)  # every view with settings has one tried here
+    assert tried or name in ("table", "norms", "flops", "kv_cache"), (tab, name)  # a view's settings are tried
     for parameter in tried:
         with pytest.raises(PromptError) as refused:
             _call(runner, trace, tab, name, **{parameter: BAD[parameter]})
@@ -77,8 +78,8 @@ def test_every_registered_view_refuses_each_bad_setting_with_a_prompt_error(runn
 def test_an_unknown_view_or_tab_is_named():
     with pytest.raises(PromptError, match="its views: pattern"):
         views.view("attention", "heatmap")
-    with pytest.raises(PromptError, match="no tab 'decoding' has views"):
-        views.view("decoding", "tree")
+    with pytest.raises(PromptError, match="no tab 'tour' has views"):
+        views.view("tour", "step")
 
 
 def test_a_slide_of_every_slide_tab_is_its_slide_view(runner, trace):
@@ -97,9 +98,7 @@ def test_the_tour_decks_and_the_notebook_call_views_and_no_tabs_handler(runner):
 
     handlers = {(fn.fn.__module__, fn.fn.__name__) for fn in create_app(runner).fns.values() if fn.fn}
     assert ("playground.tab_attention", "render_head") in handlers  # bind keeps a handler's module and name
-    tab_modules = {f"playground.{m}" for m in ("tab_attention", "tab_block", "tab_embeddings", "tab_intervene",
-                                               "tab_lens", "tab_rope", "tab_routes", "tab_sampler",
-                                               "tab_tokenization", "tab_decoding")}
+    tab_modules = {module.__name__ for module in views.BY_TAB.values()}
     for name in ("tour", "walk", "deck", "notebook", "views"):
         tree = ast.parse((ROOT / "playground" / f"{name}.py").read_text(encoding="utf-8"))
         used = set()
@@ -166,3 +165,10 @@ def test_each_tour_step_draws_its_tabs_view(runner, trace):
         title, caption, figure, tab, _ = tour.tour_step(runner, trace, number, False)
         view = views.show(step.tab, step.view, runner, trace, step.state(runner, trace))
         assert tab == step.tab and figure.to_json() == view.figure.to_json(), number
+
+
+def test_every_tab_but_the_tour_offers_its_views_by_name():
+    from playground.registry import TABS
+
+    assert {tab.id for tab in TABS} - {"tour"} == set(views.BY_TAB)
+    assert all(tab.views == dict(views.BY_TAB[tab.id].VIEWS) for tab in TABS if tab.id != "tour")
