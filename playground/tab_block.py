@@ -59,8 +59,8 @@ def neurons(runner: ModelRunner, trace: Trace, layer: int = 0, pos: int = -1, la
     """The MLP's strongest neurons at one layer and token (what each writes), with the block's arithmetic as the
     note: the Inside-a-block tab's main view."""
     layer, pos = layer_of(runner.cfg, layer), position_of(trace.n_tokens, pos)
-    note, _, figure, _ = _block(runner, trace, layer, pos, font_scale(large))
     block = runner.block(trace, layer, pos)
+    note, _, figure, _ = _block_figures(runner, trace, block, layer, pos, font_scale(large))
     size = np.abs(block.post) * block.w2_norms
     top = int(size.argmax())
     facts = {"layer": layer, "neuron": top, "writes": float(size[top]), "activation": float(block.post[top]),
@@ -89,16 +89,16 @@ def render(runner: ModelRunner, trace: Trace | None, layer: int, position: int, 
         return "Analyze a prompt first.", None, None, None
     layer, position = clamp(layer, 0, cfg.n_layers - 1), clamp(position, 0, trace.n_tokens - 1)
     try:
-        return _block(runner, trace, layer, position, font_scale(large))
+        view = runner.block(trace, layer, position)
     except PromptError as e:  # dropped to make room, or the model stayed busy
         return f"⚠️ {e}", None, None, None
+    return _block_figures(runner, trace, view, layer, position, font_scale(large))
 
 
-def _block(runner: ModelRunner, trace: Trace, layer: int, position: int, scale: float):
-    """(note, RMSNorm steps, neurons, activations) for one layer and token, checked."""
+def _block_figures(runner: ModelRunner, trace: Trace, view, layer: int, position: int, scale: float):
+    """(note, RMSNorm steps, neurons, activations) of one block at one token (`runner.block`'s view)."""
     cfg = runner.cfg
     labels = axis_labels(trace.token_bytes)
-    view = runner.block(trace, layer, position)
     x = view.resid_pre
     steps = norm_steps_figure(x, view.scale1, view.gain1, view.eps,
                               f"Layer {layer}'s ln1 on token {labels[position]}: RMS {view.scale1:.3f}, "

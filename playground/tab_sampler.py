@@ -150,9 +150,8 @@ def next_token(runner: ModelRunner, trace: Trace, order: str = "hf", top_n: int 
     chosen = sampler_settings(runner, order, **settings)
     top_n = number(top_n, "top_n", *TOKENS_SHOWN, whole=True)
     session = GenSession.start(runner, trace)
-    bars, *_ = _figures(runner, session, chosen, top_n, font_scale(large))
-    logits = torch.from_numpy(session.logits)
-    plain, shaped = logits.softmax(-1), distribution(logits, chosen, prompt_ids=session.prompt_ids)
+    bars, *_, chain = _figures(runner, session, chosen, top_n, font_scale(large))
+    plain, shaped = chain[0].probs, chain[-1].probs  # the chain's first and last step, as drawn
     kept, best = int((shaped > 0).sum()), int(plain.argmax())
     facts = {"best": best, "p": float(plain[best]), "p_after": float(shaped[best]), "kept": kept,
              "vocabulary": len(plain)}
@@ -188,11 +187,11 @@ def render(runner: ModelRunner, session: GenSession | None, *values):
         settings = settings_from(*controls, breakers=runner.dry_breakers)
     except ValueError as e:
         return gr.update(), gr.update(), gr.update(), gr.update(), gr.update(), f"⚠️ {e}"
-    return (*_figures(runner, session, settings, clamp(top_n, *TOKENS_SHOWN), font_scale(large)), "")
+    return (*_figures(runner, session, settings, clamp(top_n, *TOKENS_SHOWN), font_scale(large))[:5], "")
 
 
 def _figures(runner: ModelRunner, session: GenSession, settings: SamplerSettings, top_n: int, scale: float):
-    """(bars, stages, both orders, export, clickable table) of the chain on the session's logits."""
+    """(bars, stages, both orders, export, clickable table, the chain's steps) on the session's logits."""
     logits = torch.from_numpy(session.logits)
     history = dict(prompt_ids=session.prompt_ids, generated_ids=session.generated)
     st = stages(logits, settings, **history)
@@ -214,7 +213,7 @@ def _figures(runner: ModelRunner, session: GenSession, settings: SamplerSettings
                            font_scale=scale)
     table = pd.DataFrame({"token": labels, "id": shown.tolist(), "p": np.round(final[shown].double().numpy(), 4),
                           "raw p": np.round(raw[shown].double().numpy(), 4)})
-    return bars, matrix, orders, export_markdown(settings), table
+    return bars, matrix, orders, export_markdown(settings), table, st
 
 
 def export_markdown(settings: SamplerSettings) -> str:
