@@ -3,6 +3,7 @@ with the next slide analysed ahead, and export as one offline HTML file."""
 
 from __future__ import annotations
 
+import math
 import re
 import time
 
@@ -18,6 +19,7 @@ from playground.errors import PromptError
 from playground.runner import ModelRunner
 
 from ..conftest import TINY_PROMPT
+from ..helpers import attention_parts_from_hooks
 
 OTHER_PROMPT = "on the mat the cat sat, and the dog sat on the cat"
 
@@ -28,6 +30,8 @@ def runner(tiny_net, tiny_enc):
 
 
 def test_every_step_draws_and_its_caption_follows_the_prompts_numbers(runner, tiny_net, tiny_enc):
+    from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
+
     """Each caption's numbers against the model's own hooks on the same prompt (run_with_cache), not the trace the
     tour reads: the token count, the previous-token head and its share, the residual norms, where the lens's
     answer settles (each layer's resid_post through ln_final and the unembedding, computed here)."""
@@ -57,6 +61,24 @@ def test_every_step_draws_and_its_caption_follows_the_prompts_numbers(runner, ti
         names = ["embed"] + [f"L{l}" for l in range(L)]
         assert f"**{names[settled]}** on" in captions[prompt, 7]
         assert ("lost again" in captions[prompt, 7]) == any(hits[:settled])
+        last, cfg = len(ids) - 1, tiny_net.cfg  # step 3: how far RoPE's fastest and slowest pair turned, by formula
+        fastest, slowest = math.degrees(last) % 360, math.degrees(last * cfg.rope_base ** (-(cfg.d_head - 2) /
+                                                                                            cfg.d_head))
+        assert f"**{fastest:.0f}°** past whole turns) and the slowest only **{slowest:.3f}°**" in captions[prompt, 3]
+        writes = torch.stack([cache[f"blocks.{l}.hook_mlp_out"][0, -1].norm() for l in range(L)])  # step 6
+        layer = int(writes.argmax())
+        size = cache[f"blocks.{layer}.mlp.hook_post"][0, -1].abs() * tiny_net.blocks[layer].mlp.w2.weight.norm(dim=0)
+        assert f"layer **{layer}**'s (‖out‖ = {float(writes[layer]):.1f}); its strongest neuron, " \
+               f"**n{int(size.argmax())}**, writes {float(size.max()):.2f}" in captions[prompt, 6]
+        shares = np.stack([attention_parts_from_hooks(tiny_net, ids, l, last).sum(-1) for l in range(L)])  # step 8
+        layer, head = divmod(int(shares.argmax()), shares.shape[1])
+        assert f"**L{layer}H{head}** ({shares[layer, head]:.0%} of its layer's state)" in captions[prompt, 8]
+        warped = TopPLogitsWarper(0.9)(None, TemperatureLogitsWarper(0.7)(None, logits[:, -1]))  # step 9, as HF does
+        plain, shaped = logits[0, -1].softmax(-1), warped[0].softmax(-1)
+        best = int(plain.argmax())
+        assert f"p = **{float(plain[best]):.3f}**" in captions[prompt, 9]
+        assert f"**{int((shaped > 0).sum()):,}** of {len(plain):,} tokens stay" in captions[prompt, 9]
+        assert f"now has p = **{float(shaped[best]):.3f}**" in captions[prompt, 9]
     changed = [step for step in range(1, TOUR_STEPS + 1) if captions[a.prompt, step] != captions[b.prompt, step]]
     assert changed == list(range(1, TOUR_STEPS + 1))  # no canned sentence: every step's text moved with the prompt
 
