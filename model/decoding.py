@@ -50,10 +50,10 @@ def early_exit(net: Transformer, tokens: Tensor, layers: int, kv_cache: KVCache)
     """Logits (B, T, V) from the first `layers` blocks only, through the final norm and the unembedding (with its
     own cache of those layers): the draft model of self-speculative decoding."""
     start = kv_cache.length
-    rotations, mask = net.positions(start, tokens.shape[1], tokens.device)
-    x = net.tok_embeddings(tokens)
+    positions = net.positions(start, tokens.shape[1], tokens.device)
+    x = net.embed(tokens)
     for block in net.blocks[:layers]:
-        x = block(x, rotations, mask, kv_cache)
+        x = block(x, positions, kv_cache)
     kv_cache.length += tokens.shape[1]
     return lens_logits(net, x)
 

@@ -34,10 +34,10 @@ def run_from(net: Transformer, layer: int, resid: Tensor, hooks: Sequence[tuple[
     this run; logits (B, V) at the last position, or (B, T, V) for every position."""
     weight = net.tok_embeddings.weight
     x = resid.to(dtype=weight.dtype, device=weight.device)  # a trace keeps float32 on the host
-    rotations, mask = net.positions(0, x.shape[1], x.device)
+    positions = net.positions(0, x.shape[1], x.device)
     with net.hooks(hooks):
         for block in net.blocks[layer:]:
-            x = block(x, rotations, mask, None)
+            x = block(x, positions, None)
         if last_only:
             x = x[:, -1:]
         logits = net.output(net.ln_final(x))

@@ -19,7 +19,6 @@ Shapes: L layers, H query heads, G key/value heads, T tokens, D d_model, Dh head
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -212,15 +211,15 @@ def score_split(net: Transformer, resid: Tensor, resid_mid: Tensor, layer: int, 
         sides.append(side)
     if attn.wq.bias is not None:
         labels = [*labels, "bias"]
-    rotations, _ = net.positions(0, resid.shape[1])
+    rotations, _ = net.positions(0, resid.shape[1]).of(layer)
     if attn.use_rope:
         q = apply_rope(sides[0][:, :, None], rotations)[:, query, 0]  # (C, Dh) rotated at the query
         k = apply_rope(sides[1][:, :, None], rotations)[:, key, 0]  # (C, Dh) rotated at the key
     else:  # SmolLM3's no-RoPE layers
         q, k = sides[0][:, query], sides[1][:, key]
-    terms = q @ k.T / math.sqrt(cfg.d_head)  # (C, C)
+    terms = q @ k.T / cfg.attn_scale  # (C, C)
     seen = layer_tensors(net, resid[layer], layer)
-    score = float(seen["rot_q"][query, head].float() @ seen["rot_k"][key, g].float()) / math.sqrt(cfg.d_head)
+    score = float(seen["rot_q"][query, head].float() @ seen["rot_k"][key, g].float()) / cfg.attn_scale
     return ScoreSplit(labels, terms, score)
 
 

@@ -61,6 +61,16 @@ class ModelConfig:
     rope_scaling: tuple[float, float, float, int] | None = None  # Llama 3's: (factor, low_freq_factor,
     #   high_freq_factor, original context); low frequencies slowed by `factor`, the middle ones blended
     rope_layers: tuple[bool, ...] | None = None  # per layer, whether it rotates q and k (SmolLM3's no-RoPE layers)
+    # Gemma 3's differences (transformers' names in brackets):
+    layer_types: tuple[str, ...] | None = None  # per layer "sliding" or "full": only sliding layers use the window
+    #   (Gemma 3: five in six; [layer_types]); None: every layer does, as in Mistral
+    rope_local_base: float | None = None  # RoPE base of the sliding layers, when not rope_base (Gemma 3: 10,000 local,
+    #   1,000,000 global; [rope_parameters.sliding_attention.rope_theta])
+    post_norms: bool = False  # an RMSNorm on the attention's and the MLP's outputs before each joins the residual,
+    #   four norms a block (Gemma 2/3; TransformerLens's ln1_post and ln2_post)
+    embed_scale: float | None = None  # the embedding times this (Gemma: sqrt(d_model)); a tied head reads it unscaled
+    mlp_act: str = "silu"  # the gate's activation: "silu" (SwiGLU) or "gelu_tanh" (Gemma's GeGLU)
+    query_pre_attn_scalar: float | None = None  # scores divided by sqrt(this), not sqrt(d_head) (Gemma)
     d_head: int = field(init=False)  # Dh = head_dim, else d_model // n_heads
 
     def __post_init__(self) -> None:
@@ -73,10 +83,38 @@ class ModelConfig:
             raise ValueError(f"rope_layers has {len(self.rope_layers)} entries for {self.n_layers} layers")
         if self.d_head % 2:
             raise ValueError(f"RoPE needs an even d_head, got {self.d_head}")
+        if self.layer_types is not None and (len(self.layer_types) != self.n_layers
+                                             or set(self.layer_types) - {"sliding", "full"}):
+            raise ValueError(f"layer_types must be 'sliding' or 'full' for each of {self.n_layers} layers")
+        if self.mlp_act not in ACTIVATIONS:
+            raise ValueError(f"mlp_act {self.mlp_act!r} is not one of {sorted(ACTIVATIONS)}")
 
     def uses_rope(self, layer: int) -> bool:
         """Whether the layer rotates q and k (all do, but in SmolLM3's no-RoPE layers)."""
         return self.rope_layers is None or self.rope_layers[layer]
+
+    def window_of(self, layer: int) -> int | None:
+        """How many keys a query of this layer sees at most (itself included); None: all before it."""
+        if self.layer_types is not None and self.layer_types[layer] == "full":
+            return None
+        return self.sliding_window
+
+    def rope_base_of(self, layer: int) -> float:
+        """The RoPE base of this layer (Gemma 3's sliding layers have their own)."""
+        if self.rope_local_base is not None and self.window_of(layer) is not None:
+            return self.rope_local_base
+        return self.rope_base
+
+    @property
+    def attn_scale(self) -> float:
+        """What the scores are divided by: sqrt(d_head), or sqrt(query_pre_attn_scalar) (Gemma)."""
+        return math.sqrt(self.query_pre_attn_scalar or self.d_head)
+
+    @property
+    def plain_llama(self) -> bool:
+        """Whether every layer is Llama's block with one RoPE base (what `Transformer.step` computes)."""
+        return not (self.post_norms or self.embed_scale or self.mlp_act != "silu" or self.layer_types
+                    or self.rope_local_base or self.query_pre_attn_scalar)
 
     @property
     def n_groups(self) -> int:
@@ -90,6 +128,14 @@ class ModelConfig:
 
 # ---------------------------------------------------------------------------------------
 # The maths, as plain functions.
+
+
+def gelu_tanh(x: Tensor) -> Tensor:
+    """GELU with the tanh approximation (Gemma's gate; transformers' gelu_pytorch_tanh)."""
+    return F.gelu(x, approximate="tanh")
+
+
+ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {"silu": F.silu, "gelu_tanh": gelu_tanh}
 
 
 def rms_scale(x: Tensor, eps: float) -> Tensor:
@@ -277,7 +323,8 @@ class Attention(nn.Module):
         if self.hook_attn_scores.fns or self.hook_pattern.fns:
             z = self.pattern(q, k, mask) @ repeat_kv(v, cfg.n_groups)  # (B, H, T, Dh), one hookable step at a time
         else:  # nobody is looking at the pattern: the same maths, fused (SDPA shares K/V heads itself)
-            z = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=cfg.n_groups > 1)
+            z = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=cfg.n_groups > 1,
+                                               scale=1 / cfg.attn_scale if cfg.query_pre_attn_scalar else None)
         z = self.hook_z(z.transpose(1, 2))  # (B, T, H, Dh)
         return self.wo(z.reshape(B, T, cfg.n_heads * cfg.d_head))  # (B, T, D)
 
@@ -301,7 +348,7 @@ class Attention(nn.Module):
         """Scores -> scale -> mask -> softmax, one hookable step at a time: q (B, H, T, Dh), k (B, G, S, Dh)."""
         k = repeat_kv(k, self.cfg.n_groups)  # (B, H, S, Dh)
         attn_scores = q @ k.transpose(-2, -1)  # (B, H, T, S); in place below: no one has seen it yet
-        attn_scores.div_(math.sqrt(self.cfg.d_head))
+        attn_scores.div_(self.cfg.attn_scale)
         if mask is not None:  # None when a single new token may see every key
             attn_scores.masked_fill_(~mask, float("-inf"))
         attn_scores = self.hook_attn_scores(attn_scores)
@@ -309,10 +356,12 @@ class Attention(nn.Module):
 
 
 class MLP(nn.Module):
-    """SwiGLU: w2(silu(w1 x) * w3 x); w1 is the gate, w3 the up projection, w2 the down."""
+    """SwiGLU: w2(silu(w1 x) * w3 x); w1 is the gate, w3 the up projection, w2 the down. Gemma's GeGLU is the same
+    with GELU (tanh) for SiLU."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
+        self.act = ACTIVATIONS[cfg.mlp_act]
         self.w1 = nn.Linear(cfg.d_model, cfg.d_mlp, bias=False)
         self.w3 = nn.Linear(cfg.d_model, cfg.d_mlp, bias=False)
         self.w2 = nn.Linear(cfg.d_mlp, cfg.d_model, bias=False)
@@ -321,13 +370,17 @@ class MLP(nn.Module):
         self.hook_post = HookPoint()
 
     def forward(self, x: Tensor) -> Tensor:
-        gate = self.hook_pre(self.w1(x))  # (B, T, F), before SiLU
+        gate = self.hook_pre(self.w1(x))  # (B, T, F), before the activation
         up = self.hook_pre_linear(self.w3(x))  # (B, T, F)
-        post = self.hook_post(F.silu(gate).mul_(up))  # (B, T, F)
+        post = self.hook_post(self.act(gate).mul_(up))  # (B, T, F)
         return self.w2(post)  # (B, T, D)
 
 
 class Block(nn.Module):
+    """Pre-norm attention, then pre-norm MLP, each added to the residual. With `post_norms` (Gemma), each output is
+    normed again before it is added (ln1_post, ln2_post), and, as in TransformerLens, hook_attn_out and hook_mlp_out
+    are what is added: after those norms."""
+
     def __init__(self, cfg: ModelConfig, layer: int) -> None:
         super().__init__()
         self.layer = layer  # registered in forward order, so hook names list in that order
@@ -335,19 +388,52 @@ class Block(nn.Module):
         self.ln1 = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.attn = Attention(cfg)
         self.attn.use_rope = cfg.uses_rope(layer)
+        self.ln1_post = RMSNorm(cfg.d_model, cfg.norm_eps) if cfg.post_norms else None
         self.hook_attn_out = HookPoint()
         self.hook_resid_mid = HookPoint()
         self.ln2 = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.mlp = MLP(cfg)
+        self.ln2_post = RMSNorm(cfg.d_model, cfg.norm_eps) if cfg.post_norms else None
         self.hook_mlp_out = HookPoint()
         self.hook_resid_post = HookPoint()
 
-    def forward(self, x: Tensor, rotations: Tensor, mask: Tensor | None, kv_cache: KVCache | None) -> Tensor:
+    def forward(self, x: Tensor, positions: Positions, kv_cache: KVCache | None) -> Tensor:
+        rotations, mask = positions.of(self.layer)
         x = self.hook_resid_pre(x)  # (B, T, D)
-        attn_out = self.hook_attn_out(self.attn(self.ln1(x), rotations, mask, kv_cache, self.layer))
+        attn_out = self.attn(self.ln1(x), rotations, mask, kv_cache, self.layer)
+        attn_out = self.hook_attn_out(attn_out if self.ln1_post is None else self.ln1_post(attn_out))
         x = self.hook_resid_mid(x + attn_out)
-        mlp_out = self.hook_mlp_out(self.mlp(self.ln2(x)))
+        mlp_out = self.mlp(self.ln2(x))
+        mlp_out = self.hook_mlp_out(mlp_out if self.ln2_post is None else self.ln2_post(mlp_out))
         return self.hook_resid_post(x + mlp_out)
+
+
+class Positions:
+    """RoPE rotations and the attention mask for new positions start .. start + T - 1 over the start + T keys, each
+    layer's made when first asked for and shared by the layers with the same RoPE base and window."""
+
+    def __init__(self, cfg: ModelConfig, start: int, T: int, device: torch.device | str = "cpu") -> None:
+        self.cfg, self.start, self.T, self.device = cfg, start, T, device
+        self._made: dict[tuple[float, int | None], tuple[Tensor, Tensor | None]] = {}
+
+    def of(self, layer: int) -> tuple[Tensor, Tensor | None]:
+        """Rotations (1, T, 1, Dh/2) and the mask (T, S), True where a query may see a key; None for a single new
+        token that may see every key."""
+        cfg = self.cfg
+        base, window = cfg.rope_base_of(layer), cfg.window_of(layer)
+        made = self._made.get((base, window))
+        if made is None:
+            start, T = self.start, self.T
+            positions = torch.arange(start, start + T, device=self.device)
+            rotations = rope_rotations(rope_angles(positions, cfg.d_head, base, cfg.rope_scaling))
+            mask = None
+            if T > 1 or (window is not None and start >= window):
+                keys = torch.arange(start + T, device=self.device)
+                mask = keys[None, :] <= positions[:, None]  # query m sees keys 0..m
+                if window is not None:
+                    mask &= keys[None, :] > positions[:, None] - window  # ... and only the last `window` of them
+            made = self._made[(base, window)] = (rotations, mask)
+        return made
 
 
 class Transformer(nn.Module):
@@ -355,7 +441,7 @@ class Transformer(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.tok_embeddings = nn.Embedding(cfg.vocab_size, cfg.d_model)
-        self.hook_embed = HookPoint()
+        self.hook_embed = HookPoint()  # the embedding as the first block reads it (Gemma's: scaled)
         self.blocks = nn.ModuleList(Block(cfg, layer) for layer in range(cfg.n_layers))
         self.ln_final = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.output = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
@@ -375,15 +461,21 @@ class Transformer(nn.Module):
         start = kv_cache.length if kv_cache is not None else 0
         if kv_cache is not None and start + T > kv_cache.max_len:
             raise ValueError(f"KV cache holds {kv_cache.max_len} positions; {start + T} needed")
-        if kv_cache is not None and T == 1 and not self.hooked():
+        if kv_cache is not None and T == 1 and self.cfg.plain_llama and not self.hooked():
             return self.step(tokens, kv_cache)  # decoding, with nobody looking: the same maths, less Python
-        rotations, mask = self.positions(start, T, tokens.device)
-        x = self.hook_embed(self.tok_embeddings(tokens))  # (B, T, D)
+        positions = self.positions(start, T, tokens.device)
+        x = self.hook_embed(self.embed(tokens))  # (B, T, D)
         for block in self.blocks:
-            x = block(x, rotations, mask, kv_cache)
+            x = block(x, positions, kv_cache)
         if kv_cache is not None:
             kv_cache.length += T
         return self.output(self.ln_final(x))  # (B, T, V)
+
+    def embed(self, tokens: Tensor) -> Tensor:
+        """Each token's row of the embedding (B, T, D), times `embed_scale` where the model has one (Gemma)."""
+        x = self.tok_embeddings(tokens)
+        scale = self.cfg.embed_scale
+        return x if scale is None else x * torch.tensor(scale, dtype=x.dtype)  # in x's dtype, as transformers does
 
     def step(self, tokens: Tensor, kv_cache: KVCache) -> Tensor:
         """Logits (B, 1, V) for one new token per row (B, 1) after the cache's positions: `forward`'s maths, for
@@ -391,7 +483,7 @@ class Transformer(nn.Module):
         `StepPlan` holds the weights), and each layer's q/k/v and gate/up are read in one product split across
         the CPU's threads (`Product`). Decoding a token reads every weight once, so
         its speed is the memory bandwidth (bench/bench_decode.py prints the fraction); tests check it gives
-        forward's logits."""
+        forward's logits. Only for Llama's block (`cfg.plain_llama`): other families decode through `forward`."""
         cfg = self.cfg
         B, start = tokens.shape[0], kv_cache.length
         end = start + 1
@@ -427,20 +519,9 @@ class Transformer(nn.Module):
         """Whether any hook function is attached."""
         return any(map(_FNS, self.hook_points.values()))  # each point's list, looked up in C (decoding asks per token)
 
-    def positions(self, start: int, T: int, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor | None]:
-        """RoPE rotations (1, T, 1, Dh/2) for positions start .. start + T - 1, and the causal mask (T, S) over
-        the start + T keys (None for a single new token, which may see every key)."""
-        cfg = self.cfg
-        positions = torch.arange(start, start + T, device=device)
-        rotations = rope_rotations(rope_angles(positions, cfg.d_head, cfg.rope_base, cfg.rope_scaling))
-        window = cfg.sliding_window
-        if T == 1 and (window is None or start < window):
-            return rotations, None
-        keys = torch.arange(start + T, device=device)
-        mask = keys[None, :] <= positions[:, None]  # query m sees keys 0..m
-        if window is not None:
-            mask &= keys[None, :] > positions[:, None] - window  # ... and only the last `window` of them
-        return rotations, mask
+    def positions(self, start: int, T: int, device: torch.device | str = "cpu") -> Positions:
+        """Each layer's RoPE rotations and causal mask for positions start .. start + T - 1 (`Positions.of`)."""
+        return Positions(self.cfg, start, T, device)
 
     # -- hooks ------------------------------------------------------------------------
 

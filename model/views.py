@@ -51,10 +51,9 @@ def capture(net: Transformer, layer: int, resid: Tensor, names: Sequence[str]) -
 
     weight = net.tok_embeddings.weight
     resid = resid.to(dtype=weight.dtype, device=weight.device)  # a trace keeps float32 on the host
-    rotations, mask = net.positions(0, resid.shape[1], resid.device)
     try:
         with net.hooks([(prefix + name, keep) for name in names]):
-            net.blocks[layer](resid, rotations, mask, None)
+            net.blocks[layer](resid, net.positions(0, resid.shape[1], resid.device), None)
     except _Enough:
         pass
     return store

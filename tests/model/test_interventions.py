@@ -175,8 +175,8 @@ def test_a_second_family_keeps_transformerlens_meanings():
     cfg = net.cfg
     tokens = torch.tensor([CLEAN * 2])  # 12 positions: past the window of 6
     logits, c = net.run_with_cache(tokens)
-    rotations, _ = net.positions(0, tokens.shape[1])
     for layer in range(cfg.n_layers):
+        rotations, _ = net.positions(0, tokens.shape[1]).of(layer)
         p, attn = f"blocks.{layer}.", net.blocks[layer].attn
         x = c[p + "ln1.hook_normalized"] * net.blocks[layer].ln1.weight
         for name, w, n, norm in (("q", attn.wq, cfg.n_heads, attn.q_norm), ("k", attn.wk, cfg.n_kv_heads, attn.k_norm)):

@@ -82,7 +82,7 @@ def test_the_steps_rope_turns_are_the_forwards_bit_for_bit(cfg):
     net = random_model(cfg, seed=0)
     plan = plan_for(net, 1, lambda: rope_frequencies(cfg.d_head, cfg.rope_base, cfg.rope_scaling))
     for start in (0, 1, 7, 511, 4095, 131_071):
-        assert torch.equal(torch.polar(plan.ones, plan.theta * start), net.positions(start, 1)[0].view(-1)), start
+        assert torch.equal(torch.polar(plan.ones, plan.theta * start), net.positions(start, 1).of(0)[0].view(-1)), start
 
 
 def test_a_hook_attached_sees_every_decoding_step():
