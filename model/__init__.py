@@ -16,16 +16,18 @@ import torch
 from .generation import generate
 from .loaders import Checkpoint, CheckpointError, build_model, fetch_hub, read_hf_dir
 from .sampling import SamplerSettings
-from .tokenizer import ModelEncoding, UnencodableTextError, available_encodings, get_encoding
+from .tokenizer import ModelEncoding, UnencodableTextError, available_encodings, encoding_for, get_encoding
 from .transformer import KVCache, ModelConfig, Transformer
-from .weights import default_gguf, load_gguf_cached
+from .weights import GEMMA_NOTICE, default_gguf, gemma_gguf, load_gguf_cached
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
-PRESETS = (DEFAULT_MODEL,)  # names load() knows; their numbers come from the GGUF itself
+GEMMA_MODEL = "gemma3-270m"  # Gemma 3 270M, the base model (Gemma Terms of Use)
+PRESETS = (DEFAULT_MODEL, GEMMA_MODEL)  # names load() knows; their numbers come from the GGUF itself
+NOTICES = {GEMMA_MODEL: GEMMA_NOTICE}  # what a preset's license asks to be shown wherever it is used
 
 __all__ = [
-    "DEFAULT_MODEL", "CheckpointError", "KVCache", "ModelConfig", "ModelEncoding", "SamplerSettings",
-    "Transformer", "UnencodableTextError", "available_encodings", "generate", "get_encoding", "load",
+    "DEFAULT_MODEL", "GEMMA_MODEL", "NOTICES", "PRESETS", "CheckpointError", "KVCache", "ModelConfig", "ModelEncoding", "SamplerSettings",
+    "Transformer", "UnencodableTextError", "available_encodings", "encoding_for", "generate", "get_encoding", "load",
     "load_checkpoint",
 ]
 
@@ -36,7 +38,7 @@ def load_checkpoint(name_or_path: str | Path | None = None) -> Checkpoint:
     """The checkpoint for a preset name, a .gguf file, an HF directory, or an HF hub id."""
     name = str(name_or_path) if name_or_path is not None else DEFAULT_MODEL
     if name.lower() in PRESETS:
-        ckpt = load_gguf_cached(default_gguf())
+        ckpt = load_gguf_cached(gemma_gguf() if name.lower() == GEMMA_MODEL else default_gguf())
         ckpt.cfg.name = ckpt.tokenizer.name = name.lower()
         return ckpt
     path = Path(name).expanduser()
@@ -59,4 +61,4 @@ def load(
 ) -> tuple[Transformer, ModelEncoding]:
     """The model (eval mode, no grad) and its tokenizer; the default model when no name is given."""
     ckpt = load_checkpoint(name_or_path)
-    return build_model(ckpt, dtype=dtype, device=device), ModelEncoding(ckpt.tokenizer)
+    return build_model(ckpt, dtype=dtype, device=device), encoding_for(ckpt.tokenizer)

@@ -45,6 +45,9 @@ class TokenizerSpec:
     eos_token_id: int | None = None
     chat_template: str | None = None
     name: str = ""
+    kind: str = "byte_bpe"  # "byte_bpe" (tiktoken's kind: SmolLM2, Llama 3, Qwen) or "sentencepiece" (Gemma's)
+    token_types: list[int] | None = None  # GGUF token types (sentencepiece: 3 control, 4 user-defined, 6 byte)
+    add_bos: bool = False  # whether a prompt starts with BOS (Gemma's must)
 
 
 @dataclass
@@ -128,7 +131,18 @@ GGUF_NAMES = {  # GGUF tensor name -> ours; {} is the layer index
     "blk.{}.ffn_up.weight": "blocks.{}.mlp.w3.weight",
 }
 
+GGUF_NAMES_GEMMA3 = {  # Gemma 3's extra tensors; its ffn_norm is the pre-MLP norm, as Llama's
+    **GGUF_NAMES,
+    "blk.{}.attn_q_norm.weight": "blocks.{}.attn.q_norm.weight",
+    "blk.{}.attn_k_norm.weight": "blocks.{}.attn.k_norm.weight",
+    "blk.{}.post_attention_norm.weight": "blocks.{}.ln1_post.weight",
+    "blk.{}.post_ffw_norm.weight": "blocks.{}.ln2_post.weight",
+}
+
 GGUF_PRE_TOKENIZERS = {"smollm": "smollm", "gpt2": "gpt2", "gpt-2": "gpt2", "default": "gpt2"}
+
+GEMMA3_GLOBAL_EVERY = 6  # Gemma 3: every sixth layer attends globally (transformers' sliding_window_pattern)
+GEMMA3_LOCAL_ROPE_BASE = 10000.0  # Gemma 3's sliding layers' RoPE base; the file holds only the global one
 
 
 def _rename(name: str, table: dict[str, str]) -> str | None:
@@ -160,12 +174,22 @@ def read_gguf(path: str | Path, progress: Callable[[int, int, str], None] | None
     except (OSError, ValueError) as e:
         raise CheckpointError(f"cannot read GGUF file {path}: {e}") from e
     arch = _gguf_field(reader, "general.architecture")
-    if arch != "llama":
-        raise CheckpointError(f"{path.name}: architecture {arch!r} is not supported (only 'llama')")
-    meta = lambda key, default=None: _gguf_field(reader, f"llama.{key}", default)  # noqa: E731
+    if arch not in ("llama", "gemma3"):
+        raise CheckpointError(f"{path.name}: architecture {arch!r} is not supported (only 'llama' and 'gemma3')")
+    meta = lambda key, default=None: _gguf_field(reader, f"{arch}.{key}", default)  # noqa: E731
     tokens = _gguf_field(reader, "tokenizer.ggml.tokens")
     names = {t.name for t in reader.tensors}
+    gemma = arch == "gemma3"
+    extras = {}
+    if gemma:  # what the file does not say is Gemma 3's published configuration, as transformers fills it in
+        n_layers, d_model = int(meta("block_count")), int(meta("embedding_length"))
+        extras = dict(
+            head_dim=int(meta("attention.key_length")), qk_norm=True, post_norms=True, mlp_act="gelu_tanh",
+            embed_scale=d_model ** 0.5, query_pre_attn_scalar=float(meta("attention.key_length")),
+            sliding_window=int(meta("attention.sliding_window")), rope_local_base=GEMMA3_LOCAL_ROPE_BASE,
+            layer_types=tuple("full" if (i + 1) % GEMMA3_GLOBAL_EVERY == 0 else "sliding" for i in range(n_layers)))
     cfg = ModelConfig(
+        **extras,
         vocab_size=int(meta("vocab_size", len(tokens))),
         d_model=int(meta("embedding_length")),
         n_layers=int(meta("block_count")),
@@ -184,7 +208,7 @@ def read_gguf(path: str | Path, progress: Callable[[int, int, str], None] | None
 
     state: dict[str, Tensor] = {}
     for i, t in enumerate(reader.tensors):
-        ours = _rename(t.name, GGUF_NAMES)
+        ours = _rename(t.name, GGUF_NAMES_GEMMA3 if gemma else GGUF_NAMES)
         if ours is None:
             continue  # e.g. rope_freqs: we compute the frequencies ourselves
         try:
@@ -194,15 +218,30 @@ def read_gguf(path: str | Path, progress: Callable[[int, int, str], None] | None
             raise CheckpointError(message) from e
         shape = tuple(int(n) for n in reversed(t.shape))  # GGUF lists dims innermost first
         # np.array copies: GGUF data is a read-only memmap
-        state[ours] = torch.from_numpy(np.array(array, dtype=np.float32).reshape(shape))
+        tensor = torch.from_numpy(np.array(array, dtype=np.float32).reshape(shape))
+        if gemma:  # llama.cpp stores Gemma's q/k rows half-split (it turns them NeoX-style): ours are interleaved
+            tensor = _half_split_rows(ours, tensor, cfg)
+        state[ours] = tensor
         if progress:
             progress(i + 1, len(reader.tensors), t.name)
 
     token_types = _gguf_field(reader, "tokenizer.ggml.token_type")
+    model_kind = _gguf_field(reader, "tokenizer.ggml.model")
+    if gemma:
+        if model_kind != "llama":
+            raise CheckpointError(f"{path.name}: tokenizer model {model_kind!r} is not SentencePiece BPE")
+        spec = TokenizerSpec(
+            tokens=list(tokens), merges=[], pre_tokenizer="none", kind="sentencepiece",
+            special_tokens={tok: i for i, (tok, kind) in enumerate(zip(tokens, token_types)) if kind == 3},
+            token_types=[int(k) for k in token_types],
+            add_bos=bool(_gguf_field(reader, "tokenizer.ggml.add_bos_token", True)),
+            bos_token_id=_gguf_field(reader, "tokenizer.ggml.bos_token_id"),
+            eos_token_id=_gguf_field(reader, "tokenizer.ggml.eos_token_id"),
+            chat_template=_gguf_field(reader, "tokenizer.chat_template"), name=cfg.name)
+        return Checkpoint(cfg, state, spec, source=str(path))
     pre = str(_gguf_field(reader, "tokenizer.ggml.pre", "default"))
     if pre not in GGUF_PRE_TOKENIZERS:
         raise CheckpointError(f"{path.name}: pre-tokenizer {pre!r} is not supported")
-    model_kind = _gguf_field(reader, "tokenizer.ggml.model")
     if model_kind != "gpt2":
         raise CheckpointError(f"{path.name}: tokenizer model {model_kind!r} is not byte-level BPE")
     spec = TokenizerSpec(
@@ -217,6 +256,17 @@ def read_gguf(path: str | Path, progress: Callable[[int, int, str], None] | None
         name=cfg.name,
     )
     return Checkpoint(cfg, state, spec, source=str(path))
+
+
+def _half_split_rows(name: str, tensor: Tensor, cfg: ModelConfig) -> Tensor:
+    """A q/k projection (or q/k norm gain) from the half-split layout into ours; any other tensor as it is."""
+    if name.endswith("attn.wq.weight"):
+        return half_split_to_interleaved(tensor, cfg.n_heads)
+    if name.endswith("attn.wk.weight"):
+        return half_split_to_interleaved(tensor, cfg.n_kv_heads)
+    if name.endswith(("attn.q_norm.weight", "attn.k_norm.weight")):  # one head's gain, reordered the same way
+        return half_split_to_interleaved(tensor[:, None], 1).reshape(-1)
+    return tensor
 
 
 # ---------------------------------------------------------------------------------------

@@ -266,8 +266,30 @@ class ModelEncoding(tiktoken.Encoding):
         pieces = self._pattern.findall(self.check(text, errors="replace"))
         return [(p.encode("utf-8"), merge_steps(p.encode("utf-8"), self._ranks)) for p in pieces]
 
+    # -- what a prompt reads: no BOS for these vocabularies, every character in bytes --------------
+
+    add_bos = False
+
+    def encode_prompt(self, text: str) -> list[int]:
+        """What the model reads for a prompt (a SentencePieceEncoding puts BOS first)."""
+        return self.encode(text)
+
+    def byte_fallback(self, text: str) -> list[tuple[int, str]]:
+        """Byte-level: every character is bytes already, none falls back."""
+        return []
+
     def __getstate__(self):
         raise TypeError("ModelEncoding is built from a TokenizerSpec; pickle the spec instead")
+
+
+def encoding_for(spec: TokenizerSpec):
+    """The model's tokenizer: a `ModelEncoding` for byte-level BPE, a `SentencePieceEncoding` for Gemma's kind."""
+    if spec.kind == "sentencepiece":
+        from .sentencepiece import SentencePieceEncoding
+
+        return SentencePieceEncoding(spec.tokens, spec.token_types or [], spec.name, spec.bos_token_id,
+                                     spec.eos_token_id, spec.add_bos, spec.chat_template)
+    return ModelEncoding(spec)
 
 
 # ---------------------------------------------------------------------------------------

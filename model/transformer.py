@@ -74,6 +74,9 @@ class ModelConfig:
     d_head: int = field(init=False)  # Dh = head_dim, else d_model // n_heads
 
     def __post_init__(self) -> None:
+        for name in ("rope_scaling", "rope_layers", "layer_types"):  # JSON (a converted cache) gives lists
+            if isinstance(getattr(self, name), list):
+                setattr(self, name, tuple(getattr(self, name)))
         if self.head_dim is None and self.d_model % self.n_heads:
             raise ValueError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
         if self.n_heads % self.n_kv_heads:
