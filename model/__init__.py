@@ -26,7 +26,8 @@ PRESETS = (DEFAULT_MODEL, GEMMA_MODEL)  # names load() knows; their numbers come
 NOTICES = {GEMMA_MODEL: GEMMA_NOTICE}  # what a preset's license asks to be shown wherever it is used
 
 __all__ = [
-    "DEFAULT_MODEL", "GEMMA_MODEL", "NOTICES", "PRESETS", "CheckpointError", "KVCache", "ModelConfig", "ModelEncoding", "SamplerSettings",
+    "DEFAULT_MODEL", "GEMMA_MODEL", "NOTICES", "PRESETS",
+    "CheckpointError", "KVCache", "ModelConfig", "ModelEncoding", "SamplerSettings",
     "Transformer", "UnencodableTextError", "available_encodings", "encoding_for", "generate", "get_encoding", "load",
     "load_checkpoint",
 ]

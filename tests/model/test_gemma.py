@@ -80,9 +80,9 @@ def test_config_is_gemma3_270m(gemma, hf_gemma):
 def test_norm_gains_are_one_plus_w_once(gemma, hf_gemma):
     """The GGUF stores Gemma's (1 + w); transformers keeps w and adds 1. The same gain, counted once."""
     net, _ = gemma
-    layer = hf_gemma.model.layers[3]
-    pairs = [(net.blocks[3].ln1, layer.input_layernorm), (net.blocks[3].ln1_post, layer.post_attention_layernorm),
-             (net.blocks[3].ln2, layer.pre_feedforward_layernorm), (net.blocks[3].ln2_post, layer.post_feedforward_layernorm),
+    ours, theirs = net.blocks[3], hf_gemma.model.layers[3]
+    pairs = [(ours.ln1, theirs.input_layernorm), (ours.ln1_post, theirs.post_attention_layernorm),
+             (ours.ln2, theirs.pre_feedforward_layernorm), (ours.ln2_post, theirs.post_feedforward_layernorm),
              (net.ln_final, hf_gemma.model.norm)]
     for ours, theirs in pairs:
         torch.testing.assert_close(ours.weight, 1 + theirs.weight.float(), atol=1e-6, rtol=0)
