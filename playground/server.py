@@ -248,7 +248,9 @@ def create_app(runner: ModelRunner, model_note: str = "", decks: dict | None = N
                                           f"starts a new line)", value=EXAMPLES[0][1], lines=1, max_lines=8, scale=4,
                                     elem_id="prompt")
                 with gr.Column(scale=1, min_width=200, elem_id="prompt-side"):
-                    chat = gr.Checkbox(label="Wrap in the model's chat template", value=False, elem_id="chat")
+                    chat = gr.Checkbox(label="Wrap in the model's chat template" if runner.has_chat_template else
+                                       "Chat template: none (a base model)", value=False, elem_id="chat",
+                                       interactive=runner.has_chat_template)
                     analyze_btn = gr.Button("Analyze", variant="primary", elem_id="analyze")
                     large = gr.Checkbox(label="Presenter mode (large, high-contrast text; ? for keys)", value=False,
                                         elem_id="large")
@@ -257,7 +259,8 @@ def create_app(runner: ModelRunner, model_note: str = "", decks: dict | None = N
                         slide_svg = gr.Button("SVG", size="sm", elem_id="slide-svg")
         status = gr.Markdown(elem_id="status")
         with gr.Accordion("Examples", open=True, elem_id="examples"):
-            gr.Examples([[text, is_chat] for _, text, is_chat in EXAMPLES], [prompt, chat], label=None,
+            gr.Examples([[text, is_chat and runner.has_chat_template] for _, text, is_chat in EXAMPLES], [prompt, chat],
+                        label=None,
                         example_labels=[label for label, _, _ in EXAMPLES])
 
         first = "tour" if deck else DEFAULT_TAB

@@ -144,3 +144,36 @@ def browser():
         )
         yield b
         b.close()
+
+
+# -- the second real model: Gemma 3 270M ---------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def gemma_path():
+    from model.weights import gemma_gguf
+
+    return gemma_gguf()
+
+
+@pytest.fixture(scope="session")
+def gemma():
+    """(net, enc) of Gemma 3 270M; fetched, assembled and converted on first use."""
+    from model import load
+
+    return load("gemma3-270m")
+
+
+@pytest.fixture(scope="session")
+def hf_gemma(gemma_path):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(str(gemma_path.parent), gguf_file=gemma_path.name,
+                                                attn_implementation="eager", dtype=torch.float32).eval()
+
+
+@pytest.fixture(scope="session")
+def hf_gemma_tokenizer(gemma_path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(gemma_path.parent), gguf_file=gemma_path.name)

@@ -29,36 +29,6 @@ GEMMA_TEXTS = [  # what Gemma's vocabulary does differently: added tokens, space
 ]
 
 
-@pytest.fixture(scope="session")
-def gemma_path():
-    from model.weights import gemma_gguf
-
-    return gemma_gguf()
-
-
-@pytest.fixture(scope="session")
-def gemma():
-    """(net, enc) of Gemma 3 270M; fetched, assembled and converted on first use."""
-    from model import load
-
-    return load("gemma3-270m")
-
-
-@pytest.fixture(scope="session")
-def hf_gemma(gemma_path):
-    from transformers import AutoModelForCausalLM
-
-    return AutoModelForCausalLM.from_pretrained(str(gemma_path.parent), gguf_file=gemma_path.name,
-                                                attn_implementation="eager", dtype=torch.float32).eval()
-
-
-@pytest.fixture(scope="session")
-def hf_gemma_tokenizer(gemma_path):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(str(gemma_path.parent), gguf_file=gemma_path.name)
-
-
 def test_config_is_gemma3_270m(gemma, hf_gemma):
     net, enc = gemma
     cfg, ref = net.cfg, hf_gemma.config

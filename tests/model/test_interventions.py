@@ -108,13 +108,15 @@ def test_each_head_patch_equals_patching_its_z_by_hand(tiny_net):
         assert float(results[layer][head]) == pytest.approx(float(expected), abs=1e-4)
 
 
-@pytest.mark.parametrize("which", ["tiny", "real"])
+@pytest.mark.parametrize("which", ["tiny", "real", "gemma"])
 def test_direct_logit_attribution_sums_to_the_logit_difference(which, request):
+    """Parts sum to the logit difference; each layer's heads to its attention part (Gemma: through ln1_post with
+    its scale frozen)."""
     if which == "tiny":
         net, tokens, a, b = request.getfixturevalue("tiny_net"), CLEAN, 5, 9
     else:
-        net, enc = request.getfixturevalue("real")
-        tokens = enc.encode("The capital of France is")
+        net, enc = request.getfixturevalue(which)
+        tokens = enc.encode_prompt("The capital of France is")
         a, b = enc.encode(" Paris")[0], enc.encode(" Rome")[0]
     _, cache = net.run_with_cache(torch.tensor([tokens]), names_filter=ATTRIBUTION_HOOKS)
     direction = net.output.weight[a] - net.output.weight[b]

@@ -15,7 +15,7 @@ from model.views import resid_mid as resid_mid_of
 from ..conftest import REAL_PROMPT, TINY_PROMPT
 
 HOOKS = r"hook_resid_pre$|hook_resid_mid$|hook_resid_post$|attn\.hook_v$|attn\.hook_z$|hook_pattern$|hook_mlp_out$|" \
-        r"hook_attn_out$|hook_attn_scores$|attn\.hook_rot_q$|attn\.hook_rot_k$"
+        r"hook_attn_out$|hook_attn_scores$|attn\.hook_rot_q$|attn\.hook_rot_k$|ln1_post\.hook_scale$"
 
 
 def _run(net, ids):
@@ -27,13 +27,20 @@ def _run(net, ids):
 
 
 def _terms(net, cache, layer):
-    """Head h's part from key j at query i, (T, H, T, D), from hook_pattern, hook_v and W_O, in float64."""
+    """Head h's part from key j at query i, (T, H, T, D), from hook_pattern, hook_v and W_O, in float64; where the
+    block norms the attention's output again (Gemma's ln1_post), divided by that norm's own hook_scale at the query
+    and times its gain, as TransformerLens's decompositions freeze a norm's scale."""
     cfg = net.cfg
     pattern = cache[f"blocks.{layer}.attn.hook_pattern"][0].double()  # (H, T, T)
     v = cache[f"blocks.{layer}.attn.hook_v"][0].double()  # (T, G, Dh)
     w_o = net.blocks[layer].attn.wo.weight.double().view(cfg.d_model, cfg.n_heads, cfg.d_head)
-    return torch.stack([torch.stack([pattern[h, :, :, None] * (v[:, h // cfg.n_groups] @ w_o[:, h].T)[None]
-                                     for h in range(cfg.n_heads)], dim=1)])[0]  # (T, H, T, D)
+    terms = torch.stack([torch.stack([pattern[h, :, :, None] * (v[:, h // cfg.n_groups] @ w_o[:, h].T)[None]
+                                      for h in range(cfg.n_heads)], dim=1)])[0]  # (T, H, T, D)
+    post = net.blocks[layer].ln1_post
+    if post is not None:
+        scale = cache[f"blocks.{layer}.ln1_post.hook_scale"][0].double()  # (T, 1): at each query
+        terms = terms / scale.view(-1, 1, 1, 1) * post.weight.double()
+    return terms
 
 
 def _closeness(whole, part):
@@ -125,9 +132,29 @@ def _split_checks(net, ids, cases, atol):
         assert float(split.terms.sum()) == pytest.approx(float(scores[head, i, j]), abs=atol)
         q = cache[f"blocks.{layer}.attn.hook_rot_q"][0, i, head]
         k = cache[f"blocks.{layer}.attn.hook_rot_k"][0, j, head // net.cfg.n_groups]
-        assert split.score == pytest.approx(float(q @ k) / math.sqrt(net.cfg.d_head), abs=atol)
+        scale = math.sqrt(net.cfg.query_pre_attn_scalar or net.cfg.d_head)  # Gemma names what scores are divided by
+        assert split.score == pytest.approx(float(q @ k) / scale, abs=atol)
         assert float(split.terms.sum()) == pytest.approx(split.score, abs=atol)
         assert split.terms.shape == (1 + 2 * layer,) * 2 and len(split.labels) == 1 + 2 * layer
+
+
+def test_importances_on_gemma_through_its_post_attention_norm(gemma):
+    net, enc = gemma
+    ids = enc.encode_prompt(REAL_PROMPT)
+    resid, cache = _run(net, ids)
+    for layer in (0, 5, 17):  # the frozen-scale terms sum to what the attention adds: hook_attn_out
+        np.testing.assert_allclose(_terms(net, cache, layer).sum((1, 2)).numpy(),
+                                   cache[f"blocks.{layer}.hook_attn_out"][0].double().numpy(), atol=2e-3, rtol=1e-4)
+    _check_flow_against_hooks(net, ids, [0, 5, len(ids) - 1], atol=2e-5)
+
+
+def test_the_score_split_on_gemma(gemma):
+    """Gemma: q and k through their per-head norms with the scale frozen, each layer's own RoPE base (10,000 on
+    sliding layers, 1,000,000 on global ones), scores over sqrt(query_pre_attn_scalar)."""
+    net, enc = gemma
+    ids = enc.encode_prompt(REAL_PROMPT)
+    T = len(ids)
+    _split_checks(net, ids, [(0, 0, T - 1, 0), (5, 3, T - 1, T - 2), (11, 1, 7, 3), (16, 2, T - 1, 4)], atol=2e-3)
 
 
 def test_the_score_split_sums_to_the_models_score(tiny_net, tiny_enc):
