@@ -25,7 +25,8 @@ def parameter_counts(cfg: ModelConfig) -> dict[str, int]:
         # wq, wk, wv, wo, and Qwen2's biases on q, k and v
         "attention": L * (D * H * Dh + 2 * D * G * Dh + H * Dh * D + (H * Dh + 2 * G * Dh) * cfg.qkv_bias),
         "MLP": L * 3 * D * F,  # w1 (gate), w3 (up), w2 (down)
-        "norms": (2 * L + 1) * D + L * 2 * Dh * cfg.qk_norm,  # ln1, ln2 per layer, the final norm; Qwen3's q/k norms
+        # ln1, ln2 per layer, the final norm; Qwen3's and Gemma's q/k norms; Gemma's ln1_post and ln2_post
+        "norms": (2 * L + 1) * D + L * 2 * Dh * cfg.qk_norm + L * 2 * D * cfg.post_norms,
         "unembedding": 0 if cfg.tie_embeddings else V * D,
     }
 
@@ -39,10 +40,11 @@ def matmul_weights(cfg: ModelConfig) -> int:
 def flops_per_token(cfg: ModelConfig, context: int) -> dict[str, int]:
     """FLOPs for one token that attends to `context` keys, by part: the MLPs, the attention projections (q, k, v, o),
     attention over the context (scores and weighted values) and the unembedding. They sum to 2 x matmul_weights
-    plus the attention term."""
+    plus the attention term. A sliding-window layer (Mistral, Gemma 3) attends to at most its window of keys."""
     counts = parameter_counts(cfg)
+    keys = sum(min(context, cfg.window_of(l) or context) for l in range(cfg.n_layers))  # L x context without windows
     return {"MLP": 2 * counts["MLP"], "attention projections": 2 * counts["attention"],
-            "attention over the context": 4 * cfg.n_layers * context * cfg.n_heads * cfg.d_head,
+            "attention over the context": 4 * keys * cfg.n_heads * cfg.d_head,
             "unembedding": 2 * cfg.vocab_size * cfg.d_model}
 
 

@@ -105,24 +105,31 @@ class BlockView:
     resid_mid: np.ndarray  # (D,)
     scale2: float
     gain2: np.ndarray  # (D,)
-    gate: np.ndarray  # (F,) w1 x, before SiLU
+    gate: np.ndarray  # (F,) w1 x, before the activation (SiLU; Gemma's GELU)
     up: np.ndarray  # (F,) w3 x
-    post: np.ndarray  # (F,) silu(gate) * up
-    w2_norms: np.ndarray  # (F,) the length of each neuron's write-out column of w2
+    post: np.ndarray  # (F,) act(gate) * up
+    w2_norms: np.ndarray  # (F,) the length of each neuron's write-out as it joins the residual: its column of w2
+    #   (Gemma: through ln2_post with the scale frozen, w2[:, i] * gain / scale), so post * column sums to mlp_out
     mlp_out: np.ndarray  # (D,)
     eps: float
+    post_scale: float | None = None  # Gemma: ln2_post's divisor at this token
 
 
 def block_view(net: Transformer, resid: Tensor, layer: int, position: int) -> BlockView:
     """Inside one block at one position: the residual, both RMSNorms (scale and gain), and the SwiGLU MLP's gate,
     up and post activations with each neuron's write-out size, from the residual entering the layer (T, D)."""
-    seen = {name: t[0, position] for name, t in capture(net, layer, resid[None], BLOCK_HOOKS).items()}
     block = net.blocks[layer]
+    hooks = BLOCK_HOOKS + (("ln2_post.hook_scale",) if block.ln2_post is not None else ())
+    seen = {name: t[0, position] for name, t in capture(net, layer, resid[None], hooks).items()}
+    columns, post_scale = block.mlp.w2.weight.float(), None  # (D, F)
+    if block.ln2_post is not None:  # Gemma: each neuron's column as it joins the residual, the norm's scale frozen
+        post_scale = float(seen["ln2_post.hook_scale"])
+        columns = columns * block.ln2_post.weight.float()[:, None] / post_scale
     return BlockView(
         layer, position, own(resid[position]), float(seen["ln1.hook_scale"]), own(block.ln1.weight),
         own(seen["hook_attn_out"]), own(seen["hook_resid_mid"]), float(seen["ln2.hook_scale"]),
         own(block.ln2.weight), own(seen["mlp.hook_pre"]), own(seen["mlp.hook_pre_linear"]), own(seen["mlp.hook_post"]),
-        own(block.mlp.w2.weight.float().norm(dim=0)), own(seen["hook_mlp_out"]), net.cfg.norm_eps)
+        own(columns.norm(dim=0)), own(seen["hook_mlp_out"]), net.cfg.norm_eps, post_scale)
 
 
 # ---------------------------------------------------------------------------------------
@@ -174,9 +181,14 @@ def embedding_norms(net: Transformer) -> np.ndarray:
     return own(net.tok_embeddings.weight.float().norm(dim=-1))
 
 
+def norm_names(net: Transformer) -> list[str]:
+    """Each layer's RMSNorms over d_model in forward order (ln1, ln2; Gemma: ln1, ln1_post, ln2, ln2_post)."""
+    return ["ln1", "ln1_post", "ln2", "ln2_post"] if net.cfg.post_norms else ["ln1", "ln2"]
+
+
 def norm_gains(net: Transformer) -> np.ndarray:
-    """Every RMSNorm's gain: (2L + 1, D), ln1 and ln2 of each layer, then the final norm."""
-    gains = [w for b in net.blocks for w in (b.ln1.weight, b.ln2.weight)] + [net.ln_final.weight]
+    """Every RMSNorm's gain over d_model: each layer's (`norm_names`), then the final norm's: (n L + 1, D)."""
+    gains = [getattr(b, name).weight for b in net.blocks for name in norm_names(net)] + [net.ln_final.weight]
     return own(torch.stack(gains))
 
 

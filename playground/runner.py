@@ -78,7 +78,8 @@ class ModelRunner:
         self.budget = TraceBudget(memory_mb * 2**20)
         self.memo = Memo()  # deterministic runs' results, for the next visitor who asks the same (a room, one tab)
         self.parameter_count = views.parameter_count(net)  # the model's parameters, from its weights (tied once)
-        self.norm_gains = views.norm_gains(net)  # every RMSNorm's gain (2L + 1, D): weights never change
+        self.norm_gains = views.norm_gains(net)  # every RMSNorm's gain (n L + 1, D): weights never change
+        self.norm_names = views.norm_names(net)  # each layer's norms over d_model (Gemma has four)
         self._embedding_norms = views.embedding_norms(net)  # (V,), read on every Embeddings view
         self.batcher = Batcher(lambda wait_s, give_up, waiting: self._locked(wait_s, give_up=give_up, waiting=waiting),
                                lambda batch: trace_batch(self._net, self._enc, batch), net.cfg.n_layers,

@@ -41,13 +41,28 @@ def parameters_markdown(runner: ModelRunner) -> str:
             f"{runner.parameter_count:,} |")
 
 
-def crossovers(cfg) -> dict[str, int]:
+def crossovers(cfg) -> dict[str, int | None]:
     """The context S from which attention costs at least as much per token as the MLPs: counting its q, k, v, o
-    projections, and over the context alone (the scores and the weighted values)."""
-    parts = flops_per_token(cfg, 0)
-    per_key = flops_per_token(cfg, 1)["attention over the context"]
-    return {"with its projections": max(0, int(np.ceil((parts["MLP"] - parts["attention projections"]) / per_key))),
-            "over the context alone": max(0, int(np.ceil(parts["MLP"] / per_key)))}
+    projections, and over the context alone (the scores and the weighted values). None: not within the model's
+    context (sliding-window layers stop growing at their window)."""
+    def first(reaches) -> int | None:  # attention's cost grows with S: the first S where it reaches the MLPs'
+        if not reaches(cfg.max_seq_len):
+            return None
+        low, high = 0, cfg.max_seq_len
+        while low < high:
+            mid = (low + high) // 2
+            low, high = (low, mid) if reaches(mid) else (mid + 1, high)
+        return low
+
+    def parts(S: int) -> dict[str, int]:
+        return flops_per_token(cfg, S)
+    return {"with its projections": first(lambda S: parts(S)["attention projections"]
+                                         + parts(S)["attention over the context"] >= parts(S)["MLP"]),
+            "over the context alone": first(lambda S: parts(S)["attention over the context"] >= parts(S)["MLP"])}
+
+
+def _at(S: int | None) -> str:
+    return f"S ≈ {S:,}" if S is not None else "no S within the context"
 
 
 def flops(runner: ModelRunner, trace: Trace, large: bool = False) -> View:
@@ -79,10 +94,14 @@ def _flops(runner: ModelRunner, context: int, scale: float) -> View:
             f"{100 * attention / total:.0f}% (over the context: "
             f"{100 * here['attention over the context'] / total:.1f}%), "
             f"unembedding {100 * here['unembedding'] / total:.0f}%. Attention with its projections overtakes the "
-            f"MLPs at S ≈ {cross['with its projections']:,}; attention over the context alone equals them at "
-            f"S ≈ {cross['over the context alone']:,}. (Kaplan et al. write the scores as 2·n_layer·n_ctx·d_attn; "
+            f"MLPs at {_at(cross['with its projections'])}; attention over the context alone equals them at "
+            f"{_at(cross['over the context alone'])}. (Kaplan et al. write the scores as 2·n_layer·n_ctx·d_attn; "
             f"the weighted sum of values costs as much again. The unembedding counts although its weights are the "
             f"embedding's.)")
+    if cfg.sliding_window is not None:
+        windowed = sum(cfg.window_of(l) is not None for l in range(cfg.n_layers))
+        text += (f" On {windowed} of the {cfg.n_layers} layers a query sees at most its last {cfg.sliding_window:,} "
+                 f"keys, so there S counts at most {cfg.sliding_window:,}.")
     contexts = np.unique(np.geomspace(1, cfg.max_seq_len, 200).astype(int))
     per_context = [flops_per_token(cfg, int(c)) for c in contexts]
     plot = flops_figure(contexts, {name: np.array([p[name] for p in per_context], float) for name in here}, context,
@@ -101,6 +120,13 @@ def _kv(runner: ModelRunner, context: int, scale: float) -> View:
             f"{whole[1] / 2**20:.0f} MiB for the full {cfg.max_seq_len:,}-token context, "
             f"{kv_cache_bytes(cfg, context, 4) / 2**10:.0f} KiB for this prompt. Sharing each key/value head among "
             f"{cfg.n_groups} query heads stores {cfg.n_groups}× less than multi-head attention would.")
+    if cfg.sliding_window is not None:
+        windowed = sum(cfg.window_of(l) is not None for l in range(cfg.n_layers))
+        kept = per_token[1] // cfg.n_layers * sum(min(cfg.max_seq_len, cfg.window_of(l) or cfg.max_seq_len)
+                                                  for l in range(cfg.n_layers))
+        text += (f" A cache that keeps only the last {cfg.sliding_window:,} keys on the {windowed} sliding-window "
+                 f"layers (as transformers' and llama.cpp's do) needs {kept / 2**20:.0f} MiB for the full context; "
+                 f"this app's keeps every position, as the figure counts.")
     figure = kv_figure(list(layouts), per_token, whole, cfg.max_seq_len, font_scale=scale)
     return View(figure, text, {"bytes per token": per_token[1]})
 

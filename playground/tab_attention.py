@@ -62,16 +62,36 @@ def pattern(runner: ModelRunner, trace: Trace, layer: int = 0, head: int = 0, la
     layer, head = layer_of(cfg, layer), head_of(cfg, head)
     tensors = runner.layer(trace, layer)
     stats = trace.head_stats[layer, head]
+    window = cfg.window_of(layer)
     heatmap = attention_heatmap(tensors.pattern[head], axis_labels(trace.token_bytes),
                                 f"Attention pattern, {_name(cfg, layer, head)}", font_scale=font_scale(large),
-                                window=cfg.sliding_window)
+                                window=window)
     summary = (
         f"**{_name(cfg, layer, head)}** · to first token {stats[0]:.3f} · to previous token {stats[1]:.3f} · "
         f"to self {stats[2]:.3f} · entropy {stats[3]:.2f} bits (a causal head spreading evenly: "
         f"{uniform_entropy(trace.n_tokens):.2f})"
     )
     facts = dict(zip(("to_first", "to_previous", "to_self", "entropy_bits"), map(float, stats)))
+    reach = window_note(cfg, layer, trace.n_tokens)
+    if reach:
+        summary += f"  \n{reach}"
+    facts["window"] = window
     return View(heatmap, summary, facts)
+
+
+def window_note(cfg, layer: int, n_tokens: int) -> str:
+    """Which keys this layer lets a query see, where that is not simply all before it (Mistral, Gemma 3)."""
+    window = cfg.window_of(layer)
+    if cfg.sliding_window is None:
+        return ""
+    full = [l for l in range(cfg.n_layers) if cfg.window_of(l) is None]
+    if window is None:
+        return (f"Layer {layer} is a **global** layer (as are {', '.join(map(str, full))}): a query sees every key "
+                f"before it. The other layers see only their last {cfg.sliding_window} keys.")
+    others = f" Global layers, which see every key: {', '.join(map(str, full))}." if full else ""
+    fits = (f" All {n_tokens} tokens of this prompt fit in it: nothing is hidden yet." if n_tokens <= window else
+            f" Keys further back are greyed: they are hidden from queries past position {window - 1}.")
+    return f"Layer {layer} is a **sliding-window** layer: a query sees only its last {window} keys.{fits}{others}"
 
 
 VIEWS = {"pattern": pattern}
@@ -102,9 +122,10 @@ def render_head(runner: ModelRunner, trace: Trace | None, layer: int, head: int,
     start = max(0, T - MAX_DETAIL)
     window = slice(start, T)
     shown = f" — positions {start}–{T - 1} of {T}" if start else ""
-    stages = attention_stages(tensors.rot_q[window, head], tensors.rot_k[window, kv], cfg.sliding_window)
+    stages = attention_stages(tensors.rot_q[window, head], tensors.rot_k[window, kv], cfg.window_of(layer),
+                              cfg.attn_scale)
     stage_fig = stages_figure(stages, labels[window], f"From scores to weights, {name}{shown}", font_scale=scale,
-                              window=cfg.sliding_window)
+                              window=cfg.window_of(layer))
     vectors = {
         f"q head {head}": tensors.q[window, head],
         "q after RoPE": tensors.rot_q[window, head],

@@ -75,7 +75,7 @@ SLIDE = "neurons"  # the view a deck's slide of this tab shows
 def overview(runner: ModelRunner, trace: Trace | None, large: bool):
     """(residual norms, gains): what does not depend on the layer and token chosen."""
     scale, cfg = font_scale(large), runner.cfg
-    gain_labels = [f"L{l} {ln}" for l in range(cfg.n_layers) for ln in ("ln1", "ln2")] + ["final"]
+    gain_labels = [f"L{l} {ln}" for l in range(cfg.n_layers) for ln in runner.norm_names] + ["final"]
     gains = gains_figure(runner.norm_gains, gain_labels, font_scale=scale)
     if trace is None or trace.resid is None:
         return None, gains
@@ -109,16 +109,23 @@ def _block_figures(runner: ModelRunner, trace: Trace, view, layer: int, position
     neurons_fig = neurons_figure(top, size[top], view.gate[top], view.up[top], view.post[top],
                                  f"Top {TOP_NEURONS} neurons, layer {layer}, {labels[position]} (red: post < 0)",
                                  font_scale=scale)
-    relu, gel = np.maximum(view.gate, 0) * view.up, gelu(view.gate) * view.up
+    relu, silu = np.maximum(view.gate, 0) * view.up, view.gate / (1 + np.exp(-view.gate)) * view.up
+    act, other, other_post = (("GELU", "SiLU", silu) if cfg.mlp_act == "gelu_tanh" else
+                              ("SiLU", "GELU", gelu(view.gate) * view.up))
+    written = ("out = w2·post, so the output is the sum of "
+               f"{cfg.d_mlp} neurons' columns of w2 scaled by post (they add up to the MLP output exactly)")
+    if view.post_scale is not None:
+        written = (f"out = ln2_post(w2·post): this model norms the MLP's output again (RMS {view.post_scale:.3f}) "
+                   f"before adding it, so with that scale frozen the output is the sum of {cfg.d_mlp} neurons' "
+                   f"columns of w2 × gain ÷ {view.post_scale:.3f}, scaled by post (they add up to it exactly)")
     note = (f"**Layer {layer}, token {labels[position]}.** RMSNorm divides by RMS = √(mean x² + ε) = {view.scale1:.3f} "
             f"(ln1) and {view.scale2:.3f} (ln2), then multiplies by the gain; LayerNorm would also subtract the mean "
-            f"({x.mean():+.3f}). The MLP: post = SiLU(w1·x) ⊙ (w3·x), out = w2·post, so the output is the sum of "
-            f"{cfg.d_mlp} neurons' columns of w2 scaled by post (they add up to the MLP output exactly). "
-            f"Silent neurons (|post| below 1% of the largest): SiLU {100 * sparsity(view.post):.0f}%, "
+            f"({x.mean():+.3f}). The MLP: post = {act}(w1·x) ⊙ (w3·x), {written}. "
+            f"Silent neurons (|post| below 1% of the largest): {act} {100 * sparsity(view.post):.0f}%, "
             f"with ReLU instead {100 * sparsity(relu):.0f}% ({100 * (view.gate <= 0).mean():.0f}% exactly zero), "
-            f"with GELU {100 * sparsity(gel):.0f}%. The largest neuron writes ‖·‖ = {size[top[0]]:.3f}; the whole MLP "
-            f"output has ‖·‖ = {np.linalg.norm(view.mlp_out):.3f}.")
-    return note, steps, neurons_fig, activations_figure(view.gate, view.post, font_scale=scale)
+            f"with {other} {100 * sparsity(other_post):.0f}%. The largest neuron writes ‖·‖ = {size[top[0]]:.3f}; "
+            f"the whole MLP output has ‖·‖ = {np.linalg.norm(view.mlp_out):.3f}.")
+    return note, steps, neurons_fig, activations_figure(view.gate, view.post, font_scale=scale, act=act)
 
 
 def after_analyze(runner: ModelRunner, trace: Trace | None, layer: int, position: int, large: bool):

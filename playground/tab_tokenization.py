@@ -60,13 +60,18 @@ def table(runner: ModelRunner, trace: Trace, large: bool = False) -> View:
     """Every token with its id and bytes as a table, and how the words split: the Tokenization tab's view for a
     slide (the tab itself draws coloured spans in HTML)."""
     groups = words(trace)
+    bos = runner.adds_bos and trace.n_tokens > 0 and bool(trace.special[0])  # Gemma: BOS before every prompt
+    if bos:
+        groups = groups[1:]
     longest = max(groups, key=len) if groups else []
     pieces = " + ".join(token_markdown(runner, int(trace.ids[i])) for i in longest)
     split = (f"The longest word splits into **{len(longest)} pieces**: {pieces}." if len(longest) > 1 else
              "Every word here is a single token.")
     T = trace.n_tokens
-    note = (f"The prompt becomes **{T} tokens** ({len(groups)} words): the model never sees letters, only these ids "
-            f"from its {runner.cfg.vocab_size:,}-token vocabulary. {split}")
+    first = (f", after {token_markdown(runner, int(trace.ids[0]))}, which the tokenizer puts before every prompt"
+             if bos else "")
+    note = (f"The prompt becomes **{T} tokens** ({len(groups)} words{first}): the model never sees letters, only these "
+            f"ids from its {runner.cfg.vocab_size:,}-token vocabulary. {split}")
     figure = tokens_table([token_label(b, True, 24) for b in trace.token_bytes], trace.ids.tolist(),
                           [b.hex(" ") for b in trace.token_bytes], f"{T} tokens", font_scale=font_scale(large))
     return View(figure, note, {"tokens": T, "words": len(groups), "longest": len(longest)})

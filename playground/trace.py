@@ -130,12 +130,13 @@ def uniform_entropy(n_tokens: int) -> float:
     return float(np.mean(np.log2(np.arange(2, n_tokens + 1)))) if n_tokens > 1 else float("nan")
 
 
-def attention_stages(q: np.ndarray, k: np.ndarray, window: int | None = None) -> dict[str, np.ndarray]:
-    """The four steps of one head from its rotated q (T, Dh) and k (T, Dh): q.k, scaled, masked (the future, and
-    with a sliding window the keys `window` or more back), softmax."""
+def attention_stages(q: np.ndarray, k: np.ndarray, window: int | None = None,
+                     scale: float | None = None) -> dict[str, np.ndarray]:
+    """The four steps of one head from its rotated q (T, Dh) and k (T, Dh): q.k, scaled (divided by `scale`, else
+    sqrt(Dh)), masked (the future, and with a sliding window the keys `window` or more back), softmax."""
     q, k = q.astype(np.float64), k.astype(np.float64)
     raw = q @ k.T  # (T, T)
-    scaled = raw / np.sqrt(q.shape[-1])
+    scaled = raw / (scale or np.sqrt(q.shape[-1]))
     causal = np.tril(np.ones_like(raw, dtype=bool))
     if window is not None:
         causal &= ~np.tril(np.ones_like(causal), k=-window)

@@ -78,23 +78,26 @@ def neurons_figure(ids: np.ndarray, size: np.ndarray, gate: np.ndarray, up: np.n
                   background="white")
 
 
-def activations_figure(gate: np.ndarray, post: np.ndarray, font_scale: float = 1.0) -> go.Figure:
-    """SiLU, GELU and ReLU as curves, with this token's gate values on SiLU (colour: |post|)."""
+def activations_figure(gate: np.ndarray, post: np.ndarray, font_scale: float = 1.0, act: str = "SiLU") -> go.Figure:
+    """SiLU, GELU and ReLU as curves, with this token's gate values on the model's own (`act`: SiLU, or Gemma's
+    GELU; colour: |post|)."""
     z = np.linspace(min(-6.0, float(gate.min())), max(6.0, float(gate.max())), 400)
-    gelu = 0.5 * z * (1 + np.tanh(np.sqrt(2 / np.pi) * (z + 0.044715 * z**3)))
+    tanh_gelu = lambda z: 0.5 * z * (1 + np.tanh(np.sqrt(2 / np.pi) * (z + 0.044715 * z**3)))  # noqa: E731
+    gelu = tanh_gelu(z)
+    on = tanh_gelu(gate) if act == "GELU" else gate / (1 + np.exp(-gate))
     data = [dict(type="scatter", mode="lines", x=z, y=z / (1 + np.exp(-z)), name="SiLU(z) = z·σ(z)",
                  line=dict(color=BLUE)),
             dict(type="scatter", mode="lines", x=z, y=gelu, name="GELU (tanh form)",
                  line=dict(color=GREEN, dash="dot")),
             dict(type="scatter", mode="lines", x=z, y=np.maximum(z, 0), name="ReLU",
                  line=dict(color=ORANGE, dash="dash")),
-            dict(type="scatter", mode="markers", x=gate, y=gate / (1 + np.exp(-gate)), name="this token's neurons",
+            dict(type="scatter", mode="markers", x=gate, y=on, name="this token's neurons",
                  marker=dict(color=np.abs(post), colorscale=SEQUENTIAL, size=int(5 * font_scale),
                              colorbar=dict(title=dict(text="|post|"), thickness=10)),
-                 hovertemplate="gate %{x:.3f} → SiLU %{y:.3f}<extra></extra>")]
+                 hovertemplate=f"gate %{{x:.3f}} → {act} %{{y:.3f}}<extra></extra>")]
+    title = ("SwiGLU's gate: SiLU of w1·x (GELU and ReLU for contrast), times the up projection w3·x" if act == "SiLU"
+             else "GeGLU's gate: GELU (tanh form) of w1·x (SiLU and ReLU for contrast), times the up projection w3·x")
     layout = dict(xaxis=dict(title=dict(text="gate pre-activation z = w1 x")),
                   yaxis=dict(title=dict(text="activation")),
                   legend=legend_above())
-    return figure(data, layout,
-                  "SwiGLU's gate: SiLU of w1·x (GELU and ReLU for contrast), times the up projection w3·x",
-                  height=420, font_scale=font_scale, background="white")
+    return figure(data, layout, title, height=420, font_scale=font_scale, background="white")
