@@ -32,6 +32,8 @@ CONTROL, USER_DEFINED, BYTE = 3, 4, 6  # GGUF token types
 class SentencePieceEncoding:
     """Encode and decode a SentencePiece BPE vocabulary (tokens, GGUF token types, BOS/EOS ids)."""
 
+    kind = "sentencepiece"
+
     def __init__(self, tokens: Sequence[str], token_types: Sequence[int], name: str = "model",
                  bos_token_id: int | None = None, eos_token_id: int | None = None, add_bos: bool = True,
                  chat_template: str | None = None) -> None:

@@ -269,6 +269,7 @@ class ModelEncoding(tiktoken.Encoding):
     # -- what a prompt reads: no BOS for these vocabularies, every character in bytes --------------
 
     add_bos = False
+    kind = "byte_bpe"
 
     def encode_prompt(self, text: str) -> list[int]:
         """What the model reads for a prompt (a SentencePieceEncoding puts BOS first)."""

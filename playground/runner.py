@@ -143,6 +143,11 @@ class ModelRunner:
         return bool(self._enc.chat_template)
 
     @property
+    def tokenizer_kind(self) -> str:
+        """"byte_bpe" (SmolLM2's, tiktoken's kind) or "sentencepiece" (Gemma's: text pieces, byte fallback)."""
+        return self._enc.kind
+
+    @property
     def adds_bos(self) -> bool:
         """Whether a prompt starts with BOS (Gemma's does: its tokenizer adds it, and the model needs it)."""
         return bool(self._enc.add_bos)

@@ -229,7 +229,7 @@ def rope_and_window(cfg) -> str:
     if cfg.rope_local_base is None and cfg.sliding_window is None:
         return f"RoPE base {cfg.rope_base:g}"
     windowed = sum(cfg.window_of(l) is not None for l in range(cfg.n_layers))
-    bases = (f"RoPE base {cfg.rope_local_base:g} on sliding-window layers, {cfg.rope_base:g} on global ones"
+    bases = (f"RoPE base {cfg.rope_local_base:,.0f} on sliding-window layers, {cfg.rope_base:,.0f} on global ones"
              if cfg.rope_local_base is not None else f"RoPE base {cfg.rope_base:g}")
     return f"{bases} · sliding window {cfg.sliding_window} on {windowed} of {cfg.n_layers} layers"
 
@@ -248,7 +248,7 @@ def create_app(runner: ModelRunner, model_note: str = "", decks: dict | None = N
                 f"**{cfg.name}**: {cfg.n_layers} layers · d_model {cfg.d_model} · {cfg.n_heads} query heads sharing "
                 f"{cfg.n_kv_heads} key/value heads · d_head {cfg.d_head} · {rope_and_window(cfg)} · "
                 f"vocabulary {cfg.vocab_size:,}"
-                f"{f' · {model_note}' if model_note else ''}. "
+                f"{f' · {model_note.rstrip(chr(46))}' if model_note else ''}. "
                 f"Type a prompt and press **Analyze**: the model runs once, and every tab reads that run.",
                 elem_id="model-line",
             )

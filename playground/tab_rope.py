@@ -50,7 +50,7 @@ def two_bases(cfg) -> str:
     if cfg.rope_local_base is None:
         return ""
     full = [l for l in range(cfg.n_layers) if cfg.window_of(l) is None]
-    return (f"on its global layers ({', '.join(map(str, full))}) and $b = {cfg.rope_local_base:g}$ on its "
+    return (f"on its global layers ({', '.join(map(str, full))}) and $b = {cfg.rope_local_base:.0f}$ on its "
             f"sliding-window layers (the others)")
 
 
@@ -123,9 +123,9 @@ def _figures(runner: ModelRunner, trace: Trace, layer: int, head: int, query: in
             f"Key/value head {kv} serves query head {head}.")
     if cfg.rope_local_base is not None:
         kind = "global" if cfg.window_of(layer) is None else "sliding-window"
-        note += (f" Layer {layer} is a {kind} layer: its RoPE base is **{cfg.rope_base_of(layer):g}** "
-                 f"(this model turns its sliding-window layers' pairs with base {cfg.rope_local_base:g} and its "
-                 f"global layers' with {cfg.rope_base:g}).")
+        note += (f" Layer {layer} is a {kind} layer: its RoPE base is **{cfg.rope_base_of(layer):,.0f}** "
+                 f"(this model turns its sliding-window layers' pairs with base {cfg.rope_local_base:,.0f} and its "
+                 f"global layers' with {cfg.rope_base:,.0f}).")
         if not own:
             note += f" The figures use the chosen base {base:.3g}, not the layer's."
     if not cfg.uses_rope(layer):
@@ -155,7 +155,7 @@ def after_analyze(runner: ModelRunner, trace: Trace | None, layer: int, head: in
 def build(ctx: TabContext) -> TabView:
     cfg = ctx.runner.cfg
     model_log_base = float(np.log10(cfg.rope_base_of(0)))  # layer 0's, the layer shown first
-    intro(maths(cfg.d_head, cfg.rope_base, two_bases(cfg)), latex_delimiters=LATEX)
+    intro(maths(cfg.d_head, cfg.rope_base, two_bases(cfg)).replace("b = 1e+06", "b = 10^6"), latex_delimiters=LATEX)
     with gr.Row():
         layer = gr.Slider(0, cfg.n_layers - 1, value=0, step=1, label="Layer", elem_id="rope-layer")
         head = gr.Slider(0, cfg.n_heads - 1, value=0, step=1, label="Head", elem_id="rope-head")

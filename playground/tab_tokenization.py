@@ -115,11 +115,19 @@ def render(runner: ModelRunner, trace: Trace | None, visible_ws: bool, by_surpri
 
 def build(ctx: TabContext) -> TabView:
     offline = list(available_encodings())
-    intro(
-        "How the text becomes tokens: byte-level BPE splits it into pieces, each with an id. "
-        "Hover a token for its id, bytes and text. Pieces of a character split across tokens "
-        "(emoji, CJK) show as their raw bytes, e.g. `<F0 9F>`."
-    )
+    if ctx.runner.tokenizer_kind == "sentencepiece":
+        intro(
+            "How the text becomes tokens: SentencePiece BPE (spaces written ▁, no split at words) merges characters "
+            "into pieces, each with an id; a character the vocabulary lacks becomes its UTF-8 bytes, one token a "
+            "byte (byte fallback), shown as raw bytes, e.g. `<F0>`. The tokenizer puts `<bos>` first. Hover a "
+            "token for its id, bytes and text."
+        )
+    else:
+        intro(
+            "How the text becomes tokens: byte-level BPE splits it into pieces, each with an id. "
+            "Hover a token for its id, bytes and text. Pieces of a character split across tokens "
+            "(emoji, CJK) show as their raw bytes, e.g. `<F0 9F>`."
+        )
     with gr.Row():
         visible_ws = gr.Checkbox(label="Show whitespace (· space, → tab, ↵ newline)", value=False)
         by_surprisal = gr.Checkbox(label="Colour by surprisal (how unexpected each token was to the model)",

@@ -64,3 +64,58 @@ def test_browser_every_tab_on_a_second_shape(browser, other_server):
         assert errors == [], errors[:3]
     finally:
         context.close()
+
+
+@pytest.fixture(scope="module")
+def gemma_server(gemma):
+    from app import create_app, launch_options, queued
+    from model import GEMMA_MODEL, NOTICES
+    from playground.runner import ModelRunner
+
+    from ..conftest import free_port
+
+    net, enc = gemma
+    runner = ModelRunner(net, enc)
+    app = create_app(runner, f"Google's Gemma 3 270M base model. {NOTICES[GEMMA_MODEL]}")
+    port = free_port()
+    queued(app, runner=runner).launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True,
+                                      quiet=True, **launch_options())
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        app.close()
+
+
+@pytest.mark.parametrize("width", [1280, 390])
+def test_browser_every_tab_on_gemma(browser, gemma_server, width):
+    """The second real model in Chromium, at a presenter's 1280 x 720 and a phone's 390 px: every tab's main figure
+    draws without an error; the model line carries Gemma's notice; the chat switch says there is no template; the
+    Attention tab names the global layers."""
+    from playground.registry import TABS
+
+    context = browser.new_context(viewport={"width": width, "height": 720 if width > 400 else 844})
+    page = context.new_page()
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        page.goto(f"{gemma_server}?prompt={quote('The Eiffel Tower is in the city of')}")
+        page.wait_for_selector("#token-spans .tok", timeout=60_000)
+        line = page.locator("#model-line").inner_text()
+        assert "Gemma Terms of Use" in line and "Prohibited Use Policy" in line and "sliding window 512" in line
+        assert "none (a base model)" in page.locator("#chat").inner_text()
+        assert page.locator("#chat input").is_disabled()
+        assert page.locator("#token-spans .tok").first.inner_text().strip() == "<bos>"
+        for tab in TABS:
+            open_tab(page, tab.label)
+            main_figure_ready(page, tab.figure)
+            page.wait_for_timeout(300)
+            panel = page.locator(f"#{tab.figure}").locator("xpath=ancestor::div[contains(@class, 'tabitem')]")
+            text = panel.first.inner_text()
+            assert "⚠️" not in text and "Error" not in text, (tab.id, text[:400])
+            assert page.locator(".toast-body.error").count() == 0, tab.id
+            if tab.id == "attention":
+                assert "Global layers, which see every key: 5, 11, 17" in page.locator("#attn-summary").inner_text()
+            shot(page, f"gemma-{width}-{tab.id}")
+        assert errors == [], errors[:3]
+    finally:
+        context.close()

@@ -93,7 +93,7 @@ def test_rope_uses_each_layers_base_as_transformers_does(runner, trace, hf_gemma
         pos = shown.facts["pos"]
         assert shown.facts["base"] == hf_gemma.config.rope_parameters[kind]["rope_theta"]
         assert shown.facts["slowest_deg"] == pytest.approx(float(np.degrees(pos * theirs[-1])), rel=1e-5)
-        assert f"RoPE base is **{shown.facts['base']:g}**" in shown.note
+        assert f"RoPE base is **{shown.facts['base']:,.0f}**" in shown.note
 
 
 def test_the_neurons_view_writes_through_the_post_mlp_norm(gemma, runner, trace):
@@ -140,5 +140,12 @@ def test_the_model_line_names_both_bases_and_the_window(runner):
     from playground.server import rope_and_window
 
     line = rope_and_window(runner.cfg)
-    assert line == ("RoPE base 10000 on sliding-window layers, 1e+06 on global ones · sliding window 512 on 15 of 18 "
-                    "layers")
+    assert line == ("RoPE base 10,000 on sliding-window layers, 1,000,000 on global ones · sliding window 512 on 15 of "
+                    "18 layers")
+
+
+def test_choosing_gemma_puts_its_notice_on_the_model_line():
+    from model.selection import choose_model
+
+    _, _, note = choose_model("gemma3-270m")
+    assert "Gemma Terms of Use found at ai.google.dev/gemma/terms" in note and "Prohibited Use Policy" in note
