@@ -16,7 +16,8 @@ import torch
 from .generation import generate
 from .loaders import Checkpoint, CheckpointError, build_model, fetch_hub, read_hf_dir
 from .sampling import SamplerSettings
-from .tokenizer import ModelEncoding, UnencodableTextError, available_encodings, encoding_for, get_encoding
+from .sentencepiece import encoding_for
+from .tokenizer import ModelEncoding, UnencodableTextError, available_encodings, get_encoding
 from .transformer import KVCache, ModelConfig, Transformer
 from .weights import GEMMA_NOTICE, default_gguf, gemma_gguf, load_gguf_cached
 

@@ -23,7 +23,8 @@ import heapq
 from collections.abc import Collection, Sequence
 from typing import AbstractSet, Literal
 
-from .tokenizer import REPLACEMENT, ReplayStep, UnencodableTextError
+from .loaders import TokenizerSpec
+from .tokenizer import REPLACEMENT, ModelEncoding, ReplayStep, UnencodableTextError
 
 SPACE = "\u2581"
 CONTROL, USER_DEFINED, BYTE = 3, 4, 6  # GGUF token types
@@ -276,3 +277,11 @@ class SentencePieceEncoding:
 
     def __getstate__(self):
         raise TypeError("SentencePieceEncoding is built from a TokenizerSpec; pickle the spec instead")
+
+
+def encoding_for(spec: TokenizerSpec) -> ModelEncoding | SentencePieceEncoding:
+    """The model's tokenizer: a `ModelEncoding` for byte-level BPE, a `SentencePieceEncoding` for Gemma's kind."""
+    if spec.kind == "sentencepiece":
+        return SentencePieceEncoding(spec.tokens, spec.token_types or [], spec.name, spec.bos_token_id,
+                                     spec.eos_token_id, spec.add_bos, spec.chat_template)
+    return ModelEncoding(spec)

@@ -283,16 +283,6 @@ class ModelEncoding(tiktoken.Encoding):
         raise TypeError("ModelEncoding is built from a TokenizerSpec; pickle the spec instead")
 
 
-def encoding_for(spec: TokenizerSpec):
-    """The model's tokenizer: a `ModelEncoding` for byte-level BPE, a `SentencePieceEncoding` for Gemma's kind."""
-    if spec.kind == "sentencepiece":
-        from .sentencepiece import SentencePieceEncoding
-
-        return SentencePieceEncoding(spec.tokens, spec.token_types or [], spec.name, spec.bos_token_id,
-                                     spec.eos_token_id, spec.add_bos, spec.chat_template)
-    return ModelEncoding(spec)
-
-
 # ---------------------------------------------------------------------------------------
 # Other encodings, for comparison, only those available without a network.
 

@@ -13,7 +13,7 @@ from types import ModuleType
 
 from . import (
     tab_arithmetic, tab_attention, tab_block, tab_bpe, tab_decoding, tab_embeddings, tab_intervene, tab_lens, tab_rope,
-    tab_routes, tab_sampler, tab_tokenization, tab_tour,
+    tab_compare, tab_routes, tab_sampler, tab_tokenization, tab_tour,
 )
 
 
@@ -68,6 +68,7 @@ TABS = (
     Tab("Inside a block", tab_block, "blk-norms"),
     Tab("Arithmetic", tab_arithmetic, "ar-flops"),
     Tab("Train BPE", tab_bpe, "bpe-replay"),
+    Tab("Compare", tab_compare, "cmp-left"),
 )
 TAB_IDS = tuple(tab.id for tab in TABS)
 DEFAULT_TAB = "tokenization"  # the page opens here (on the Tour when started with a deck)

@@ -234,9 +234,11 @@ def rope_and_window(cfg) -> str:
     return f"{bases} · sliding window {cfg.sliding_window} on {windowed} of {cfg.n_layers} layers"
 
 
-def create_app(runner: ModelRunner, model_note: str = "", decks: dict | None = None, deck: str = "") -> gr.Blocks:
+def create_app(runner: ModelRunner, model_note: str = "", decks: dict | None = None, deck: str = "",
+               second: ModelRunner | None = None) -> gr.Blocks:
     """The app around one loaded model; `decks` (by name, `playground.deck.Deck`) join the built-in ones, and the
-    page opens on the Tour at `deck` if given."""
+    page opens on the Tour at `deck` if given. `second`: another model for the Compare tab (give it the first's
+    gate: one model runs at a time)."""
     lighter_sessions()
     cfg = runner.cfg
     with gr.Blocks(title="Transformer playground", delete_cache=(CACHE_SWEEP_S, CACHE_AGE_S)) as app:
@@ -275,7 +277,8 @@ def create_app(runner: ModelRunner, model_note: str = "", decks: dict | None = N
 
         first = "tour" if deck else DEFAULT_TAB
         active = gr.State(first)  # which tab is showing
-        ctx = TabContext(runner=runner, trace=trace, large=large, active=active, decks=dict(decks or {}), deck=deck)
+        ctx = TabContext(runner=runner, trace=trace, large=large, active=active, decks=dict(decks or {}), deck=deck,
+                         second=second)
         from_query: dict[str, gr.Component] = {}
         with gr.Tabs(selected=first) as tabs:
             tab_items, renders = [], []
@@ -359,6 +362,9 @@ def main() -> int:
                              "numbers shown in their third decimal)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="where the model runs: the CPU for now (auto = cpu)")
+    parser.add_argument("--compare-model", default=None,
+                        help="a second model for the Compare tab, e.g. gemma3-270m (refused, with the arithmetic, "
+                             "when this machine cannot hold it beside the first)")
     parser.add_argument("--deck", default=None, help="a talk as a Markdown file of views: the page opens on its first "
                                                      "slide (see the README's Decks)")
     args = parser.parse_args()
@@ -382,6 +388,16 @@ def main() -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     runner = ModelRunner(net, enc, memory_mb=args.trace_memory_mb)
+    second = None
+    if args.compare_model:
+        try:
+            net2, enc2, note2 = choose_model(args.compare_model, dtype)  # check_fits counts what the first holds
+        except CheckpointError as e:
+            print(f"error: --compare-model: {e}", file=sys.stderr)
+            return 1
+        second = ModelRunner(net2, enc2, memory_mb=args.trace_memory_mb, gate=runner.gate)
+        second.budget = runner.budget  # one memory budget for both models' traces
+        note += f" · compared with {net2.cfg.name}: {note2}"
     decks, deck = {}, ""
     if args.deck:
         from playground.walk import checked_decks, deck_name, load_deck
@@ -395,7 +411,7 @@ def main() -> int:
         for problem in checked_decks(runner, decks)[deck].problems:  # prompts over the token cap too
             print(f"deck {args.deck}: {problem}", file=sys.stderr)
         print(f"deck {args.deck}: {len(decks[deck].slides)} slides, linked as ?deck={deck}", file=sys.stderr)
-    app = create_app(runner, note, decks, deck)
+    app = create_app(runner, note, decks, deck, second)
     queued(app, runner=runner).launch(server_name=args.host, server_port=args.port, share=args.share,
                                       **launch_options())
     return 0

@@ -43,12 +43,15 @@ def parameters_markdown(runner: ModelRunner) -> str:
 
 def crossovers(cfg) -> dict[str, int | None]:
     """The context S from which attention costs at least as much per token as the MLPs: counting its q, k, v, o
-    projections, and over the context alone (the scores and the weighted values). None: not within the model's
-    context (sliding-window layers stop growing at their window)."""
+    projections, and over the context alone (the scores and the weighted values), found by search (sliding-window
+    layers stop growing at their window). None: never (every layer windowed, and the MLPs cost more)."""
     def first(reaches) -> int | None:  # attention's cost grows with S: the first S where it reaches the MLPs'
-        if not reaches(cfg.max_seq_len):
-            return None
-        low, high = 0, cfg.max_seq_len
+        high = max(1, cfg.max_seq_len)
+        while not reaches(high):
+            if high > 2**40:
+                return None
+            high *= 2
+        low = 0
         while low < high:
             mid = (low + high) // 2
             low, high = (low, mid) if reaches(mid) else (mid + 1, high)

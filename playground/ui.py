@@ -196,6 +196,7 @@ class TabContext:
     active: gr.State  # id of the tab showing
     decks: dict = field(default_factory=dict)  # decks given at start-up (`--deck`), by name (`playground.deck`)
     deck: str = ""  # the one the Tour opens on ("" for the tour of the visitor's prompt)
+    second: ModelRunner | None = None  # a second model, for the Compare tab (`--compare-model`), sharing the gate
 
 
 @dataclass(frozen=True)

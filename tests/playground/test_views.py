@@ -170,5 +170,6 @@ def test_each_tour_step_draws_its_tabs_view(runner, trace):
 def test_every_tab_but_the_tour_offers_its_views_by_name():
     from playground.registry import TABS
 
-    assert {tab.id for tab in TABS} - {"tour"} == set(views.BY_TAB)
-    assert all(tab.views == dict(views.BY_TAB[tab.id].VIEWS) for tab in TABS if tab.id != "tour")
+    # the Tour shows the others' views; Compare's are of two sides (compare.COMPARISONS), drawn by those same views
+    assert {tab.id for tab in TABS} - {"tour", "compare"} == set(views.BY_TAB)
+    assert all(tab.views == dict(views.BY_TAB[tab.id].VIEWS) for tab in TABS if tab.id not in ("tour", "compare"))

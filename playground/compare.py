@@ -1,0 +1,168 @@
+"""Two sides compared: two models on one prompt, or one model on two prompts, each a (runner, trace).
+
+Each comparison is a named pure function `(left, right, **state) -> Compared`: each side's own view, drawn by the
+same named view the tabs draw (`views.view`), and what the two show together, in a note and in facts. Tokenization
+says where the two tokenizers split the same text differently; attention compares the head statistics of the layer
+at the same relative depth; the lens says from which relative depth each side's final answer is its top-1 guess
+for good; the next token compares the two distributions' top tokens. Nothing here holds a model: each side's runner
+does the work under its own gate (the app gives two models one gate).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import views
+from .errors import PromptError
+from .runner import ModelRunner
+from .text import quoted
+from .trace import Trace
+from .view import View, number
+
+
+@dataclass(frozen=True)
+class Side:
+    runner: ModelRunner
+    trace: Trace
+    label: str  # what the column is called: the model's name, or "prompt A"
+
+
+@dataclass(frozen=True)
+class Compared:
+    left: View
+    right: View
+    note: str  # Markdown: what the two show together
+    facts: dict = field(default_factory=dict)
+
+
+def _text_boundaries(trace: Trace) -> tuple[set[int], int]:
+    """Byte offsets in the text where one token ends and the next begins (control tokens, like BOS, left out), and
+    the text's length in bytes."""
+    ends, at = set(), 0
+    for data, special in zip(trace.token_bytes, trace.special):
+        if special:
+            continue
+        at += len(data)
+        ends.add(at)
+    ends.discard(at)
+    return ends, at
+
+
+def tokenization(left: Side, right: Side, large: bool = False) -> Compared:
+    """Each side's tokens; on the same text, where the two split it alike and where only one does."""
+    a, b = (views.view("tokenization", "table")(s.runner, s.trace, large=large) for s in (left, right))
+    facts = {"left_tokens": a.facts["tokens"], "right_tokens": b.facts["tokens"]}
+    note = (f"{quoted(left.label)}: **{a.facts['tokens']} tokens**; {quoted(right.label)}: "
+            f"**{b.facts['tokens']} tokens**.")
+    (ends_a, size_a), (ends_b, size_b) = _text_boundaries(left.trace), _text_boundaries(right.trace)
+    same_text = size_a == size_b and b"".join(left.trace.token_bytes[i] for i in range(left.trace.n_tokens)
+                                              if not left.trace.special[i]) == \
+        b"".join(right.trace.token_bytes[i] for i in range(right.trace.n_tokens) if not right.trace.special[i])
+    if same_text:
+        text = b"".join(d for d, s in zip(left.trace.token_bytes, left.trace.special) if not s)
+        shared, only_a, only_b = ends_a & ends_b, sorted(ends_a - ends_b), sorted(ends_b - ends_a)
+        facts.update(shared_splits=len(shared), only_left=len(only_a), only_right=len(only_b))
+
+        chars = text.decode("utf-8", "replace")
+        starts = [0]  # byte offset where each character starts
+        for ch in chars:
+            starts.append(starts[-1] + len(ch.encode("utf-8")))
+
+        def at(offset: int) -> str:
+            """A split between two characters as “ab|cd”; one inside a character's bytes as inside “🤖”."""
+            i = max(k for k, start in enumerate(starts) if start <= offset)
+            if starts[i] != offset:
+                return f"inside “{quoted(chars[i])}”"
+            return f"“{quoted(chars[max(0, i - 5):i])}|{quoted(chars[i:i + 5])}”"
+
+        def where(offsets: list[int]) -> str:
+            shown = ", ".join(at(o) for o in offsets[:4])
+            return shown + (f" and {len(offsets) - 4} more" if len(offsets) > 4 else "")
+
+        note += f" On the same text they split alike at {len(shared)} places."
+        if only_a:
+            note += f" Only {quoted(left.label)} splits at {where(only_a)}."
+        if only_b:
+            note += f" Only {quoted(right.label)} splits at {where(only_b)}."
+    return Compared(a, b, note, facts)
+
+
+def attention(left: Side, right: Side, depth: float = 0.5, head: int = 0, large: bool = False) -> Compared:
+    """The pattern of one head of the layer at the same relative depth on each side (0 the first layer, 1 the
+    last), and that layer's head statistics averaged over its heads."""
+    depth = number(depth, "depth", 0.0, 1.0)
+    shown, facts = [], {}
+    for key, side in (("left", left), ("right", right)):
+        cfg = side.runner.cfg
+        layer = round(depth * (cfg.n_layers - 1))
+        view = views.view("attention", "pattern")(side.runner, side.trace, layer=layer,
+                                                  head=min(int(number(head, "head", 0, 10**6, whole=True)),
+                                                           cfg.n_heads - 1), large=large)
+        stats = side.trace.head_stats[layer].mean(0)  # (4,): over the layer's heads
+        facts[f"{key}_layer"] = layer
+        facts[f"{key}_to_first"], facts[f"{key}_to_previous"] = float(stats[0]), float(stats[1])
+        shown.append(view)
+    note = " ".join(
+        f"{quoted(side.label)}: layer {facts[key + '_layer']} of {side.runner.cfg.n_layers}, its heads give on average "
+        f"{facts[key + '_to_first']:.2f} to the first token and {facts[key + '_to_previous']:.2f} to the previous one."
+        for key, side in (("left", left), ("right", right)))
+    return Compared(shown[0], shown[1], note, facts)
+
+
+def settles_at(side: Side, pos: int = -1) -> tuple[int, int]:
+    """(row from which the final answer at pos is the lens's top-1 guess for good, rows): row 0 is the embedding,
+    the last row the last layer."""
+    rows, lens = side.runner.lens(side.trace, False)
+    top1 = lens.rank_final[:, pos].numpy() == 0
+    settle = len(top1)
+    while settle > 0 and top1[settle - 1]:
+        settle -= 1
+    return settle, len(rows)
+
+
+def lens(left: Side, right: Side, large: bool = False) -> Compared:
+    """Each side's logit lens, and from which relative depth its final answer at the last position is the top-1
+    guess for good (the embedding 0, the last layer 1)."""
+    shown, facts = [], {}
+    for key, side in (("left", left), ("right", right)):
+        shown.append(views.view("lens", "grid")(side.runner, side.trace, large=large))
+        settle, rows = settles_at(side)
+        facts[f"{key}_settles_row"], facts[f"{key}_depth"] = settle, settle / (rows - 1)
+        facts[f"{key}_answer"] = shown[-1].facts["answer"]
+    note = " ".join(
+        f"{quoted(side.label)} answers “{quoted(side.runner.decode([facts[key + '_answer']]))}”, its top-1 guess for "
+        f"good from {100 * facts[key + '_depth']:.0f}% of its depth (row {facts[key + '_settles_row']})."
+        for key, side in (("left", left), ("right", right)))
+    return Compared(shown[0], shown[1], note, facts)
+
+
+def next_token(left: Side, right: Side, top_n: int = 10, large: bool = False) -> Compared:
+    """Each side's next-token distribution (no sampler settings: the model's own), and the tokens both put in their
+    top n, compared by text (two vocabularies number them differently)."""
+    shown, tops = [], []
+    for side in (left, right):
+        view = views.view("sampler", "next_token")(side.runner, side.trace, top_n=top_n, large=large)
+        shown.append(view)
+        logits = side.trace.next_logits  # (V,): after the last position
+        order = np.argsort(-logits)[: int(number(top_n, "top_n", 1, 50, whole=True))]
+        tops.append([side.runner.decode([int(i)]) for i in order])
+    both = [t for t in tops[0] if t in set(tops[1])]
+    facts = {"left_best": tops[0][0], "right_best": tops[1][0], "shared_top": len(both),
+             "left_p": shown[0].facts["p"], "right_p": shown[1].facts["p"]}
+    agree = "agree" if tops[0][0] == tops[1][0] else "differ"
+    note = (f"Their most likely next tokens {agree}: {quoted(left.label)} “{quoted(tops[0][0])}” "
+            f"(p {facts['left_p']:.2f}), {quoted(right.label)} “{quoted(tops[1][0])}” (p {facts['right_p']:.2f}). "
+            f"{len(both)} of their top {len(tops[0])} are the same text.")
+    return Compared(shown[0], shown[1], note, facts)
+
+
+COMPARISONS = {"tokenization": tokenization, "attention": attention, "lens": lens, "next_token": next_token}
+
+
+def compare(name: str, left: Side, right: Side, **state) -> Compared:
+    """A comparison by name."""
+    if name not in COMPARISONS:
+        raise PromptError(f"no comparison named {name!r}; the comparisons are {', '.join(COMPARISONS)}")
+    return COMPARISONS[name](left, right, **state)

@@ -1,0 +1,95 @@
+"""Comparisons of two sides, each checked against an independent reading: the tokenizers' own encodings, the
+model's own logits and hooks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from playground.compare import COMPARISONS, Side, compare
+from playground.errors import PromptError
+from playground.runner import ModelRunner
+
+TEXT = "Unbelievably, the tokenizer's 2024 splits differ: naïve café 🤖 ≠ plain."
+
+
+@pytest.fixture(scope="module")
+def two_models(real, gemma):
+    runners = [ModelRunner(*pair, background_lens=False) for pair in (real, gemma)]
+    runners[1].gate = runners[0].gate  # one gate serves both, as in the app
+    return [Side(r, r.analyze(TEXT), r.cfg.name) for r in runners]
+
+
+def _ends(enc, text: str) -> set[int]:
+    """Where each token of `text` ends, in bytes, from the tokenizer's own encoding (the last end left out)."""
+    at, ends = 0, set()
+    for i in enc.encode(text):
+        at += len(enc.token_bytes(i))
+        ends.add(at)
+    ends.discard(len(text.encode()))
+    return ends
+
+
+def test_tokenization_says_where_two_tokenizers_split_alike_and_apart(two_models, real, gemma):
+    smol, gem = two_models
+    shown = compare("tokenization", smol, gem)
+    a, b = _ends(real[1], TEXT), _ends(gemma[1], TEXT)
+    assert shown.facts["shared_splits"] == len(a & b) > 0
+    assert shown.facts["only_left"] == len(a - b) and shown.facts["only_right"] == len(b - a)
+    assert shown.facts["left_tokens"] == len(real[1].encode(TEXT)) and \
+        shown.facts["right_tokens"] == len(gemma[1].encode(TEXT)) + 1  # Gemma's BOS
+    assert f"split alike at {len(a & b)} places" in shown.note
+    assert ("Only smollm2\\-135m\\-instruct splits at" in shown.note) == bool(a - b)  # the label, as Markdown text
+    assert "inside “🤖”" in shown.note  # byte-level BPE cuts the emoji's bytes; Gemma keeps it whole
+    assert shown.left.facts["tokens"] == shown.facts["left_tokens"]
+
+
+def test_next_token_compares_each_models_own_top_tokens(two_models, real, gemma):
+    shown = compare("next_token", *two_models, top_n=10)
+    tops = []
+    for net, enc, add in ((*real, []), (*gemma, [gemma[1].bos_token_id])):
+        logits = net(torch.tensor([add + enc.encode(TEXT)]))[0, -1]
+        tops.append([enc.decode([int(i)]) for i in logits.topk(10).indices])
+    assert (shown.facts["left_best"], shown.facts["right_best"]) == (tops[0][0], tops[1][0])
+    assert shown.facts["shared_top"] == len(set(tops[0]) & set(tops[1]))
+    assert ("agree" in shown.note) == (tops[0][0] == tops[1][0])
+
+
+def test_the_lens_says_from_which_relative_depth_each_answer_holds(two_models, real, gemma):
+    shown = compare("lens", *two_models)
+    for key, (net, enc), add in (("left", real, []), ("right", gemma, [gemma[1].bos_token_id])):
+        tokens = torch.tensor([add + enc.encode(TEXT)])
+        _, cache = net.run_with_cache(tokens, names_filter=r"hook_resid_post$|hook_embed$")
+        states = [cache["hook_embed"][0, -1]] + [cache[f"blocks.{l}.hook_resid_post"][0, -1]
+                                                 for l in range(net.cfg.n_layers)]
+        top1 = [int(net.output(net.ln_final(s)).argmax()) for s in states]  # each row through the final norm
+        settle = len(top1)
+        while settle > 0 and top1[settle - 1] == top1[-1]:
+            settle -= 1
+        assert shown.facts[f"{key}_settles_row"] == settle, key
+        assert shown.facts[f"{key}_depth"] == pytest.approx(settle / net.cfg.n_layers)
+        assert shown.facts[f"{key}_answer"] == top1[-1]
+
+
+def test_attention_takes_the_layer_at_the_same_relative_depth(two_models):
+    for depth, layers in ((0.0, (0, 0)), (1.0, (29, 17)), (0.5, (14, 8))):
+        shown = compare("attention", *two_models, depth=depth, head=2)
+        assert (shown.facts["left_layer"], shown.facts["right_layer"]) == layers
+        assert shown.right.facts["window"] == (None if layers[1] in (5, 11, 17) else 512)
+    with pytest.raises(PromptError, match="depth"):
+        compare("attention", *two_models, depth=2.0)
+
+
+def test_two_prompts_on_one_model(tiny_net, tiny_enc):
+    runner = ModelRunner(tiny_net, tiny_enc, background_lens=False)
+    a, b = (Side(runner, runner.analyze(p, lens=False), label) for p, label in
+            (("the cat sat on the mat", "prompt A"), ("the dog sat on the rug and the cat", "prompt B")))
+    for name in COMPARISONS:
+        shown = compare(name, a, b)
+        assert shown.left.figure is not None and shown.right.figure is not None and shown.note
+    tokens = compare("tokenization", a, b)
+    counts = [len(tiny_enc.encode(p)) for p in ("the cat sat on the mat", "the dog sat on the rug and the cat")]
+    assert [tokens.facts["left_tokens"], tokens.facts["right_tokens"]] == counts
+    assert "shared_splits" not in tokens.facts  # two texts: no split to compare
+    with pytest.raises(PromptError, match="no comparison named 'everything'"):
+        compare("everything", a, b)
