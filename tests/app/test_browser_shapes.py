@@ -119,3 +119,61 @@ def test_browser_every_tab_on_gemma(browser, gemma_server, width):
         assert errors == [], errors[:3]
     finally:
         context.close()
+
+
+@pytest.fixture(scope="module")
+def two_model_server(real, gemma):
+    from app import create_app, launch_options, queued
+    from playground.runner import ModelRunner
+
+    from ..conftest import free_port
+
+    runner = ModelRunner(*real)
+    second = ModelRunner(*gemma, gate=runner.gate)
+    second.budget = runner.budget
+    app = create_app(runner, "compared with gemma3-270m", second=second)
+    port = free_port()
+    queued(app, runner=runner).launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True,
+                                      quiet=True, **launch_options())
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        app.close()
+
+
+@pytest.mark.parametrize("width", [1280, 390])
+def test_browser_compare_two_models_side_by_side(browser, two_model_server, width):
+    """Compare in Chromium, SmolLM2 beside Gemma: at 1280 x 720 the columns stand side by side, on a 390 px phone
+    they stack and the page does not scroll sideways; the tokenization note says where the tokenizers split, and
+    the lens view says from which depth each answer holds."""
+    phone = width < 400
+    context = browser.new_context(viewport={"width": width, "height": 844 if phone else 720}, is_mobile=phone,
+                                  has_touch=phone)
+    page = context.new_page()
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        page.goto(f"{two_model_server}?prompt={quote('The Eiffel Tower is in the city of')}")
+        page.wait_for_selector("#token-spans .tok", timeout=60_000)
+        open_tab(page, "Compare")
+        for side in ("left", "right"):
+            page.wait_for_selector(f"#cmp-{side} .js-plotly-plot", timeout=60_000)
+        assert page.locator("#cmp-left-title").inner_text() == "smollm2-135m-instruct"
+        assert page.locator("#cmp-right-title").inner_text() == "gemma3-270m"
+        note = page.locator("#cmp-note").inner_text()
+        assert "9 tokens" in note and "split alike at 7 places" in note and "The E|iffel" in note, note
+        left, right = (page.locator(f"#cmp-{s}-title").bounding_box() for s in ("left", "right"))
+        if phone:
+            assert right["y"] > left["y"] + 100 and abs(right["x"] - left["x"]) < 5  # stacked
+            assert page.evaluate("document.documentElement.scrollWidth") <= width
+        else:
+            assert abs(right["y"] - left["y"]) < 5 and right["x"] > left["x"] + 300  # side by side
+        page.locator("#cmp-view input").click()
+        page.get_by_role("option", name="Logit lens (where the answer settles)").click()
+        page.wait_for_function("document.querySelector('#cmp-note').innerText.includes('of its depth')",
+                               timeout=60_000)
+        assert page.locator("#cmp-note").inner_text().count("answers “ Paris”") == 2
+        shot(page, f"compare-{width}")
+        assert errors == [], errors[:3]
+    finally:
+        context.close()
