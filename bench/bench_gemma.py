@@ -44,9 +44,11 @@ def rss_mb() -> float:
 
 
 def resident_mb(names: list[str | None]) -> float:
-    """VmRSS of a fresh process that loads these models (None: the default) and keeps them."""
-    code = (f"import sys; sys.path.insert(0, 'bench'); from model import load; from bench_gemma import rss_mb; "
-            f"models = [load(n) for n in {names!r}]; print(rss_mb())")
+    """VmRSS of a fresh process that loads these models (None: the default), keeps them and runs each once on a
+    short prompt (weights read from a memory-mapped cache count only once touched)."""
+    code = (f"import sys, torch; sys.path.insert(0, 'bench'); from model import load; from bench_gemma import rss_mb; "
+            f"models = [load(n) for n in {names!r}]; [net(torch.tensor([[2, 3, 4]])) for net, _ in models]; "
+            f"print(rss_mb())")
     return float(subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                                 check=True).stdout.split()[-1])
 

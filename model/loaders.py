@@ -109,7 +109,8 @@ def build_model(ckpt: Checkpoint, dtype: torch.dtype = torch.float32,
     net.load_state_dict(state, strict=False, assign=True)  # strictness checked above, tied head aside
     if ckpt.cfg.tie_embeddings:
         net.output.weight = net.tok_embeddings.weight
-    return lay_out_for_decoding(net.eval().requires_grad_(False))
+    net = net.eval().requires_grad_(False)
+    return lay_out_for_decoding(net) if ckpt.cfg.plain_llama else net  # only Llama's block decodes by `step`
 
 
 # ---------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import views
+from .tour import STEPS, tour_step
 from .errors import PromptError
 from .runner import ModelRunner
 from .text import quoted
@@ -158,7 +159,19 @@ def next_token(left: Side, right: Side, top_n: int = 10, large: bool = False) ->
     return Compared(shown[0], shown[1], note, facts)
 
 
-COMPARISONS = {"tokenization": tokenization, "attention": attention, "lens": lens, "next_token": next_token}
+def tour(left: Side, right: Side, step: int = 1, large: bool = False) -> Compared:
+    """One step of the tour on each side: its figure, and its caption, which quotes that side's own numbers."""
+    step = int(number(step, "step", 1, len(STEPS), whole=True))
+    shown = []
+    for side in (left, right):
+        title, caption, figure, _, _ = tour_step(side.runner, side.trace, step, bool(large))
+        shown.append(View(figure, caption))
+    note = f"Tour step {step} of {len(STEPS)}, **{title}**, on each side."
+    return Compared(shown[0], shown[1], note, {"step": step})
+
+
+COMPARISONS = {"tokenization": tokenization, "attention": attention, "lens": lens, "next_token": next_token,
+               "tour": tour}
 
 
 def compare(name: str, left: Side, right: Side, **state) -> Compared:

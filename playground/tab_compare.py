@@ -19,9 +19,11 @@ from .ui import MODEL_RUN, Event, Link, TabContext, TabView, intro
 TAB_ID = "compare"
 PROMPTS, MODELS = "one model, two prompts", "two models, one prompt"
 NAMES = {"tokenization": "Tokenization", "attention": "Attention (same relative depth)",
-         "lens": "Logit lens (where the answer settles)", "next_token": "Next token"}
+         "lens": "Logit lens (where the answer settles)", "next_token": "Next token",
+         "tour": "The tour (a step's caption on each side)"}
 DEFAULT_B = "The capital of Germany is"
-LINKS = (Link("prompt2", "cmp-prompt-b", "text"), Link("depth", "cmp-depth", "slider"))
+LINKS = (Link("prompt2", "cmp-prompt-b", "text"), Link("depth", "cmp-depth", "slider"),
+         Link("step", "cmp-step", "slider"))
 CSS = """
 #cmp-columns { flex-wrap: wrap; }
 #cmp-columns > .column { min-width: min(100%, 420px); }
@@ -29,7 +31,7 @@ CSS = """
 
 
 def render(runner: ModelRunner, second: ModelRunner | None, trace: Trace | None, mode: str, prompt_b: str,
-           name: str, depth: float, large: bool):
+           name: str, depth: float, step: int, large: bool):
     """(joint note, left title, left figure, left note, right title, right figure, right note)."""
     empty = ("", "", None, "", "", None, "")
     if trace is None:
@@ -46,7 +48,7 @@ def render(runner: ModelRunner, second: ModelRunner | None, trace: Trace | None,
         else:
             left = Side(runner, trace, "prompt A")
             right = Side(runner, runner.analyze(prompt_b, trace.chat), "prompt B")
-        state = {"depth": depth} if key == "attention" else {}
+        state = {"depth": depth} if key == "attention" else {"step": step} if key == "tour" else {}
         shown = compare(key, left, right, large=bool(large), **state)
     except PromptError as e:
         return (f"⚠️ {e}", *empty[1:])
@@ -68,7 +70,10 @@ def build(ctx: TabContext) -> TabView:
                            scale=2)
         depth = gr.Slider(0, 1, value=0.5, step=0.05, label="Relative depth (attention: 0 first layer, 1 last)",
                           elem_id="cmp-depth", scale=2)
-    prompt_b = gr.Textbox(DEFAULT_B, label="Second prompt (one model, two prompts)", elem_id="cmp-prompt-b")
+    with gr.Row():
+        prompt_b = gr.Textbox(DEFAULT_B, label="Second prompt (one model, two prompts)", elem_id="cmp-prompt-b",
+                              scale=4)
+        step = gr.Slider(1, 10, value=1, step=1, label="Tour step", elem_id="cmp-step", scale=2)
     note = gr.Markdown(elem_id="cmp-note")
     with gr.Row(elem_id="cmp-columns"):
         with gr.Column():
@@ -80,12 +85,12 @@ def build(ctx: TabContext) -> TabView:
             right = gr.Plot(elem_id="cmp-right", show_label=False)
             right_note = gr.Markdown(elem_id="cmp-right-note")
 
-    def draw(trace, mode, prompt_b, name, depth, large):
-        return render(ctx.runner, second, trace, mode, prompt_b, name, depth, large)
+    def draw(trace, mode, prompt_b, name, depth, step, large):
+        return render(ctx.runner, second, trace, mode, prompt_b, name, depth, step, large)
 
-    view = Event(draw, [ctx.trace, mode, prompt_b, name, depth, ctx.large],
+    view = Event(draw, [ctx.trace, mode, prompt_b, name, depth, step, ctx.large],
                  [note, left_title, left, left_note, right_title, right, right_note], runs_model=True)
-    for trigger in (mode.input, name.input, depth.release, prompt_b.submit, ctx.large.change):
+    for trigger in (mode.input, name.input, depth.release, step.release, prompt_b.submit, ctx.large.change):
         trigger(view.fn, view.inputs, view.outputs, **MODEL_RUN)
     return TabView(render=view, from_query={"prompt2": prompt_b})
 

@@ -93,3 +93,18 @@ def test_two_prompts_on_one_model(tiny_net, tiny_enc):
     assert "shared_splits" not in tokens.facts  # two texts: no split to compare
     with pytest.raises(PromptError, match="no comparison named 'everything'"):
         compare("everything", a, b)
+
+
+def test_the_tour_side_by_side_quotes_each_models_own_numbers(two_models):
+    """Every tour step draws on both models; step 4's caption counts each model's own query heads per key/value
+    head (SmolLM2: 3, Gemma: 4), and step 1's each side's own tokens."""
+    for step in range(1, 11):
+        shown = compare("tour", *two_models, step=step)
+        assert "⚠️" not in shown.left.note + shown.right.note and shown.left.figure and shown.right.figure, step
+        assert f"Tour step {step} of 10" in shown.note
+    heads = compare("tour", *two_models, step=4)
+    assert "3 query heads share each key/value head" in heads.left.note
+    assert "4 query heads share each key/value head" in heads.right.note
+    tokens = compare("tour", *two_models, step=1)
+    left_n, right_n = (side.trace.n_tokens for side in two_models)
+    assert str(left_n) in tokens.left.note and str(right_n) in tokens.right.note
