@@ -411,7 +411,7 @@ def main() -> int:
         for problem in checked_decks(runner, decks)[deck].problems:  # prompts over the token cap too
             print(f"deck {args.deck}: {problem}", file=sys.stderr)
         print(f"deck {args.deck}: {len(decks[deck].slides)} slides, linked as ?deck={deck}", file=sys.stderr)
-    app = create_app(runner, note, decks, deck, second)
+    app = create_app(runner, note, decks, deck, second=second)
     queued(app, runner=runner).launch(server_name=args.host, server_port=args.port, share=args.share,
                                       **launch_options())
     return 0

@@ -207,6 +207,10 @@ def attribute(runner: ModelRunner, trace: Trace | None, a_text: str, b_text: str
                f"Largest: " + ", ".join(f"{result.labels[i]} {parts[i]:+.3f}" for i in order) +
                f". Each part is its output at the last position divided by the final norm's scale "
                f"({result.scale:.3f}, frozen) and read out along the gain times W_U[a] − W_U[b].")
+    if runner.cfg.post_norms:
+        summary += (" This model norms each attention output again before adding it (ln1_post): a head's part is "
+                    "its share of that output through ln1_post with the scale frozen at this run's, so a layer's "
+                    "heads sum to its attention part.")
     scale = font_scale(large)
     return (summary, attribution_figure(result.labels, parts, result.total, plain(pair), font_scale=scale),
             head_attribution_figure(result.heads.numpy(), font_scale=scale))

@@ -86,6 +86,10 @@ def graph(runner: ModelRunner, trace: Trace, pos: int = -1, threshold: float = T
             f"query head is its own part: here {cfg.n_groups} query heads share each key/value head ({cfg.n_heads} "
             f"query heads, {cfg.n_kv_heads} key/value heads), and an edge's heads are listed on hover. Click a node, "
             f"an attention edge's dot or an MLP's square.")
+    if cfg.post_norms:
+        note += (" This model norms each attention output again before adding it (ln1_post): each head's and key's "
+                 "part passes through that norm with its scale frozen at this run's, so the parts still sum to what "
+                 "the attention adds.")
     facts = {"layer": layer, "head": head, "share": share, "source": int(f.attn[layer, pos, head].argmax()),
              "mlp": float(f.mlp[-1, pos]), "edges": len(edges), "attention_edges": len(attention_edges)}
     return View(routes_figure(edges, cfg.n_layers, tokens, pos, threshold, font_scale(large)), note, facts)

@@ -108,3 +108,31 @@ def test_the_tour_side_by_side_quotes_each_models_own_numbers(two_models):
     tokens = compare("tour", *two_models, step=1)
     left_n, right_n = (side.trace.n_tokens for side in two_models)
     assert str(left_n) in tokens.left.note and str(right_n) in tokens.right.note
+
+
+def test_compare_model_at_start_up_shares_the_gate_and_budget_or_says_why_not(tiny_net, tiny_enc, monkeypatch,
+                                                                               capsys):
+    from model import CheckpointError
+    from playground import server
+
+    started = {}
+    loads = []
+
+    def choose(model, dtype):
+        loads.append(model)
+        if model == "too-big":
+            raise CheckpointError("too-big: 70.6 B parameters need about 525.6 GB to load")
+        return tiny_net, tiny_enc, f"weights: {model}"
+
+    monkeypatch.setattr(server, "choose_model", choose)
+    monkeypatch.setattr(server, "create_app", lambda runner, note, decks, deck, second=None: started.update(
+        runner=runner, note=note, second=second))
+    monkeypatch.setattr(server, "queued", lambda app, runner: type("App", (), {"launch": lambda *a, **k: None})())
+    monkeypatch.setattr("sys.argv", ["app.py", "--compare-model", "other"])
+    assert server.main() == 0 and loads == [None, "other"]
+    first, second = started["runner"], started["second"]
+    assert second is not first and second.gate is first.gate and second.budget is first.budget
+    assert "compared with" in started["note"] and "weights: other" in started["note"]
+    monkeypatch.setattr("sys.argv", ["app.py", "--compare-model", "too-big"])
+    assert server.main() == 1
+    assert "error: --compare-model: too-big: 70.6 B parameters need about 525.6 GB" in capsys.readouterr().err

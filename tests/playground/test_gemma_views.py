@@ -149,3 +149,36 @@ def test_choosing_gemma_puts_its_notice_on_the_model_line():
 
     _, _, note = choose_model("gemma3-270m")
     assert "Gemma Terms of Use found at ai.google.dev/gemma/terms" in note and "Prohibited Use Policy" in note
+
+
+def test_routes_and_attribution_say_they_freeze_the_post_attention_norm(runner, trace):
+    shown = views.view("routes", "graph")(runner, trace)
+    assert "ln1_post" in shown.note and "scale frozen" in shown.note
+
+
+def test_a_prompt_past_the_cap_is_refused_with_the_count(runner):
+    with pytest.raises(PromptError, match=r"That prompt is \d[\d,]* tokens; the limit is 512"):
+        runner.tokenize("word " * 600, chat=False)
+
+
+def test_a_second_model_that_does_not_fit_is_refused_with_the_arithmetic(runner):
+    from model import CheckpointError
+    from model.loaders import check_fits
+
+    with pytest.raises(CheckpointError, match=r"gemma3-270m: 0\.3 B parameters need about 2\.0 GB to load .* this "
+                                              r"machine has 0\.5 GB available"):
+        check_fits(runner.cfg, available=2**29)
+
+
+def test_compare_offers_two_models_only_when_a_second_is_loaded(runner, tiny_runner):
+    import gradio as gr
+
+    from playground import tab_compare
+    from playground.ui import TabContext
+
+    for second, offered in ((None, [tab_compare.PROMPTS]), (runner, [tab_compare.PROMPTS, tab_compare.MODELS])):
+        with gr.Blocks() as blocks:
+            tab_compare.build(TabContext(runner=tiny_runner, trace=gr.State(None), large=gr.Checkbox(False),
+                                         active=gr.State("compare"), second=second))
+        (mode,) = [b for b in blocks.blocks.values() if getattr(b, "elem_id", None) == "cmp-mode"]
+        assert [c[0] for c in mode.choices] == offered

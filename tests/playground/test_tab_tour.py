@@ -217,7 +217,8 @@ def test_a_deck_given_at_start_up_reports_every_problem_on_the_console_and_keeps
                     f"## Fine\nprompt: {TINY_PROMPT}\ntab: lens\n## Odd\nprompt: x\ntab: nowhere\n")
     started = {}
     monkeypatch.setattr(server, "choose_model", lambda model, dtype: (tiny_net, tiny_enc, "tiny"))
-    monkeypatch.setattr(server, "create_app", lambda runner, note, decks, deck: started.update(decks=decks, deck=deck))
+    monkeypatch.setattr(server, "create_app", lambda runner, note, decks, deck, second=None: started.update(decks=decks,
+                                                                                                    deck=deck))
     monkeypatch.setattr(server, "queued", lambda app, runner: type("App", (), {"launch": lambda *a, **k: None})())
     monkeypatch.setattr("sys.argv", ["app.py", "--deck", str(talk)])
     assert server.main() == 0
