@@ -130,7 +130,7 @@ class SentencePieceEncoding:
                 heap.append((rank, p, texts[p], texts[p + 1]))
         heapq.heapify(heap)
         if steps is not None:
-            steps.append(ReplayStep(self._parts(texts, alive, nxt), None, None))
+            steps.append(ReplayStep(self._parts(texts, alive), None, None))
         while heap:
             rank, p, left, right = heapq.heappop(heap)
             q = nxt[p]
@@ -146,10 +146,10 @@ class SentencePieceEncoding:
             if nxt[p] < n and (r := self._rank(texts[p], texts[nxt[p]])) is not None:
                 heapq.heappush(heap, (r, p, texts[p], texts[nxt[p]]))
             if steps is not None:
-                steps.append(ReplayStep(self._parts(texts, alive, nxt), self.token_bytes(rank[0]), rank[0]))
+                steps.append(ReplayStep(self._parts(texts, alive), self.token_bytes(rank[0]), rank[0]))
         return [ids[p] for p in range(n) if alive[p]]
 
-    def _parts(self, texts: list[str], alive: list[bool], nxt: list[int]) -> list[bytes]:
+    def _parts(self, texts: list[str], alive: list[bool]) -> list[bytes]:
         return [self._text_bytes(texts[p]) for p in range(len(texts)) if alive[p]]
 
     def _text_bytes(self, text: str) -> bytes:

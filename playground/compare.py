@@ -38,17 +38,16 @@ class Compared:
     facts: dict = field(default_factory=dict)
 
 
-def _text_boundaries(trace: Trace) -> tuple[set[int], int]:
-    """Byte offsets in the text where one token ends and the next begins (control tokens, like BOS, left out), and
-    the text's length in bytes."""
+def _text_and_boundaries(trace: Trace) -> tuple[bytes, set[int]]:
+    """The text the tokens spell (control tokens, like BOS, left out), and the byte offsets in it where one token
+    ends and the next begins."""
+    pieces = [data for data, special in zip(trace.token_bytes, trace.special) if not special]
     ends, at = set(), 0
-    for data, special in zip(trace.token_bytes, trace.special):
-        if special:
-            continue
+    for data in pieces:
         at += len(data)
         ends.add(at)
     ends.discard(at)
-    return ends, at
+    return b"".join(pieces), ends
 
 
 def tokenization(left: Side, right: Side, large: bool = False) -> Compared:
@@ -57,12 +56,8 @@ def tokenization(left: Side, right: Side, large: bool = False) -> Compared:
     facts = {"left_tokens": a.facts["tokens"], "right_tokens": b.facts["tokens"]}
     note = (f"{quoted(left.label)}: **{a.facts['tokens']} tokens**; {quoted(right.label)}: "
             f"**{b.facts['tokens']} tokens**.")
-    (ends_a, size_a), (ends_b, size_b) = _text_boundaries(left.trace), _text_boundaries(right.trace)
-    same_text = size_a == size_b and b"".join(left.trace.token_bytes[i] for i in range(left.trace.n_tokens)
-                                              if not left.trace.special[i]) == \
-        b"".join(right.trace.token_bytes[i] for i in range(right.trace.n_tokens) if not right.trace.special[i])
-    if same_text:
-        text = b"".join(d for d, s in zip(left.trace.token_bytes, left.trace.special) if not s)
+    (text, ends_a), (other_text, ends_b) = _text_and_boundaries(left.trace), _text_and_boundaries(right.trace)
+    if text == other_text:
         shared, only_a, only_b = ends_a & ends_b, sorted(ends_a - ends_b), sorted(ends_b - ends_a)
         facts.update(shared_splits=len(shared), only_left=len(only_a), only_right=len(only_b))
 
