@@ -14,12 +14,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
 from . import views
 from .tour import STEPS, tour_step
 from .errors import PromptError
 from .runner import ModelRunner
 from .text import quoted
 from .trace import Trace
+from .ui import font_scale
 from .view import View, number
 
 
@@ -174,3 +178,49 @@ def compare(name: str, left: Side, right: Side, **state) -> Compared:
     if name not in COMPARISONS:
         raise PromptError(f"no comparison named {name!r}; the comparisons are {', '.join(COMPARISONS)}")
     return COMPARISONS[name](left, right, **state)
+
+
+# -- a deck's slide: one prompt against a second, in one figure ---------------------------------------
+
+SLIDE_FIELDS = {"prompt_b": "text", "view": "radio", "depth": "slider", "step": "slider"}  # a deck's compare fields
+
+
+def side_by_side(left: View, right: View, titles: tuple[str, str], large: bool = False) -> go.Figure:
+    """Two views' figures as one, in two columns under their titles (a slide shows one figure): each side's traces
+    and its axes' titles, kinds and directions; one colour bar, the right side's."""
+    kinds = ["table" if any(t.type == "table" for t in v.figure.data) else "xy" for v in (left, right)]
+    joint = make_subplots(rows=1, cols=2, specs=[[{"type": k} for k in kinds]], subplot_titles=titles,
+                          horizontal_spacing=0.1)
+    for col, view in enumerate((left, right), start=1):
+        for trace in view.figure.data:
+            trace = go.Figure(trace).data[0]  # a copy
+            if col == 1 and "showscale" in trace:
+                trace.showscale = False
+            joint.add_trace(trace, row=1, col=col)
+        if kinds[col - 1] == "xy":
+            source = view.figure.layout
+            for axis, update in (("xaxis", joint.update_xaxes), ("yaxis", joint.update_yaxes)):
+                theirs = source[axis]
+                update(title_text=theirs.title.text, type=theirs.type, autorange=theirs.autorange,
+                       categoryorder=theirs.categoryorder, row=1, col=col)
+    scale = font_scale(large)
+    joint.update_annotations(font_size=int(16 * scale))
+    joint.update_layout(font=dict(size=int(13 * scale), **({"color": "#000"} if large else {})),
+                        height=max(left.figure.layout.height or 450, right.figure.layout.height or 450),
+                        margin=dict(l=10, r=10, t=int(60 * scale), b=10), paper_bgcolor="white",
+                        hoverlabel=dict(font=dict(size=int(13 * scale))), showlegend=False)
+    return joint
+
+
+def slide(runner: ModelRunner, trace: Trace, state: dict, large: bool = False) -> tuple[str, go.Figure]:
+    """A deck's compare slide: the slide's prompt against `prompt_b` on the one model, in the comparison `view`
+    (default tokenization): (the joint note, one figure of both sides)."""
+    prompt_b = state.get("prompt_b")
+    if not isinstance(prompt_b, str) or not prompt_b.strip():
+        raise PromptError("a compare slide needs prompt_b: the second prompt")
+    name = state.get("view", "tokenization")
+    extra = {k: state[k] for k in ("depth", "step") if k in state and
+             k == {"attention": "depth", "tour": "step"}.get(name)}
+    left, right = Side(runner, trace, "prompt A"), Side(runner, runner.analyze(prompt_b, trace.chat), "prompt B")
+    shown = compare(name, left, right, large=large, **extra)
+    return shown.note, side_by_side(shown.left, shown.right, ("prompt A", "prompt B"), large)

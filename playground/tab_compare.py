@@ -22,7 +22,7 @@ NAMES = {"tokenization": "Tokenization", "attention": "Attention (same relative 
          "lens": "Logit lens (where the answer settles)", "next_token": "Next token",
          "tour": "The tour (a step's caption on each side)"}
 DEFAULT_B = "The capital of Germany is"
-LINKS = (Link("prompt2", "cmp-prompt-b", "text"), Link("depth", "cmp-depth", "slider"),
+LINKS = (Link("prompt_b", "cmp-prompt-b", "text"), Link("depth", "cmp-depth", "slider"),
          Link("step", "cmp-step", "slider"))
 CSS = """
 #cmp-columns { flex-wrap: wrap; }
@@ -92,7 +92,7 @@ def build(ctx: TabContext) -> TabView:
                  [note, left_title, left, left_note, right_title, right, right_note], runs_model=True)
     for trigger in (mode.input, name.input, depth.release, step.release, prompt_b.submit, ctx.large.change):
         trigger(view.fn, view.inputs, view.outputs, **MODEL_RUN)
-    return TabView(render=view, from_query={"prompt2": prompt_b})
+    return TabView(render=view, from_query={"prompt_b": prompt_b})
 
 
 assert set(NAMES) == set(COMPARISONS)  # every comparison has its label

@@ -14,7 +14,7 @@ import threading
 from collections import OrderedDict
 from pathlib import Path
 
-from . import views
+from . import compare, views
 from .deck import Deck, Slide, built_in_decks, parse_deck
 from .deck_export import deck_html
 from .runner import ModelRunner, PromptError
@@ -28,7 +28,7 @@ KEPT_TRACES = 4  # a visitor's deck keeps this many slides' analyses (the memory
 
 def load_deck(text: str) -> Deck:
     """A deck, with the slide tabs' own link parameters as its fields (tabs that cannot be a slide are refused)."""
-    return parse_deck(text, views.slides())
+    return parse_deck(text, {**views.slides(), "compare": compare.SLIDE_FIELDS})
 
 
 def deck_name(path: Path) -> str:
@@ -48,6 +48,12 @@ def slide_view(runner: ModelRunner, trace: Trace, slide: Slide, large: bool) -> 
     if slide.tab == "tour":
         _, caption, figure, tab, values = tour_step(runner, trace, int(slide.state["step"]), large)
         return slide.caption or caption, figure, tab, values
+    if slide.tab == "compare":  # the slide's prompt against its prompt_b, one figure of both
+        try:
+            note, figure = compare.slide(runner, trace, dict(slide.state), large)
+        except PromptError as e:
+            raise PromptError(f"slide {slide.title!r}: {e}") from None
+        return slide.caption or note, figure, "compare", dict(slide.state)
     module = views.BY_TAB.get(slide.tab)
     if module is None or module.SLIDE is None:
         raise PromptError(f"slide {slide.title!r}: the {slide.tab} tab cannot be a slide")
@@ -189,10 +195,17 @@ def checked_decks(runner: ModelRunner, decks: dict[str, Deck]) -> dict[str, Deck
     for deck in decks.values():
         kept = []
         for number, slide in enumerate(deck.slides, 1):
+            prompts = [("prompt", slide.prompt)] + ([("prompt_b", str(slide.state.get("prompt_b", "")))]
+                                                    if slide.tab == "compare" else [])
             try:
-                runner.tokenize(slide.prompt, slide.chat)
+                for field, text in prompts:
+                    runner.tokenize(text, slide.chat)
+                field = "view"
+                if slide.tab == "compare" and slide.state.get("view", "tokenization") not in compare.COMPARISONS:
+                    raise PromptError(f"must be one of {', '.join(compare.COMPARISONS)}, got "
+                                      f"{slide.state['view']!r}")
             except PromptError as e:
-                deck.problems.append(f"slide {number} ({slide.title!r}) left out: prompt: {e}")
+                deck.problems.append(f"slide {number} ({slide.title!r}) left out: {field}: {e}")
                 continue
             kept.append(slide)
         deck.slides = kept

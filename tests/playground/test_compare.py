@@ -3,8 +3,11 @@ model's own logits and hooks."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
+from plotly.utils import PlotlyJSONEncoder
 
 from playground.compare import COMPARISONS, Side, compare
 from playground.errors import PromptError
@@ -136,3 +139,48 @@ def test_compare_model_at_start_up_shares_the_gate_and_budget_or_says_why_not(ti
     monkeypatch.setattr("sys.argv", ["app.py", "--compare-model", "too-big"])
     assert server.main() == 1
     assert "error: --compare-model: too-big: 70.6 B parameters need about 525.6 GB" in capsys.readouterr().err
+
+
+DECK = """# Two prompts
+## Tokens
+prompt: the cat sat on the mat
+tab: compare
+prompt_b: the dog sat on the rug
+## Next
+tab: compare
+prompt_b: the mat sat on the cat
+view: next_token
+## Missing
+tab: compare
+## Odd view
+tab: compare
+prompt_b: the cat
+view: everything
+"""
+
+
+def test_a_deck_slide_compares_two_prompts_in_one_figure(tiny_net, tiny_enc):
+    """A deck's compare slide: the slide's prompt against prompt_b, both sides' traces in one figure of two columns,
+    the joint note as its caption; a slide without prompt_b, or with an unknown view, is left out naming the field."""
+    from playground import walk
+
+    runner = ModelRunner(tiny_net, tiny_enc, background_lens=False)
+    deck = walk.checked_decks(runner, {"two": walk.load_deck(DECK)})["two"]
+    assert [s.title for s in deck.slides] == ["Tokens", "Next"]
+    assert any("slide 3 ('Missing') left out: prompt_b: Type a prompt first" in p for p in deck.problems)
+    assert any("slide 4 ('Odd view') left out: view: must be one of" in p for p in deck.problems)
+    for slide, name in zip(deck.slides, ("tokenization", "next_token")):
+        trace = runner.analyze(slide.prompt, lens=False)
+        caption, figure, tab, values = walk.slide_view(runner, trace, slide, large=True)
+        right = runner.analyze(slide.state["prompt_b"], lens=False)
+        shown = compare(name, Side(runner, trace, "prompt A"), Side(runner, right, "prompt B"), large=True)
+        assert tab == "compare" and values["prompt_b"] == slide.state["prompt_b"] and caption == shown.note
+        assert [a.text for a in figure.layout.annotations][:2] == ["prompt A", "prompt B"]
+        plain = lambda t: json.loads(json.dumps(t.to_plotly_json(), cls=PlotlyJSONEncoder))  # noqa: E731
+        ours = [plain(t) for t in figure.data]
+        theirs = [plain(t) for t in (*shown.left.figure.data, *shown.right.figure.data)]
+        for mine, source in zip(ours, theirs):  # the same data, placed in the two columns
+            assert {k: v for k, v in mine.items() if k not in ("domain", "xaxis", "yaxis", "showscale")} == \
+                {k: v for k, v in source.items() if k not in ("domain", "xaxis", "yaxis", "showscale")}
+        assert len(ours) == len(theirs)
+        assert all(a.font.size >= 18 for a in figure.layout.annotations) and figure.layout.font.size >= 18
