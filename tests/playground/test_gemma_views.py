@@ -182,3 +182,11 @@ def test_compare_offers_two_models_only_when_a_second_is_loaded(runner, tiny_run
                                          active=gr.State("compare"), second=second))
         (mode,) = [b for b in blocks.blocks.values() if getattr(b, "elem_id", None) == "cmp-mode"]
         assert [c[0] for c in mode.choices] == offered
+
+
+def test_the_kv_note_says_what_a_windowed_cache_needs(runner, trace):
+    """15 sliding layers keep 512 positions, 3 global ones all 32,768: keys and values, one head of 256, float32."""
+    shown = views.view("arithmetic", "kv_cache")(runner, trace)
+    windowed = (15 * 512 + 3 * 32768) * 2 * 1 * 256 * 4
+    assert f"needs {windowed / 2**20:.0f} MiB for the full context" in shown.note
+    assert "on the 15 sliding-window layers" in shown.note
