@@ -27,13 +27,8 @@ sys.path.insert(0, str(ROOT))
 from model import GEMMA_MODEL, generate, load  # noqa: E402
 from model.allocator import keep_freed_memory  # noqa: E402
 from model.weights import gemma_gguf  # noqa: E402
+from bench_model import TEXT  # noqa: E402 (the same text as SmolLM2's bench)
 from timing import median  # noqa: E402 (bench/timing.py)
-
-TEXT = (
-    "The transformer architecture processes a sequence of tokens with layers of attention and "
-    "feed-forward networks. Each attention head compares queries with keys, and rotary position "
-    "embeddings turn each query and key by an angle that grows with its position. "
-)
 
 
 def rss_mb() -> float:

@@ -24,7 +24,7 @@ from collections.abc import Collection, Sequence
 from typing import AbstractSet, Literal
 
 from .loaders import TokenizerSpec
-from .tokenizer import REPLACEMENT, ModelEncoding, ReplayStep, UnencodableTextError
+from .tokenizer import ModelEncoding, ReplayStep, checked
 
 SPACE = "\u2581"
 CONTROL, USER_DEFINED, BYTE = 3, 4, 6  # GGUF token types
@@ -170,15 +170,7 @@ class SentencePieceEncoding:
         return [(i, ch) for i, ch in enumerate(text) if ch != " " and self._ids.get(ch) is None]
 
     def check(self, text: str, errors: Literal["strict", "replace"] = "strict") -> str:
-        bad = self.unencodable(text)
-        if not bad:
-            return text
-        if errors != "replace":
-            raise UnencodableTextError(bad, self.name)
-        chars = list(text)
-        for i, _ in bad:
-            chars[i] = REPLACEMENT
-        return "".join(chars)
+        return checked(text, self.unencodable(text), self.name, errors)
 
     def encode(self, text: str, *, allowed_special: Literal["all"] | AbstractSet[str] = frozenset(),
                disallowed_special: Literal["all"] | Collection[str] = (),

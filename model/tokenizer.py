@@ -55,6 +55,20 @@ class UnencodableTextError(ValueError):
         )
 
 
+def checked(text: str, bad: list[tuple[int, str]], encoding: str,
+            errors: Literal["strict", "replace"] = "strict") -> str:
+    """The text, or with the characters at `bad`'s indices replaced by U+FFFD ('replace'); 'strict' raises
+    UnencodableTextError naming them. Both encodings' `check`."""
+    if not bad:
+        return text
+    if errors != "replace":
+        raise UnencodableTextError(bad, encoding)
+    chars = list(text)
+    for i, _ in bad:
+        chars[i] = REPLACEMENT
+    return "".join(chars)
+
+
 @functools.cache
 def bytes_to_unicode() -> dict[int, str]:
     """GPT-2's map from each byte to a printable character, used to spell byte-level tokens."""
@@ -159,15 +173,7 @@ class ModelEncoding(tiktoken.Encoding):
 
     def check(self, text: str, errors: Literal["strict", "replace"] = "strict") -> str:
         """The text itself, or with unencodable characters replaced; raises on 'strict'."""
-        bad = self.unencodable(text)
-        if not bad:
-            return text
-        if errors != "replace":
-            raise UnencodableTextError(bad, self.name)
-        chars = list(text)
-        for i, _ in bad:
-            chars[i] = REPLACEMENT
-        return "".join(chars)
+        return checked(text, self.unencodable(text), self.name, errors)
 
     def encode(
         self,

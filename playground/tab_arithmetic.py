@@ -64,6 +64,11 @@ def crossovers(cfg) -> dict[str, int | None]:
             "over the context alone": first(lambda S: parts(S)["attention over the context"] >= parts(S)["MLP"])}
 
 
+def windowed_layers(cfg) -> int:
+    """How many layers attend through a sliding window."""
+    return sum(cfg.window_of(l) is not None for l in range(cfg.n_layers))
+
+
 def _at(S: int | None) -> str:
     return f"S ≈ {S:,}" if S is not None else "no S within the context"
 
@@ -102,7 +107,7 @@ def _flops(runner: ModelRunner, context: int, scale: float) -> View:
             f"the weighted sum of values costs as much again. The unembedding counts although its weights are the "
             f"embedding's.)")
     if cfg.sliding_window is not None:
-        windowed = sum(cfg.window_of(l) is not None for l in range(cfg.n_layers))
+        windowed = windowed_layers(cfg)
         text += (f" On {windowed} of the {cfg.n_layers} layers a query sees at most its last {cfg.sliding_window:,} "
                  f"keys, so there S counts at most {cfg.sliding_window:,}.")
     contexts = np.unique(np.geomspace(1, cfg.max_seq_len, 200).astype(int))
@@ -124,7 +129,7 @@ def _kv(runner: ModelRunner, context: int, scale: float) -> View:
             f"{kv_cache_bytes(cfg, context, 4) / 2**10:.0f} KiB for this prompt. Sharing each key/value head among "
             f"{cfg.n_groups} query heads stores {cfg.n_groups}× less than multi-head attention would.")
     if cfg.sliding_window is not None:
-        windowed = sum(cfg.window_of(l) is not None for l in range(cfg.n_layers))
+        windowed = windowed_layers(cfg)
         kept = per_token[1] // cfg.n_layers * sum(min(cfg.max_seq_len, cfg.window_of(l) or cfg.max_seq_len)
                                                   for l in range(cfg.n_layers))
         text += (f" A cache that keeps only the last {cfg.sliding_window:,} keys on the {windowed} sliding-window "

@@ -15,15 +15,12 @@ from .test_browser import main_figure_ready, open_tab, shot
 PROMPT = "the cat sat on the mat. the cat sat on the mat and the dog"
 
 
-@pytest.fixture(scope="module")
-def other_server(tiny_enc):
-    from app import create_app, launch_options, queued
-    from playground.runner import ModelRunner
+def serve(app, runner):
+    """The app served on a free port for the module's tests: its address, then closed."""
+    from app import launch_options, queued
 
     from ..conftest import free_port
 
-    runner = ModelRunner(random_model(other_config(), seed=3), tiny_enc)
-    app = create_app(runner, "other: a tiny random model of a second shape")
     port = free_port()
     queued(app, runner=runner).launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True,
                                       quiet=True, **launch_options())
@@ -31,6 +28,16 @@ def other_server(tiny_enc):
         yield f"http://127.0.0.1:{port}/"
     finally:
         app.close()
+
+
+@pytest.fixture(scope="module")
+def other_server(tiny_enc):
+    from app import create_app
+    from playground.runner import ModelRunner
+
+    runner = ModelRunner(random_model(other_config(), seed=3), tiny_enc)
+    app = create_app(runner, "other: a tiny random model of a second shape")
+    yield from serve(app, runner)
 
 
 def slider_max(page, elem_id: str) -> int:
@@ -68,22 +75,14 @@ def test_browser_every_tab_on_a_second_shape(browser, other_server):
 
 @pytest.fixture(scope="module")
 def gemma_server(gemma):
-    from app import create_app, launch_options, queued
+    from app import create_app
     from model import GEMMA_MODEL, NOTICES
     from playground.runner import ModelRunner
-
-    from ..conftest import free_port
 
     net, enc = gemma
     runner = ModelRunner(net, enc)
     app = create_app(runner, f"Google's Gemma 3 270M base model. {NOTICES[GEMMA_MODEL]}")
-    port = free_port()
-    queued(app, runner=runner).launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True,
-                                      quiet=True, **launch_options())
-    try:
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        app.close()
+    yield from serve(app, runner)
 
 
 @pytest.mark.parametrize("width", [1280, 390])
@@ -123,22 +122,14 @@ def test_browser_every_tab_on_gemma(browser, gemma_server, width):
 
 @pytest.fixture(scope="module")
 def two_model_server(real, gemma):
-    from app import create_app, launch_options, queued
+    from app import create_app
     from playground.runner import ModelRunner
-
-    from ..conftest import free_port
 
     runner = ModelRunner(*real)
     second = ModelRunner(*gemma, gate=runner.gate)
     second.budget = runner.budget
     app = create_app(runner, "compared with gemma3-270m", second=second)
-    port = free_port()
-    queued(app, runner=runner).launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True,
-                                      quiet=True, **launch_options())
-    try:
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        app.close()
+    yield from serve(app, runner)
 
 
 @pytest.mark.parametrize("width", [1280, 390])
