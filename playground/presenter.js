@@ -220,13 +220,13 @@ const PlaygroundPresenter = (() => {
     }, true);
     // Another tab opened at given link values (e.g. {layer: 3, head: 5}), on another prompt if given (analysed
     // first): its tab clicked, its controls set once it has drawn.
-    const openTab = async (tab, values, prompt) => {
+    const openTab = async (tab, values, prompt, analyze = false) => {
       const button = document.querySelector("[role=tab][data-tab-id=" + tab + "]");
       if (!button) return;
       const wait = (ms) => new Promise((r) => setTimeout(r, ms));
       const box = document.querySelector("#prompt textarea");
       button.click();
-      if (prompt && box && box.value !== prompt) {
+      if (prompt && box && (analyze || box.value !== prompt)) {
         const status = document.getElementById("status");
         const before = status ? status.innerText : "";
         box.value = prompt;
@@ -264,6 +264,14 @@ const PlaygroundPresenter = (() => {
       else if (e.key === "s" || e.key === "v") { slide(e.key === "s" ? "png" : "svg"); done = true; }
       if (done) e.preventDefault();
     });
+    // What the page shows now, for a room (room.js): the tab, and each of its link parameters' values.
+    const showing = () => {
+      const tab = activeTab();
+      const values = {};
+      for (const l of links[tab] || []) { const v = valueOf(l); if (v !== null && v !== "") values[l.param] = v; }
+      return {tab, label: labels[tab] || tab, figure: figures[tab] || "", values};
+    };
+    window.playgroundShowing = showing;
     window.playgroundPresenter = setPresenter;
     window.playgroundSlide = slide;
     window.playgroundOpen = openTab;

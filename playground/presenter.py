@@ -79,6 +79,7 @@ body:not(.presenter) #slide-buttons { display: none !important; }
 
 
 SCRIPT = Path(__file__).with_name("presenter.js")  # the page's script; it knows no tab, only `config`
+ROOM_SCRIPT = Path(__file__).with_name("room.js")  # a room's follower and speaker (room.py)
 
 
 def config(tabs: Sequence) -> dict:
@@ -99,4 +100,5 @@ def config(tabs: Sequence) -> dict:
 def head(tabs: Sequence) -> str:
     """The page's head: the configuration as one JSON object, then the script."""
     settings = json.dumps(config(tabs)).replace("</", "<\\/")  # nothing in it may close the script element
-    return f"<script>window.PLAYGROUND_CONFIG = {settings};</script>\n<script>\n{SCRIPT.read_text()}</script>\n"
+    return (f"<script>window.PLAYGROUND_CONFIG = {settings};</script>\n<script>\n{SCRIPT.read_text()}</script>\n"
+            f"<script>\n{ROOM_SCRIPT.read_text()}</script>\n")

@@ -178,6 +178,10 @@ class ModelRunner:
         """The tokens of a piece of text (unencodable characters replaced; special-token text stays text)."""
         return self._enc.encode(text, errors="replace")
 
+    def unencodable(self, text: str) -> list[tuple[int, str]]:
+        """The characters of the text this tokenizer has no bytes for, with their positions."""
+        return self._enc.unencodable(text)
+
     def first_token(self, text: str) -> int | None:
         """The first token of a piece of text, None for no tokens."""
         ids = self.tokens(text)

@@ -29,7 +29,9 @@ import torch  # noqa: E402
 from model import DEFAULT_MODEL, CheckpointError  # noqa: E402
 from model.allocator import keep_freed_memory  # noqa: E402
 from model.selection import HUB_MODEL, choose_model  # noqa: E402
-from playground import api, presenter  # noqa: E402
+from playground import api, presenter, room  # noqa: E402
+from playground.room import Rooms, RoomError  # noqa: E402
+from playground.room_http import RoomRoutes  # noqa: E402
 from playground.registry import DEFAULT_TAB, TAB_IDS, TABS  # noqa: E402
 from playground.runner import MAX_PROMPT_TOKENS, TRACE_MEMORY_MB, ModelRunner, PromptError  # noqa: E402
 from playground.trace import Trace  # noqa: E402
@@ -65,6 +67,7 @@ CSS = """
 """
 PRESENTER_JS = "(large) => window.playgroundPresenter ? window.playgroundPresenter(large) : large"  # presenter.js
 SLIDE_JS = "() => {{ if (window.playgroundSlide) window.playgroundSlide('{}'); }}"
+ROOM_JS = "() => { if (window.playgroundRoom) window.playgroundRoom.start(); }"  # room.js
 
 
 def theme() -> gr.themes.Base:
@@ -177,9 +180,10 @@ def launch_options() -> dict:
     public API endpoints as tools for agents, at /gradio_api/mcp/), and no uploads."""
     from starlette.middleware import Middleware
 
-    return dict(theme=theme(), css=CSS + presenter.CSS + "".join(getattr(tab.module, "CSS", "") for tab in TABS),
+    css = CSS + presenter.CSS + room.CSS + "".join(getattr(tab.module, "CSS", "") for tab in TABS)
+    return dict(theme=theme(), css=css,
                 head=presenter.head(TABS), mcp_server=True, max_threads=SERVER_THREADS, max_file_size=0,
-                app_kwargs={"middleware": [Middleware(RefuseUploads)]})
+                app_kwargs={"middleware": [Middleware(RefuseUploads), Middleware(RoomRoutes)]})
 
 
 def analyze(runner: ModelRunner, prompt: str, chat: bool, progress=gr.Progress()) -> tuple[Trace | None, str]:
@@ -190,6 +194,21 @@ def analyze(runner: ModelRunner, prompt: str, chat: bool, progress=gr.Progress()
         return None, f"⚠️ {e}"
     notes = " ".join(trace.notes)
     return trace, f"Analyzed **{trace.n_tokens}** tokens{' in the chat template' if chat else ''}. {notes}".strip()
+
+
+def analyze_on_load(runner: ModelRunner, rooms: Rooms, prompt: str, chat: bool, request: gr.Request,
+                    progress=gr.Progress()) -> tuple[Trace | None, str]:
+    """The analysis a page runs when it opens, except for a room's follower: they are shown the speaker's view, so
+    their page runs nothing until they explore on their own. An unknown room code is said, and the app runs."""
+    code = dict(request.query_params).get("room") if request is not None else None
+    if code:
+        try:
+            rooms.get(code)
+            return None, ""
+        except RoomError as e:
+            trace, status = analyze(runner, prompt, chat, progress)
+            return trace, f"⚠️ {e}\n\n{status}"
+    return analyze(runner, prompt, chat, progress)
 
 
 def from_url(first: str, from_query: dict[str, gr.Component], request: gr.Request):
@@ -242,6 +261,7 @@ def create_app(runner: ModelRunner, model_note: str = "", decks: dict | None = N
     lighter_sessions()
     cfg = runner.cfg
     with gr.Blocks(title="Transformer playground", delete_cache=(CACHE_SWEEP_S, CACHE_AGE_S)) as app:
+        app.rooms = Rooms(runner)  # the rooms this app serves (`room_http.RoomRoutes` finds them here)
         api.register(runner)  # first, so the API's names are its own (a tab's event of the same name gets a suffix)
         trace = session_state()
         with gr.Column(elem_id="top"):
@@ -269,6 +289,7 @@ def create_app(runner: ModelRunner, model_note: str = "", decks: dict | None = N
                     with gr.Row(elem_id="slide-buttons"):
                         slide_png = gr.Button("Slide ⤓ PNG", size="sm", elem_id="slide-png")
                         slide_svg = gr.Button("SVG", size="sm", elem_id="slide-svg")
+                        room_btn = gr.Button("Start a room", size="sm", elem_id="room-start")
         status = gr.Markdown(elem_id="status")
         with gr.Accordion("Examples", open=True, elem_id="examples"):
             gr.Examples([[text, is_chat and runner.has_chat_template] for _, text, is_chat in EXAMPLES], [prompt, chat],
@@ -302,6 +323,7 @@ def create_app(runner: ModelRunner, model_note: str = "", decks: dict | None = N
         large.change(None, large, None, js=PRESENTER_JS, **READ_ONLY)
         slide_png.click(None, None, None, js=SLIDE_JS.format("png"), **READ_ONLY)
         slide_svg.click(None, None, None, js=SLIDE_JS.format("svg"), **READ_ONLY)
+        room_btn.click(None, None, None, js=ROOM_JS, **READ_ONLY)
         download_btn.click(bind(export, runner), trace, [trace_file, status], **MODEL_RUN)
 
         drawing = tabs_drawn.after_analyze()
@@ -313,7 +335,11 @@ def create_app(runner: ModelRunner, model_note: str = "", decks: dict | None = N
 
         opened = app.load(from_this_url, None, [prompt, chat, large, tabs, active, *from_query.values()],
                           **READ_ONLY)
-        drawing.then(opened.then(**analyzing, **ANALYZE))
+
+        def analyze_opened(prompt: str, chat: bool, request: gr.Request, progress=gr.Progress()):
+            return analyze_on_load(runner, app.rooms, prompt, chat, request, progress)
+
+        drawing.then(opened.then(analyze_opened, [prompt, chat], [trace, status], **ANALYZE))
     return app
 
 
@@ -365,6 +391,12 @@ def main() -> int:
     parser.add_argument("--compare-model", default=None,
                         help="a second model for the Compare tab, e.g. gemma3-270m (refused, with the arithmetic, "
                              "when this machine cannot hold it beside the first)")
+    parser.add_argument("--room", action="store_true",
+                        help="open a room at start: the audience's phones follow this page and guess the next token "
+                             "(the console prints the follow link and the speaker's link; see the README's Run a room)")
+    parser.add_argument("--public-url", default=os.environ.get("PLAYGROUND_PUBLIC_URL", ""),
+                        help="the address the audience reaches this server at, for a room's link and QR code "
+                             "(default: a Space's own address; with --host 0.0.0.0, this machine's LAN address)")
     parser.add_argument("--deck", default=None, help="a talk as a Markdown file of views: the page opens on its first "
                                                      "slide (see the README's Decks)")
     args = parser.parse_args()
@@ -412,6 +444,13 @@ def main() -> int:
             print(f"deck {args.deck}: {problem}", file=sys.stderr)
         print(f"deck {args.deck}: {len(decks[deck].slides)} slides, linked as ?deck={deck}", file=sys.stderr)
     app = create_app(runner, note, decks, deck, second=second)
+    app.rooms.configure(host=args.host, port=args.port, public_url=args.public_url)
+    if args.room:
+        opened = app.rooms.create()
+        _, reach = app.rooms.base_url()
+        print(f"room {opened.code}: the audience opens {opened.follow_url}\n"
+              f"room {opened.code}: the speaker opens {opened.follow_url}#key={opened.key} (keep it private)"
+              f"{chr(10) + 'room: ' + reach if reach else ''}", file=sys.stderr)
     queued(app, runner=runner).launch(server_name=args.host, server_port=args.port, share=args.share,
                                       **launch_options())
     return 0

@@ -100,6 +100,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def serve(app, runner):
+    """The app served on a free port for the module's tests: its address, then closed."""
+    from app import launch_options, queued
+
+    port = free_port()
+    queued(app, runner=runner).launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True,
+                                      quiet=True, **launch_options())
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        app.close()
+
+
 @pytest.fixture(scope="session")
 def server(runner):
     """The app on a free loopback port, for the whole test session."""

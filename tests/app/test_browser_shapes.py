@@ -9,25 +9,11 @@ from urllib.parse import quote
 
 import pytest
 
+from ..conftest import serve
 from ..helpers import other_config, random_model
 from .test_browser import main_figure_ready, open_tab, shot
 
 PROMPT = "the cat sat on the mat. the cat sat on the mat and the dog"
-
-
-def serve(app, runner):
-    """The app served on a free port for the module's tests: its address, then closed."""
-    from app import launch_options, queued
-
-    from ..conftest import free_port
-
-    port = free_port()
-    queued(app, runner=runner).launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True,
-                                      quiet=True, **launch_options())
-    try:
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        app.close()
 
 
 @pytest.fixture(scope="module")

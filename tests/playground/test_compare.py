@@ -3,6 +3,7 @@ model's own logits and hooks."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 import json
 
 import pytest
@@ -11,6 +12,7 @@ from plotly.utils import PlotlyJSONEncoder
 
 from playground.compare import COMPARISONS, Side, compare
 from playground.errors import PromptError
+from playground.room import Rooms
 from playground.runner import ModelRunner
 
 TEXT = "Unbelievably, the tokenizer's 2024 splits differ: naïve café 🤖 ≠ plain."
@@ -129,7 +131,7 @@ def test_compare_model_at_start_up_shares_the_gate_and_budget_or_says_why_not(ti
 
     monkeypatch.setattr(server, "choose_model", choose)
     monkeypatch.setattr(server, "create_app", lambda runner, note, decks, deck, second=None: started.update(
-        runner=runner, note=note, second=second))
+        runner=runner, note=note, second=second) or SimpleNamespace(rooms=Rooms(runner)))
     monkeypatch.setattr(server, "queued", lambda app, runner: type("App", (), {"launch": lambda *a, **k: None})())
     monkeypatch.setattr("sys.argv", ["app.py", "--compare-model", "other"])
     assert server.main() == 0 and loads == [None, "other"]

@@ -31,9 +31,19 @@ def test_the_scripts_helpers():
     assert "# fail 0" in run.stdout and "# pass 5" in run.stdout
 
 
-def test_the_head_holds_one_configuration_and_the_script():
+@needs_node
+def test_the_room_scripts_helpers():
+    script = presenter.SCRIPT.parent / "room.js"
+    subprocess.run([NODE or "node", "--check", str(script)], check=True, capture_output=True, text=True)
+    run = subprocess.run([NODE or "node", "--test", str(HERE / "room.test.js")], capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "# fail 0" in run.stdout and "# pass 4" in run.stdout
+
+
+def test_the_head_holds_one_configuration_and_the_scripts():
     head = presenter.head(TABS)
-    assert head.count("<script>") == 2 and head.count("</script>") == 2
+    assert head.count("<script>") == 3 and head.count("</script>") == 3  # the configuration, presenter.js, room.js
+    assert (presenter.SCRIPT.parent / "room.js").read_text().strip() in head
     settings = json.loads(head.split("window.PLAYGROUND_CONFIG = ")[1].split(";</script>")[0])
     assert set(settings) == {"figures", "keys", "links", "labels", "clicks", "slide"}
     assert settings["clicks"] == {"routes-graph": "routes-picked"}

@@ -3,6 +3,7 @@ with the next slide analysed ahead, and export as one offline HTML file."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 import math
 import re
 import time
@@ -16,6 +17,7 @@ from playground import tour, walk
 from playground.deck import TOUR_STEPS, built_in_decks, parse_deck
 from playground.deck_export import deck_html, markdown_html
 from playground.errors import PromptError
+from playground.room import Rooms
 from playground.runner import ModelRunner
 
 from ..conftest import TINY_PROMPT
@@ -218,7 +220,8 @@ def test_a_deck_given_at_start_up_reports_every_problem_on_the_console_and_keeps
     started = {}
     monkeypatch.setattr(server, "choose_model", lambda model, dtype: (tiny_net, tiny_enc, "tiny"))
     monkeypatch.setattr(server, "create_app", lambda runner, note, decks, deck, second=None: started.update(decks=decks,
-                                                                                                    deck=deck))
+                                                                                                    deck=deck)
+                        or SimpleNamespace(rooms=Rooms(runner)))
     monkeypatch.setattr(server, "queued", lambda app, runner: type("App", (), {"launch": lambda *a, **k: None})())
     monkeypatch.setattr("sys.argv", ["app.py", "--deck", str(talk)])
     assert server.main() == 0
