@@ -197,6 +197,13 @@ def parameter_count(net: Transformer) -> int:
     return sum(p.numel() for p in net.parameters())
 
 
+def embedding_parameter_count(net: Transformer) -> int:
+    """The parameters in the token embedding and, when not tied to it, the unembedding: what Kaplan et al.'s N
+    leaves out."""
+    n = net.tok_embeddings.weight.numel()
+    return n if net.output.weight is net.tok_embeddings.weight else n + net.output.weight.numel()
+
+
 def own(t: Tensor) -> np.ndarray:
     """A float32 copy of a slice, as numpy: a view would keep the whole tensor it came from alive (a trace's
     next-token logits would hold every position's, 100 MB at 512 tokens)."""

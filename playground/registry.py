@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from types import ModuleType
 
 from . import (
-    tab_arithmetic, tab_attention, tab_block, tab_bpe, tab_decoding, tab_embeddings, tab_intervene, tab_lens, tab_rope,
-    tab_compare, tab_routes, tab_sampler, tab_tokenization, tab_tour,
+    tab_arithmetic, tab_attention, tab_block, tab_bpe, tab_decoding, tab_embeddings, tab_intervene, tab_lab, tab_lens,
+    tab_rope, tab_compare, tab_routes, tab_sampler, tab_tokenization, tab_tour,
 )
 
 
@@ -69,6 +69,7 @@ TABS = (
     Tab("Arithmetic", tab_arithmetic, "ar-flops"),
     Tab("Train BPE", tab_bpe, "bpe-replay"),
     Tab("Compare", tab_compare, "cmp-left"),
+    Tab("Lab", tab_lab, "lab-mask"),
 )
 TAB_IDS = tuple(tab.id for tab in TABS)
 DEFAULT_TAB = "tokenization"  # the page opens here (on the Tour when started with a deck)

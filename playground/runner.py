@@ -35,6 +35,7 @@ from model.interventions import (
     ATTRIBUTION_HOOKS, Ablation, Attribution, LayerSweep, Sweep, ablation_hooks, collect_layer_sweep,
     direct_logit_attribution, layer_sweep, logit_difference, patching_runs, patching_sweep, run_from,
 )
+from model.lab import MaskResult, MaskSpec, SweepPoint, mask_experiment, window_sweep
 from model.lens import LensResult, lens_logits
 from model.routes import Flow, ScoreSplit, collect_flow, direct_logits, flow_layers, head_output, score_split
 from model.sampling import dry_breaker_ids
@@ -78,6 +79,7 @@ class ModelRunner:
         self.budget = TraceBudget(memory_mb * 2**20)
         self.memo = Memo()  # deterministic runs' results, for the next visitor who asks the same (a room, one tab)
         self.parameter_count = views.parameter_count(net)  # the model's parameters, from its weights (tied once)
+        self.embedding_parameter_count = views.embedding_parameter_count(net)  # of which in the (un)embedding
         self.norm_gains = views.norm_gains(net)  # every RMSNorm's gain (n L + 1, D): weights never change
         self.norm_names = views.norm_names(net)  # each layer's norms over d_model (Gemma has four)
         self._embedding_norms = views.embedding_norms(net)  # (V,), read on every Embeddings view
@@ -410,6 +412,29 @@ class ModelRunner:
                 started = time.perf_counter()
 
         return runs.clean, runs.corrupted, rows()
+
+    # -- the Lab: the model with another attention mask --------------------------------------
+
+    def _lab_tokens(self, ids: list[int]) -> list[int]:
+        if len(ids) < 2:
+            raise PromptError("The Lab measures next-token loss: give it at least two tokens.")
+        if len(ids) > self.max_tokens:
+            raise PromptError(f"That text is {len(ids):,} tokens; the limit is {self.max_tokens}.")
+        return ids
+
+    def mask_experiment(self, ids: list[int], spec: MaskSpec, layers: Iterable[int] | None = None) -> MaskResult:
+        """The tokens run unchanged and with the attention pattern in the chosen layers (`model.lab`): two forwards
+        in one turn at the model, the pattern's hooks gone when it is handed back."""
+        spec.checked(len(self._lab_tokens(ids)))
+        with self._locked(what="a mask experiment (Lab)") as net:
+            return mask_experiment(net, ids, spec, layers)
+
+    def mask_sweep(self, ids: list[int], windows: list[int], sinks: Iterable[int] = (0, 4),
+                   layers: Iterable[int] | None = None) -> Iterator[SweepPoint]:
+        """Loss against window size with each sink count (`model.lab.window_sweep`), a point per turn at the model:
+        a long job's steps, so others go in between."""
+        self._lab_tokens(ids)
+        return self._each_held(window_sweep(self._net, ids, windows, sinks, layers), "a window sweep (Lab)")
 
     # -- explaining one prediction: routes, and why a head attends where it does -------------
 

@@ -10,15 +10,15 @@ from __future__ import annotations
 import inspect
 
 from . import (
-    tab_arithmetic, tab_attention, tab_block, tab_bpe, tab_decoding, tab_embeddings, tab_intervene, tab_lens, tab_rope,
-    tab_routes, tab_sampler, tab_tokenization,
+    tab_arithmetic, tab_attention, tab_block, tab_bpe, tab_decoding, tab_embeddings, tab_intervene, tab_lab, tab_lens,
+    tab_rope, tab_routes, tab_sampler, tab_tokenization,
 )
 from .errors import PromptError
 from .view import View
 
 BY_TAB = {module.TAB_ID: module for module in (tab_tokenization, tab_attention, tab_rope, tab_lens, tab_sampler,
                                                tab_decoding, tab_intervene, tab_routes, tab_embeddings, tab_block,
-                                               tab_arithmetic, tab_bpe)}  # every tab but the Tour, which shows them
+                                               tab_arithmetic, tab_bpe, tab_lab)}  # every tab but the Tour and Compare
 
 
 def view(tab_id: str, name: str):

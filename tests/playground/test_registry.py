@@ -123,7 +123,7 @@ def test_every_tab_says_plainly_when_a_trace_was_dropped(tiny_runner, spec):
     view, _, active = build(spec, tiny_runner)
     shown = view.render.fn(trace, *[spec.id if c is active else c.value for c in view.render.inputs[1:]])
     texts = " ".join(o for o in shown if isinstance(o, str))
-    needs_the_residuals = spec.id in ("attention", "rope", "lens", "block", "routes")
+    needs_the_residuals = spec.id in ("attention", "rope", "lens", "block", "routes", "lab")  # lab: flash's q, k, v
     assert ("Press Analyze to run it again" in texts) == needs_the_residuals
 
 

@@ -31,7 +31,9 @@ BAD = {"layer": 10**6, "head": -1, "pos": 10**6, "query": 10**6, "key": float("n
        "tokens": 0, "statistic": "nonsense", "with_mid": None, "top_n": 10**6, "order": "vllm", "heads": ["L0H99"],
        "attention_layers": [99], "mlp_layers": [-1], "mode": "resample", "a": ["x"], "kind": "everything",
        "clean": ["not text"], "corrupted": 3, "temperature": 1e9, "top_k": 1e9, "merges": 0, "step": 10**6,
-       "new_tokens": 0, "width": 99, "length_penalty": 99, "early_stopping": "sometimes", "top_p": 0, "seed": -1}
+       "new_tokens": 0, "width": 99, "length_penalty": 99, "early_stopping": "sometimes", "top_p": 0, "seed": -1,
+       "window": 0, "sinks": -1, "layers": "0-999", "pattern": "diagonal", "bq": 0, "bk": 10**6, "budget": 99,
+       "experiment": "everything"}
 
 
 def registered() -> list[tuple[str, str]]:
@@ -68,7 +70,7 @@ def test_every_registered_view_refuses_each_bad_setting_with_a_prompt_error(runn
     parameters = set(inspect.signature(views.view(tab, name)).parameters)
     parameters |= {"temperature", "top_k"} if name == "next_token" else set()
     tried = [p for p in parameters if p in BAD]
-    assert tried or name in ("table", "norms", "flops", "kv_cache"), (tab, name)  # a view's settings are tried
+    assert tried or name in ("table", "norms", "flops", "kv_cache", "data"), (tab, name)  # a view's settings are tried
     for parameter in tried:
         with pytest.raises(PromptError) as refused:
             _call(runner, trace, tab, name, **{parameter: BAD[parameter]})
