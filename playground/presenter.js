@@ -171,6 +171,12 @@ const PlaygroundPresenter = (() => {
         if (link.kind === "number") input.dispatchEvent(new KeyboardEvent("keydown", {key: "Enter", bubbles: true}));
       }
     };
+    const shows = (link, value) => {  // whether a slider shows the linked value, kept in its range (others: yes)
+      if (link.kind !== "slider") return true;
+      const now = valueOf(link);
+      const r = document.getElementById(link.target)?.querySelector("input[type=range]");
+      return !r || Number(now) === stepValue(Number(value), Number(r.min), Number(r.max), 0);
+    };
     const applyLink = async () => {
       const params = new URLSearchParams(location.search);
       if (!Object.values(links).flat().some((l) => params.has(l.param))) return;
@@ -183,9 +189,23 @@ const PlaygroundPresenter = (() => {
         await wait(250);
       }
       await wait(800);
-      for (const link of linksToApply(links[activeTab()] || [], params)) {
+      const ordered = linksToApply(links[activeTab()] || [], params);
+      for (const link of ordered) {
         setValue(link, params.get(link.param));
         await wait(link.last ? 0 : 400);
+      }
+      // A link applied last depends on the others, and their answers may come back after its own (a busy server):
+      // one of them can reset it (the flash step to 1). Until the page has stayed as linked for a few seconds, or
+      // the visitor touches it, such a link is set again whenever it no longer shows its linked value.
+      let touched = false;
+      const touch = () => { touched = true; };
+      document.addEventListener("pointerdown", touch, {once: true, capture: true});
+      document.addEventListener("keydown", touch, {once: true, capture: true});
+      for (let i = 0, calm = 0; i < 40 && calm < 6 && !touched; i++) {
+        await wait(500);
+        const off = ordered.filter((l) => l.last && !shows(l, params.get(l.param)));
+        for (const link of off) setValue(link, params.get(link.param));
+        calm = off.length ? 0 : calm + 1;
       }
     };
     // Gradio may add this script after the page has loaded: run now in that case.

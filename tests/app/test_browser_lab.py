@@ -42,7 +42,7 @@ def test_browser_a_prepared_link_opens_flash_attention_at_its_tile(browser, serv
         _fits(page, "lab-flash")
         assert page.evaluate("document.documentElement.scrollWidth") <= 1280
         page.wait_for_function("document.querySelector('#share-link a').getAttribute('href')"
-                               ".includes('experiment=flash')", timeout=10_000)
+                               ".includes('step=9')", timeout=15_000)  # the link follows the page every 0.7 s
         href = page.locator("#share-link a").get_attribute("href")
         for part in ("tab=lab", "layer=3", "head=4", "bq=4", "bk=4", "step=9"):
             assert part in href, (part, href)
