@@ -343,11 +343,16 @@ def wait_text(page, selector: str, text: str, timeout: int = 30_000) -> None:
 
 def test_browser_followers_cost_no_model_run(browser, tiny_app, monkeypatch):
     """Three followers (one on a phone) open the room and follow two of the speaker's views: the model never runs
-    for them. The same counter sees an ordinary visitor's page run it."""
+    for them. The check waits until each page's load has reached the step where a page analyses its prompt (and a
+    follower's does not); the same counter sees an ordinary visitor's page run it."""
+    from playground import server
+
     url, app, runner = tiny_app
-    runs = []
+    runs, loads = [], []
     acquire = runner.gate.acquire
     monkeypatch.setattr(runner.gate, "acquire", lambda *a, **k: runs.append(1) or acquire(*a, **k))
+    on_load = server.analyze_on_load
+    monkeypatch.setattr(server, "analyze_on_load", lambda *a, **k: loads.append(on_load(*a, **k)) or loads[-1])
     with httpx.Client(base_url=url, timeout=30) as http:
         room = open_room(http)
         code, speaker = room["code"], {"x-room-key": room["key"]}
@@ -360,7 +365,10 @@ def test_browser_followers_cost_no_model_run(browser, tiny_app, monkeypatch):
         for page in pages:
             wait_text(page, "#room-where", "layer 2")
         assert app.rooms.get(code).n_followers() == 3
-        time.sleep(1.0)  # anything a page queued after drawing would have reached the runner by now
+        deadline = time.monotonic() + 30
+        while len(loads) < 3 and time.monotonic() < deadline:  # every page's load has come to its analysis step
+            time.sleep(0.05)
+        assert len(loads) == 3 and all(trace is None for trace, _ in loads), loads
         assert runs == [], f"followers ran the model {len(runs)} times"
         for page in pages:
             assert page.errors == [] and page.evaluate("document.querySelector('.gradio-container').offsetHeight") == 0
@@ -368,7 +376,7 @@ def test_browser_followers_cost_no_model_run(browser, tiny_app, monkeypatch):
             page.context.close()
     visitor = follower_page(browser, url)  # an ordinary visit analyses its prompt: the counter counts
     visitor.wait_for_selector("#token-spans .tok", timeout=60_000)
-    assert runs
+    assert runs and len(loads) == 4 and loads[-1][0] is not None
     visitor.context.close()
 
 
