@@ -462,10 +462,12 @@ def test_browser_presenter_keys_step_the_view(page, server):
     page.wait_for_function("document.querySelector('#attn-heatmap .gtitle').textContent.includes('head 0 ')",
                            timeout=30_000)
     page.locator("#prompt textarea").focus()  # typing: the arrows move the caret, not the view
-    page.keyboard.press("ArrowLeft")
-    page.wait_for_timeout(800)
-    assert "head 0 " in title() and slider_value(page, "attn-head") == 0
+    page.keyboard.press("ArrowRight")
     page.locator("#attn-heatmap").click(position={"x": 5, "y": 5})
+    page.keyboard.press("ArrowUp")  # the page's keys again: the view follows this key, drawn after the one typed
+    page.wait_for_function("document.querySelector('#attn-heatmap .gtitle').textContent.includes('layer 2,')",
+                           timeout=30_000)
+    assert "head 0 " in title() and slider_value(page, "attn-head") == 0
     page.keyboard.press("?")
     assert "next head" in page.locator("#key-help").inner_text()
     page.keyboard.press("Escape")
