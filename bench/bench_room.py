@@ -14,11 +14,14 @@ one long poll after another). Then:
   same 20 s with no follower; resident memory with them connected minus before they joined, per follower;
 - guesses: a question is opened (one model run) and every follower sends a guess at once: how long until all are
   answered, and whether the room counted every one;
-- an analysis by another visitor (over Gradio's REST queue API) while the room runs (followers connected, a view
-  sent every second), against the same analyses with no room, measured in this run: the ratio;
+- an analysis by another visitor (over Gradio's REST queue API) with the followers connected and nothing changing,
+  and while the room runs (a view sent to them every second), against the same analyses with no room, measured in
+  this run: the ratios;
 - drop: every follower disconnects at once; resident memory a few seconds later against before they joined.
 
-The clients run on the same machine as the server (they cost CPU too), so the times are pessimistic.
+The clients run on the same machine as the server (they cost CPU too), so the times are pessimistic. They run at
+a lower priority (nice 10) than the server, as the phones' work is not the server's: what the analysis loses is
+then the server's own cost of the room (`--same-priority` runs them beside it instead).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
 import re
 import statistics
@@ -145,6 +149,8 @@ async def room_bench(url: str, proc, n: int) -> dict:
         await asyncio.sleep(20)
         out["idle_cpu_with"] = (sum(server.cpu_times()[:2]) - cpu0) / 20
         out["rss_per_follower"] = (server.memory_info().rss - rss_before) / n
+        phase("analyses with the followers connected, nothing changing")
+        out["analysis_idle"] = await asyncio.to_thread(analyses_while, url, 8)
         phase("a question, and every follower guesses")
         # every follower guesses at once
         await speaker_http.post(f"room/{code}/question", json={"prompt": "The capital of Germany is"},
@@ -187,10 +193,15 @@ async def room_bench(url: str, proc, n: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--followers", type=int, default=300)
+    parser.add_argument("--same-priority", action="store_true",
+                        help="run the light clients at the server's priority (default: nice 10, below it)")
     args = parser.parse_args()
     print(f"bench_room: {args.followers} followers, light clients on this machine; CPU: {cpu_name()} "
           f"({psutil.cpu_count()} cores)")
     proc, url = start_server()
+    if not args.same_priority:
+        os.nice(10)  # this process (the clients), after the server has started at the usual priority
+    print("  the clients run at " + ("the server's priority" if args.same_priority else "nice 10, below the server"))
     try:
         analyses_while(url, 2, 0.2)  # warm up
         without = analyses_while(url, 8)
@@ -209,12 +220,14 @@ def main() -> None:
           f"{out['rss_per_follower'] / 2**10:.0f} KB resident per follower")
     print(f"  {args.followers} guesses at once: all answered in {out['guess_s']:.2f} s; {out['guess_ok']} accepted, "
           f"{out['guess_counted']} counted")
-    print(f"  another visitor's analysis: median {statistics.median(without):.3f} s with no room, "
-          f"{statistics.median(with_room):.3f} s while the room runs: ratio "
-          f"{statistics.median(with_room) / statistics.median(without):.2f}")
+    idle_room = out["analysis_idle"]
+    print(f"  another visitor's analysis: median {statistics.median(without):.3f} s with no room; "
+          f"{statistics.median(idle_room):.3f} s with the followers connected and nothing changing (ratio "
+          f"{statistics.median(idle_room) / statistics.median(without):.2f}); {statistics.median(with_room):.3f} s "
+          f"with a view a second sent to them (ratio {statistics.median(with_room) / statistics.median(without):.2f})")
     print(f"  all {args.followers} drop at once: resident memory {out['rss_after_drop'] / 2**20:+.1f} MB against "
           f"before they joined")
-    print(json.dumps({k: v for k, v in out.items() if k not in ("delays", "analysis_with")}))
+    print(json.dumps({k: v for k, v in out.items() if k not in ("delays", "analysis_with", "analysis_idle")}))
 
 
 if __name__ == "__main__":
