@@ -41,6 +41,20 @@ const PlaygroundRoom = (() => {
     return lines;
   };
 
+  /** The layout with its title's font shrunk (to 11 px at least) so the title fits `width` pixels: the speaker's
+   *  figure, drawn for a projector, would be cut at a phone's width. A title that fits is left as it is. */
+  const fitTitle = (layout, width) => {
+    const title = layout && layout.title;
+    const text = (typeof title === "string" ? title : (title && title.text) || "").replace(/<[^>]*>/g, "");
+    if (!text || !width) return layout;
+    const size = (title && title.font && title.font.size) || Math.round(1.4 * ((layout.font && layout.font.size) || 12));
+    const fits = Math.floor((width - 24) / (0.58 * text.length));  // about 0.58 em a character, 12 px of margin a side
+    if (fits >= size) return layout;
+    const t = typeof title === "string" ? {text: title} : Object.assign({}, title);
+    t.font = Object.assign({}, t.font || {}, {size: Math.max(11, fits)});
+    return Object.assign({}, layout, {title: t});
+  };
+
   // -- the page ----------------------------------------------------------------------------------------------------
 
   const start = () => {
@@ -73,7 +87,8 @@ const PlaygroundRoom = (() => {
     };
     const draw = async (holder, plot) => {
       const P = await loadPlotly();
-      const layout = Object.assign({}, plot.layout || {}, {width: undefined, autosize: true});
+      const layout = fitTitle(Object.assign({}, plot.layout || {}, {width: undefined, autosize: true}),
+                              holder.getBoundingClientRect().width);
       P.react(holder, plot.data || [], layout, {displayModeBar: false, responsive: true});
     };
     const banner = (text) => {
@@ -389,7 +404,7 @@ const PlaygroundRoom = (() => {
     };
   };
 
-  return {roomParams, valuesLine, plainJSON, resultsLines, guesses, start};
+  return {roomParams, valuesLine, plainJSON, resultsLines, guesses, fitTitle, start};
 })();
 
 if (typeof module !== "undefined" && module.exports) module.exports = PlaygroundRoom;

@@ -39,3 +39,15 @@ test("the reveal in words says what the results hold, and nothing when nobody gu
   assert.deepEqual(none, ["The model's top guess: ' Paris', p = 0.500.", "Nobody guessed."]);
   assert.deepEqual(R.resultsLines(null), []);
 });
+
+test("a title too long for a phone is shrunk to fit, never below 11 px; one that fits is left alone", () => {
+  const long = {title: {text: "Nearest tokens to ·is by cosine similarity", font: {size: 28}}, font: {size: 20}};
+  const fitted = R.fitTitle(long, 358);
+  assert.ok(fitted.title.font.size < 28 && fitted.title.font.size >= 11);
+  assert.ok(0.58 * fitted.title.font.size * long.title.text.length <= 358 - 24);
+  assert.equal(long.title.font.size, 28);  // the speaker's layout is not changed
+  assert.equal(R.fitTitle(long, 1240), long);
+  assert.equal(R.fitTitle({title: "x".repeat(400)}, 358).title.font.size, 11);
+  assert.equal(R.fitTitle({title: "<b>short</b>"}, 358).title, "<b>short</b>");
+  assert.equal(R.fitTitle({}, 358).title, undefined);
+});

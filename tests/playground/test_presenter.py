@@ -37,7 +37,7 @@ def test_the_room_scripts_helpers():
     subprocess.run([NODE or "node", "--check", str(script)], check=True, capture_output=True, text=True)
     run = subprocess.run([NODE or "node", "--test", str(HERE / "room.test.js")], capture_output=True, text=True)
     assert run.returncode == 0, run.stdout + run.stderr
-    assert "# fail 0" in run.stdout and "# pass 4" in run.stdout
+    assert "# fail 0" in run.stdout and "# pass 5" in run.stdout
 
 
 def test_the_head_holds_one_configuration_and_the_scripts():
