@@ -161,6 +161,7 @@ const PlaygroundRoom = (() => {
         let html = "";
         if (fig) {
           const clone = fig.cloneNode(true);
+          clone.querySelectorAll("[data-testid=block-label]").forEach((l) => l.remove());  // Gradio's "Plot" tag
           [...clone.querySelectorAll(".js-plotly-plot")].forEach((p, i) => {
             const holder = document.createElement("div"); holder.setAttribute("data-plot", String(i)); p.replaceWith(holder);
           });

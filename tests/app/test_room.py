@@ -423,7 +423,12 @@ def test_browser_a_room_follows_the_speaker_and_guesses(browser, server):
         slide = next(line for line in lines if "Step 2 of" in line)  # not the progress timer beside it
         for page in followers:
             wait_text(page, "#room-where", slide)
-        followers[2].screenshot(path=str(SHOTS / "room-follower-phone.png"), full_page=True)
+        phone = followers[2]
+        phone.wait_for_selector("#room-view .room-plot .gtitle", timeout=30_000)
+        assert phone.locator("#room-view [data-testid=block-label]").count() == 0  # Gradio's tag is not the view
+        title = phone.locator("#room-view .room-plot .gtitle").first.bounding_box()
+        assert title["x"] >= 0 and title["x"] + title["width"] <= 390, title  # shrunk to the phone's width
+        phone.screenshot(path=str(SHOTS / "room-follower-phone.png"), full_page=True)
 
         # a question round trip
         speaker.click("#room-ask")
