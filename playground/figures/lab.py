@@ -24,8 +24,9 @@ def mask_figure(mask: np.ndarray, labels: Sequence[str], title: str, font_scale:
     data = [dict(type="heatmap", z=z.astype(np.float32), x=list(labels), y=list(labels), zmin=0, zmax=1,
                  colorscale=[[0, "#f4a259"], [0.5, "#f4a259"], [0.5, "#1f5fa8"], [1, "#1f5fa8"]], showscale=False,
                  hoverongaps=False, hovertemplate="query %{y}<br>key %{x}<br>%{z:.0f} = seen<extra></extra>")]
-    layout = dict(xaxis=dict(type="category", title=dict(text="key (blue: seen, orange: hidden by the pattern)"),
-                             showticklabels=show, tickangle=-60, showgrid=False),
+    keys = "key (blue: seen; orange: hidden by the pattern; grey: the future)"
+    layout = dict(xaxis=dict(type="category", title=dict(text=keys), showticklabels=show, tickangle=-60,
+                             showgrid=False),
                   yaxis=dict(type="category", title=dict(text="query"), showticklabels=show, autorange="reversed",
                              showgrid=False))
     return figure(data, layout, title, height=min(620, 240 + 12 * T), font_scale=font_scale)
@@ -147,7 +148,7 @@ def kaplan_figure(N: np.ndarray, power: np.ndarray, fit_x: np.ndarray, fit_y: np
                  legendgroup="pts", hoverinfo="skip"),
         ]
     marker = dict(type="scatter", mode="markers+text", x=[model_n], y=[model_loss], text=["this model"],
-                  textposition="top right", name="this model", marker=dict(symbol="star", size=int(
+                  textposition="top right", name="this model", showlegend=False, marker=dict(symbol="star", size=int(
                       13 * font_scale), color=OPTIMAL), textfont=dict(size=cell_font(font_scale) + 2),
                   hovertemplate="this model: N %{x:.3s}<br>measured loss %{y:.3f} nats<extra></extra>")
     if model_loss is not None:
