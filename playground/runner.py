@@ -218,10 +218,13 @@ class ModelRunner:
             ids = self._enc.apply_chat_template(prompt) if chat else self._enc.encode_prompt(prompt)
         except (UnencodableTextError, ValueError) as e:
             raise PromptError(str(e)) from e
+        return self._within_limit(ids, hint=" Try a shorter passage."), prompt, notes
+
+    def _within_limit(self, ids: list[int], what: str = "prompt", hint: str = "") -> list[int]:
+        """The ids, refused with a message when there are more than the token limit."""
         if len(ids) > self.max_tokens:
-            raise PromptError(f"That prompt is {len(ids):,} tokens; the limit is {self.max_tokens}. "
-                              f"Try a shorter passage.")
-        return ids, prompt, notes
+            raise PromptError(f"That {what} is {len(ids):,} tokens; the limit is {self.max_tokens}.{hint}")
+        return ids
 
     # -- analysing prompts, batched ----------------------------------------------------------
 
@@ -320,8 +323,7 @@ class ModelRunner:
 
     def activations(self, ids: list[int]) -> dict[str, torch.Tensor]:
         """Every hook's activation after ids, by TransformerLens name, batch first (`run_with_cache`'s copies)."""
-        if len(ids) > self.max_tokens:
-            raise PromptError(f"That prompt is {len(ids):,} tokens; the limit is {self.max_tokens}.")
+        self._within_limit(ids)
         with self._locked() as net:
             _, cache = net.run_with_cache(torch.tensor([ids]))
         return cache
@@ -418,9 +420,7 @@ class ModelRunner:
     def _lab_tokens(self, ids: list[int]) -> list[int]:
         if len(ids) < 2:
             raise PromptError("The Lab measures next-token loss: give it at least two tokens.")
-        if len(ids) > self.max_tokens:
-            raise PromptError(f"That text is {len(ids):,} tokens; the limit is {self.max_tokens}.")
-        return ids
+        return self._within_limit(ids, "text")
 
     def mask_experiment(self, ids: list[int], spec: MaskSpec, layers: Iterable[int] | None = None) -> MaskResult:
         """The tokens run unchanged and with the attention pattern in the chosen layers (`model.lab`): two forwards
